@@ -1,2 +1,93 @@
-"""hostapp: a plugin host for Python applications built on pluggy."""
+"""hostapp: a plugin host for Python applications built on pluggy.
+
+The public API. ``import hostapp`` stays cheap: it imports pluggy (for the markers) and
+the spec types; the plugin manager, discovery, configuration, the CLI, rich, click and
+sqlite3 are imported only when first used.
+
+    import hostapp
+
+    @hostapp.hookimpl
+    def hostapp_event_sinks():
+        return hostapp.EventSink(name="printer", handle=print)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hostapp._markers import hookimpl, hookspec
 from hostapp._version import __version__
+from hostapp.lifecycle import PluginInfo, PluginState, Source
+from hostapp.types import (
+    BackgroundTask,
+    CliCommand,
+    Contribution,
+    Driver,
+    EventSink,
+    InstrumentType,
+    TraceProcessor,
+)
+
+if TYPE_CHECKING:
+    from hostapp.config import Config, load_config
+    from hostapp.errors import (
+        ConfigError,
+        DuplicateNameError,
+        HostappError,
+        MissingHookError,
+        PluginContractError,
+        PluginLoadError,
+    )
+    from hostapp.manager import PluginManager
+
+__all__ = [
+    "BackgroundTask",
+    "CliCommand",
+    "Config",
+    "ConfigError",
+    "Contribution",
+    "Driver",
+    "DuplicateNameError",
+    "EventSink",
+    "HostappError",
+    "InstrumentType",
+    "MissingHookError",
+    "PluginContractError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginManager",
+    "PluginState",
+    "Source",
+    "TraceProcessor",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+]
+
+_LAZY = {
+    "PluginManager": "hostapp.manager",
+    "Config": "hostapp.config",
+    "load_config": "hostapp.config",
+    "ConfigError": "hostapp.errors",
+    "DuplicateNameError": "hostapp.errors",
+    "HostappError": "hostapp.errors",
+    "MissingHookError": "hostapp.errors",
+    "PluginContractError": "hostapp.errors",
+    "PluginLoadError": "hostapp.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hostapp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,5 @@
+"""``python -m hostapp`` runs the ``hostapp`` command."""
+
+from hostapp.cli import main
+
+main()

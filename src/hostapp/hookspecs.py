@@ -1,0 +1,353 @@
+"""Every hookspec of hostapp. Each docstring is that hook's contract.
+
+Two shapes of hook (see ``docs/writing-plugins.md``):
+
+* **Registration hooks** return spec objects from :mod:`hostapp.types` — one object, a
+  list, or a generator. The host collects them once at start with
+  ``PluginManager.collect(NAME)``: each object's type is checked, it is tagged with the
+  plugin and distribution that returned it, and two objects of one kind with the same
+  name are an error naming both plugins. All registration hooks are *isolated*: a plugin
+  whose implementation raises is reported and skipped.
+* **Call hooks** are called by the host while it runs. They are isolated too: a plugin
+  that raises is reported with its name and the other plugins still run.
+
+Every hook may be implemented with ``def`` or ``async def``; the host awaits what needs
+awaiting (``await pm.ahook.NAME(...)``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hostapp._markers import hookspec
+from hostapp.types import (
+    BackgroundTask,
+    CliCommand,
+    Driver,
+    EventSink,
+    InstrumentType,
+    TraceProcessor,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from hostapp.config import Config
+    from hostapp.lifecycle import PluginInfo
+
+#: Names of the registration hooks, in the order the host collects them.
+REGISTRATION_HOOKS: tuple[str, ...] = (
+    "hostapp_trace_processors",
+    "hostapp_event_sinks",
+    "hostapp_drivers",
+    "hostapp_background_tasks",
+    "hostapp_instrument_types",
+    "hostapp_cli_commands",
+)
+
+#: Names of the call hooks, in the order the host calls them during a run.
+CALL_HOOKS: tuple[str, ...] = (
+    "hostapp_plugin_state",
+    "hostapp_configure",
+    "hostapp_startup",
+    "hostapp_shutdown",
+)
+
+
+# --------------------------------------------------------------------------------------
+# Registration hooks
+# --------------------------------------------------------------------------------------
+
+
+@hookspec(isolate=True, collect=TraceProcessor)
+def hostapp_trace_processors() -> TraceProcessor | Iterable[TraceProcessor]:
+    """Contribute trace processors: code selected by function name and file path.
+
+    Called once at host start. Return (or yield) :class:`hostapp.TraceProcessor` objects;
+    their fields are Kolo's processor config. The tracing engine instruments only the code
+    objects they select.
+
+    Returns:
+        a ``TraceProcessor``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — an implementation that raises, or returns something that is not a
+        ``TraceProcessor``, is reported with the plugin's name and its processors are
+        skipped. Two processors with the same ``name`` are a ``DuplicateNameError``.
+
+    Example::
+
+        import hostapp
+
+        def process_fetch(frame, event, arg, context):
+            context["calls"] += 1
+            return {"url": frame.f_locals["url"], "n": context["calls"]}
+
+        @hostapp.hookimpl
+        def hostapp_trace_processors():
+            yield hostapp.TraceProcessor(
+                name="fetch",
+                co_names=("fetch",),
+                path_fragment="myapp/client.py",
+                call_type="fetch_start",
+                return_type="fetch_end",
+                process=process_fetch,
+                build_context=lambda config: {"calls": 0},
+            )
+    """
+
+
+@hookspec(isolate=True, collect=EventSink)
+def hostapp_event_sinks() -> EventSink | Iterable[EventSink]:
+    """Contribute event sinks: destinations for events (LUNA's event plugins).
+
+    Called once at host start. Each :class:`hostapp.EventSink` gets its own worker and
+    queue; it receives batches of the event types it accepts.
+
+    Returns:
+        an ``EventSink``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Duplicate sink names are a
+        ``DuplicateNameError``.
+
+    Example::
+
+        import hostapp
+
+        def handle(events):
+            for event in events:
+                print(event.type, event.data)
+
+        @hostapp.hookimpl
+        def hostapp_event_sinks():
+            return hostapp.EventSink(
+                name="printer", handle=handle, event_types=("monitoring_event",)
+            )
+    """
+
+
+@hookspec(isolate=True, collect=Driver)
+def hostapp_drivers() -> Driver | Iterable[Driver]:
+    """Contribute drivers: named factories of components, with connect/validate (opa-stack).
+
+    Called once at host start. A component configured as ``[components.NAME]`` with
+    ``driver = "redis"`` is validated and built by the driver named ``redis``.
+
+    Returns:
+        a ``Driver``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Duplicate driver names are a
+        ``DuplicateNameError``.
+
+    Example::
+
+        import sqlite3
+        import hostapp
+
+        def validate(config):
+            if "path" not in config:
+                raise ValueError("path: required")
+
+        @hostapp.hookimpl
+        def hostapp_drivers():
+            return hostapp.Driver(
+                name="sqlite",
+                validate=validate,
+                connect=lambda config: sqlite3.connect(config["path"]),
+                close=lambda conn: conn.close(),
+            )
+    """
+
+
+@hookspec(isolate=True, collect=BackgroundTask)
+def hostapp_background_tasks() -> BackgroundTask | Iterable[BackgroundTask]:
+    """Contribute background tasks: long-running jobs supervised by the host (LUNA).
+
+    Called once at host start. Tasks start after ``hostapp_startup`` and are cancelled,
+    then given ``stop_timeout`` seconds, at stop.
+
+    Returns:
+        a ``BackgroundTask``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Duplicate task names are a
+        ``DuplicateNameError``.
+
+    Example::
+
+        import asyncio
+        import hostapp
+
+        async def heartbeat(host):
+            while True:
+                host.emit("monitoring_event", subtype="heartbeat")
+                await asyncio.sleep(30)
+
+        @hostapp.hookimpl
+        def hostapp_background_tasks():
+            return hostapp.BackgroundTask(name="heartbeat", run=heartbeat)
+    """
+
+
+@hookspec(isolate=True, collect=InstrumentType)
+def hostapp_instrument_types() -> InstrumentType | Iterable[InstrumentType]:
+    """Contribute probe instrument types (Diagnose's log, hist, incr).
+
+    Called once at host start. A probe spec whose ``instrument.type`` equals an
+    instrument type's ``name`` is built with that type's ``factory``.
+
+    Returns:
+        an ``InstrumentType``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Duplicate names are a
+        ``DuplicateNameError``.
+
+    Example::
+
+        import hostapp
+
+        class Counter:
+            def __init__(self, spec, host):
+                self.total = 0
+            def __call__(self, value, tags):
+                self.total += value
+
+        @hostapp.hookimpl
+        def hostapp_instrument_types():
+            return hostapp.InstrumentType(name="count", factory=Counter)
+    """
+
+
+@hookspec(isolate=True, collect=CliCommand)
+def hostapp_cli_commands() -> CliCommand | Iterable[CliCommand]:
+    """Contribute subcommands to the ``hostapp`` command.
+
+    Called once when the ``hostapp`` command starts, after discovery. A command whose
+    name clashes with a built-in command or another plugin's is reported and skipped.
+
+    Returns:
+        a ``CliCommand``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`.
+
+    Example::
+
+        import click
+        import hostapp
+
+        @click.command()
+        @click.argument("name")
+        def hello(name):
+            "Say hello."
+            click.echo(f"hello {name}")
+
+        @hostapp.hookimpl
+        def hostapp_cli_commands():
+            return hostapp.CliCommand(name="hello", command=hello, summary="Say hello.")
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Call hooks
+# --------------------------------------------------------------------------------------
+
+
+@hookspec(isolate=True)
+def hostapp_plugin_state(info: PluginInfo) -> None:
+    """Called on every plugin state transition (plux's lifecycle listener).
+
+    Args:
+        info: the :class:`hostapp.PluginInfo` whose ``state`` just changed; for
+            ``failed``, ``stage``, ``error`` and ``traceback`` are set; for ``filtered``,
+            ``rule``. Read it, do not change it.
+
+    A listener sees the transitions of plugins registered after it, and the host replays
+    nothing: register a listener explicitly (``PluginManager.load(explicit=...)``) to see
+    every plugin from the start.
+
+    Returns:
+        nothing; return values are ignored.
+
+    Errors:
+        isolated — a listener that raises is reported and skipped; loading goes on.
+
+    Example::
+
+        @hostapp.hookimpl
+        def hostapp_plugin_state(info):
+            if info.state == "failed":
+                print(f"{info.name} failed at {info.stage}: {info.error}")
+    """
+
+
+@hookspec(isolate=True)
+def hostapp_configure(config: Config) -> None:
+    """Called once after every plugin is registered, before anything starts.
+
+    Args:
+        config: the validated :class:`hostapp.config.Config`. A plugin's own table
+            ``[plugins.config.NAME]`` is ``config.plugin_config("NAME")`` (a dict, empty
+            when absent).
+
+    Returns:
+        nothing; return values are ignored.
+
+    Errors:
+        isolated — a plugin that raises is reported, marked failed at stage
+        ``configure``, and the host goes on.
+
+    Example::
+
+        @hostapp.hookimpl
+        def hostapp_configure(config):
+            settings = config.plugin_config("acme")
+            ACME.endpoint = settings.get("endpoint", "http://127.0.0.1:9000")
+    """
+
+
+@hookspec(isolate=True)
+def hostapp_startup(host: Any) -> None:
+    """Called once when the host starts, after components and sinks are ready.
+
+    Args:
+        host: the starting :class:`hostapp.Host`; ``host.emit(...)`` works from here on.
+
+    Returns:
+        nothing; may be ``async def`` (awaited in call order on the host's loop).
+
+    Errors:
+        isolated — a plugin that raises is reported, marked failed at stage ``start``,
+        and the host goes on.
+
+    Example::
+
+        @hostapp.hookimpl
+        async def hostapp_startup(host):
+            host.emit("monitoring_event", subtype="started", plugin="acme")
+    """
+
+
+@hookspec(isolate=True)
+def hostapp_shutdown(host: Any) -> None:
+    """Called once when the host stops, before sinks are drained and closed.
+
+    Args:
+        host: the stopping :class:`hostapp.Host`; ``host.emit(...)`` still delivers.
+
+    Returns:
+        nothing; may be ``async def``. The whole stop is bounded by
+        ``host.shutdown_timeout`` seconds.
+
+    Errors:
+        isolated — a plugin that raises is reported and the others still run.
+
+    Example::
+
+        @hostapp.hookimpl
+        def hostapp_shutdown(host):
+            host.emit("monitoring_event", subtype="stopping", plugin="acme")
+    """

@@ -1,0 +1,801 @@
+"""``hostapp.PluginManager``: pluggy's plugin manager plus what a host needs.
+
+What it adds to :class:`pluggy.PluginManager` (project name ``hostapp``):
+
+* hookspec options ``required`` and ``isolate`` (see :func:`hostapp.hookspec`), honoured by
+  pluggy's own call path ``pm.hook.NAME(...)``: an isolated implementation is wrapped once,
+  at registration, so a call costs one extra Python frame per implementation and nothing
+  else;
+* ``await pm.ahook.NAME(...)``: the same implementations in the same order, each result
+  awaited when awaitable (datasette's await-me-maybe as a relay);
+* :meth:`PluginManager.collect`: the flattened spec objects of a registration hook, each
+  tagged with its plugin and distribution, duplicates rejected naming both plugins;
+* :meth:`PluginManager.load`: discover -> filter -> import -> register through the
+  filtering discovery adapter, with a :class:`~hostapp.lifecycle.PluginInfo` per plugin
+  and every state transition reported to ``hostapp_plugin_state``;
+* deterministic order (higher ``priority`` called first, then by name) and registration
+  that stays linear in the number of plugins (pluggy's ``register`` scans every
+  registered plugin and every implementation of a hook, which is quadratic).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import inspect
+import logging
+import time
+import traceback
+import types
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+
+from hostapp import hookspecs as _hostapp_hookspecs
+from hostapp._markers import spec_options
+from hostapp.errors import DuplicateNameError, PluginContractError, PluginLoadError
+from hostapp.lifecycle import PluginInfo, PluginState, Source
+from hostapp.types import KIND_NAMES, Contribution
+
+if TYPE_CHECKING:
+    from hostapp.config import Config
+    from hostapp.discovery import DiscoveryOptions
+
+__all__ = ["AsyncHookCaller", "AsyncHookRelay", "HookError", "PluginManager"]
+
+logger = logging.getLogger("hostapp")
+
+_CoroutineType = types.CoroutineType
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HookError:
+    """An exception an isolated hook implementation raised, as recorded by the manager.
+
+    Attributes:
+        hook: the hook name (``"hostapp_startup"``).
+        plugin: the plugin whose implementation raised.
+        error: ``"ExceptionType: message"``.
+        traceback: the formatted traceback.
+        timestamp_ns: when it happened (``time.time_ns()``).
+    """
+
+    hook: str
+    plugin: str
+    error: str
+    traceback: str
+    timestamp_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the fields."""
+        return dataclasses.asdict(self)
+
+
+class _Registry(dict):  # type: ignore[type-arg]
+    """pluggy's name -> plugin dict, with an O(1) ``plugin in values()``.
+
+    ``pluggy.PluginManager.register`` refuses a plugin registered under another name by
+    testing ``plugin in self._name2plugin.values()``, a scan of every registered plugin,
+    which makes registering N plugins O(N^2). This dict keeps an identity count beside the
+    mapping so that test is a dict lookup.
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids: collections.Counter[int] = collections.Counter()
+
+    def __setitem__(self, key: str, value: object) -> None:
+        if key in self:
+            self._forget(dict.__getitem__(self, key))
+        dict.__setitem__(self, key, value)
+        self._ids[id(value)] += 1
+
+    def __delitem__(self, key: str) -> None:
+        self._forget(dict.__getitem__(self, key))
+        dict.__delitem__(self, key)
+
+    def pop(self, key: str, *default: object) -> object:
+        if key in self:
+            self._forget(dict.__getitem__(self, key))
+        return dict.pop(self, key, *default)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._ids.clear()
+
+    def _forget(self, value: object) -> None:
+        count = self._ids[id(value)] - 1
+        if count:
+            self._ids[id(value)] = count
+        else:
+            del self._ids[id(value)]
+
+    def values(self) -> _RegistryValues:  # type: ignore[override]
+        return _RegistryValues(self)
+
+
+class _RegistryValues:
+    __slots__ = ("_registry",)
+
+    def __init__(self, registry: _Registry) -> None:
+        self._registry = registry
+
+    def __contains__(self, value: object) -> bool:
+        return id(value) in self._registry._ids
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(dict.values(self._registry))
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+
+class _HookCaller(pluggy.HookCaller):
+    """A ``HookCaller`` whose ``_add_hookimpl`` does not scan every implementation.
+
+    pluggy finds the wrapper split point by walking the implementation list from the
+    start, so N plugins implementing one hook cost O(N^2) to register. The list is
+    partitioned (non-wrappers, then wrappers), so walking back from the end over the
+    wrappers finds the same split point in O(wrappers). The resulting order is exactly
+    pluggy's.
+    """
+
+    __slots__ = ()
+
+    def _add_hookimpl(self, hookimpl: pluggy.HookImpl) -> None:
+        impls = self._hookimpls
+        split = len(impls)
+        while split and (impls[split - 1].wrapper or impls[split - 1].hookwrapper):
+            split -= 1
+        if hookimpl.hookwrapper or hookimpl.wrapper:
+            start, end = split, len(impls)
+        else:
+            start, end = 0, split
+        if hookimpl.trylast:
+            impls.insert(start, hookimpl)
+        elif hookimpl.tryfirst:
+            impls.insert(end, hookimpl)
+        else:
+            i = end - 1
+            while i >= start and impls[i].tryfirst:
+                i -= 1
+            impls.insert(i + 1, hookimpl)
+
+
+class PluginManager(pluggy.PluginManager):
+    """The hostapp plugin manager: a :class:`pluggy.PluginManager` for project ``hostapp``.
+
+    Args:
+        hookspecs: add hostapp's own hookspecs (:mod:`hostapp.hookspecs`); ``False`` gives
+            a bare manager for a host application with only its own hookspecs.
+
+    Attributes:
+        ahook: the async relay; ``await pm.ahook.NAME(**kwargs)``.
+        candidates: every :class:`PluginInfo` seen by :meth:`load`, shadowed ones included,
+            in discovery order.
+        infos: the non-shadowed candidates by name.
+        hook_errors: the most recent 1,000 :class:`HookError` records of isolated hooks.
+        error_listeners: callables ``listener(HookError)`` called on each isolated error
+            (the host uses it to mark plugins failed at ``configure``/``start``).
+    """
+
+    def __init__(self, *, hookspecs: bool = True) -> None:
+        super().__init__("hostapp")
+        self._name2plugin = _Registry()  # type: ignore[misc]
+        self.ahook = AsyncHookRelay(self)
+        self.candidates: list[PluginInfo] = []
+        self.infos: dict[str, PluginInfo] = {}
+        self.hook_errors: collections.deque[HookError] = collections.deque(maxlen=1000)
+        self.error_listeners: list[Callable[[HookError], None]] = []
+        self._recording: list[str] | None = None
+        self._pending_states: list[PluginInfo] | None = None
+        if hookspecs:
+            self.add_hookspecs(_hostapp_hookspecs)
+
+    # -- pluggy overrides -----------------------------------------------------------------
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """Add the hookspecs found in ``module_or_class`` (pluggy's method).
+
+        hostapp's own :func:`hostapp.hookspec` options (``required``, ``isolate``,
+        ``collect``) are honoured; a spec made with plain ``pluggy.HookspecMarker("hostapp")``
+        gets the defaults.
+
+        Raises:
+            ValueError: no hookspec of project ``hostapp`` found (pluggy's error).
+        """
+        for name in dir(module_or_class):
+            if self.parse_hookspec_opts(module_or_class, name) is not None:  # type: ignore[arg-type]
+                if getattr(self.hook, name, None) is None:
+                    setattr(self.hook, name, _HookCaller(name, self._hookexec))
+        super().add_hookspecs(module_or_class)  # type: ignore[arg-type]
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        """pluggy's method; also records the hook names of the plugin being registered."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is not None and self._recording is not None:
+            self._recording.append(opts.get("specname") or name)
+        return opts
+
+    def _verify_hook(self, hook: pluggy.HookCaller, hookimpl: pluggy.HookImpl) -> None:
+        super()._verify_hook(hook, hookimpl)
+        if (
+            spec_options(hook).isolate
+            and not (hookimpl.wrapper or hookimpl.hookwrapper)
+            and not getattr(hookimpl.function, "__hostapp_isolated__", False)
+        ):
+            hookimpl.function = self._isolating(hook.name, hookimpl)  # type: ignore[misc]
+
+    def _isolating(self, hook_name: str, hookimpl: pluggy.HookImpl) -> Callable[..., Any]:
+        function = hookimpl.function
+        plugin_name = hookimpl.plugin_name
+        report = self._report_hook_error
+
+        @functools.wraps(function)
+        def isolated(*args: Any) -> Any:
+            try:
+                return function(*args)
+            except Exception as exc:
+                report(hook_name, plugin_name, exc)
+                return None
+
+        isolated.__hostapp_isolated__ = True  # type: ignore[attr-defined]
+        return isolated
+
+    def _report_hook_error(self, hook_name: str, plugin_name: str, exc: BaseException) -> None:
+        record = HookError(
+            hook=hook_name,
+            plugin=plugin_name,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+            timestamp_ns=time.time_ns(),
+        )
+        self.hook_errors.append(record)
+        info = self.infos.get(plugin_name)
+        where = f" ({info.provenance})" if info is not None else ""
+        logger.warning(
+            "plugin %r%s raised in hook %r: %s", plugin_name, where, hook_name, record.error
+        )
+        for listener in list(self.error_listeners):
+            try:
+                listener(record)
+            except Exception:  # a broken listener must not break the hook call
+                logger.exception("hook error listener %r raised", listener)
+
+    # -- registration -------------------------------------------------------------------
+
+    def register_plugin(self, info: PluginInfo) -> bool:
+        """Register ``info.obj`` under ``info.name``; record its hooks and state.
+
+        Returns:
+            ``True`` when registered, ``False`` when it failed (``info`` is then
+            ``failed`` at stage ``register`` with the pluggy validation error).
+        """
+        self._recording = []
+        try:
+            self.register(info.obj, name=info.name)
+        except Exception as exc:
+            info.fail("register", exc)
+            self._notify(info)
+            return False
+        finally:
+            hooks, self._recording = self._recording, None
+        info.hooks = sorted(set(hooks))
+        self.infos[info.name] = info
+        self._set_state(info, PluginState.REGISTERED)
+        return True
+
+    def register_plugins(self, infos: Iterable[PluginInfo]) -> list[PluginInfo]:
+        """Register many plugins in hostapp's deterministic order; linear in their number.
+
+        Call order, which every hook then follows (before ``tryfirst``/``trylast``):
+        higher ``priority`` first; equal priorities by name, A to Z. pluggy calls the
+        most recently registered implementation first, so the plugins are registered in
+        the reverse of that order.
+
+        Args:
+            infos: records in state ``imported`` with ``obj`` set.
+
+        Returns:
+            the records that were registered, in call order.
+        """
+        ordered = sorted(infos, key=lambda i: (-i.priority, i.name))
+        for info in reversed(ordered):
+            self.register_plugin(info)
+        return [i for i in ordered if i.state is PluginState.REGISTERED]
+
+    # -- loading through the discovery adapter -------------------------------------------------
+
+    def load(
+        self,
+        config: Config | None = None,
+        *,
+        explicit: Sequence[tuple[str, object]] = (),
+        options: DiscoveryOptions | None = None,
+        strict: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> list[PluginInfo]:
+        """Discover, filter, import and register plugins; return every candidate's record.
+
+        Args:
+            config: the configuration (``[plugins]`` gives the sources and filters); the
+                default configuration when ``None``.
+            explicit: ``(name, plugin)`` pairs registered by the host program or a test
+                (source ``explicit``, first in precedence, never filtered).
+            options: discovery options; derived from ``config`` when ``None``.
+            strict: make any failure fatal; default from ``config`` (``plugins.strict``,
+                ``HOSTAPP_STRICT``).
+            environ: the environment for ``HOSTAPP_*`` variables (default ``os.environ``).
+
+        A plugin object may be a module, a class (instantiated with no arguments), an
+        instance, or a function decorated with ``@hostapp.hookimpl`` (a one-hook plugin).
+        Its optional ``hostapp_plugin_meta`` dict (``tags``, ``priority``,
+        ``description``) fills what discovery did not set; tag filters are applied again
+        to tags declared that way.
+
+        State transitions made while loading are delivered to ``hostapp_plugin_state``
+        after loading, in order, so every listener sees every plugin's transitions.
+
+        Returns:
+            every candidate (``filtered``, ``shadowed``, ``registered``, ``failed``...).
+
+        Raises:
+            PluginLoadError: in strict mode, at the first plugin that fails, naming it,
+                its provenance, the stage and the error.
+            ConfigError: a filter pattern is invalid.
+        """
+        from hostapp.config import Config
+        from hostapp.discovery import discover
+
+        if config is None:
+            config = Config.default()
+        if options is None:
+            options = config.discovery_options(environ=environ)
+        if strict is None:
+            strict = config.strict
+        self._pending_states = []
+        try:
+            infos = discover(options, explicit=explicit, environ=environ)
+            self.candidates.extend(infos)
+            for info in infos:
+                self._notify(info)
+                if info.state is not PluginState.SHADOWED:
+                    self.infos.setdefault(info.name, info)
+            imported = [info for info in infos if self._import(info, options)]
+            if strict:
+                self._raise_if_failed(infos)
+            self.register_plugins(imported)
+            if strict:
+                self._raise_if_failed(infos)
+        finally:
+            pending, self._pending_states = self._pending_states, None
+            for snapshot in pending:
+                self.hook.hostapp_plugin_state(info=snapshot)
+        return infos
+
+    def _import(self, info: PluginInfo, options: DiscoveryOptions) -> bool:
+        from hostapp.discovery import load_object, tag_filter_rule
+
+        if info.state is not PluginState.DISCOVERED:
+            return False
+        try:
+            obj = load_object(info)
+        except Exception as exc:
+            info.fail("import", exc)
+            self._notify(info)
+            return False
+        try:
+            plugin = _as_plugin(obj)
+        except Exception as exc:
+            info.fail("instantiate", exc)
+            self._notify(info)
+            return False
+        info.obj = plugin
+        _apply_declared_meta(info, obj)
+        self._set_state(info, PluginState.IMPORTED)
+        if info.source is not Source.EXPLICIT:
+            rule = tag_filter_rule(info.tags, options)
+            if rule is not None:
+                info.rule = f"{rule} (tags declared by the plugin)"
+                info.obj = None
+                self._set_state(info, PluginState.FILTERED)
+                return False
+        return True
+
+    def _raise_if_failed(self, infos: Iterable[PluginInfo]) -> None:
+        for info in infos:
+            if info.state is PluginState.FAILED:
+                raise PluginLoadError(
+                    info,
+                    f"plugin {info.name!r} from {info.provenance} failed at "
+                    f"{info.stage}: {info.error} (strict mode)",
+                )
+
+    def set_state(self, info: PluginInfo, state: PluginState) -> None:
+        """Move ``info`` to ``state`` and report it to ``hostapp_plugin_state``."""
+        self._set_state(info, state)
+
+    def _set_state(self, info: PluginInfo, state: PluginState) -> None:
+        info.state = state
+        self._notify(info)
+
+    def _notify(self, info: PluginInfo) -> None:
+        snapshot = dataclasses.replace(info, hooks=list(info.hooks))
+        if self._pending_states is not None:
+            self._pending_states.append(snapshot)
+        else:
+            self.hook.hostapp_plugin_state(info=snapshot)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def missing_required(self) -> list[str]:
+        """Names of the ``required=True`` hooks that no plugin implements (wrappers don't count)."""
+        missing = []
+        for name, hook in sorted(vars(self.hook).items()):
+            if isinstance(hook, pluggy.HookCaller) and spec_options(hook).required:
+                if not any(not (i.wrapper or i.hookwrapper) for i in hook.get_hookimpls()):
+                    missing.append(name)
+        return missing
+
+    def check_required(self) -> None:
+        """Raise :class:`~hostapp.errors.MissingHookError` listing every required hook
+        without an implementation; the host calls it before it starts anything."""
+        from hostapp.errors import MissingHookError
+
+        missing = self.missing_required()
+        if missing:
+            raise MissingHookError(missing)
+
+    def hook_table(self) -> list[dict[str, Any]]:
+        """Every hookspec with its implementations in call order (``hostapp hooks --json``).
+
+        Returns:
+            ``[{"name", "kind": "registration"|"call", "firstresult", "historic",
+            "required", "isolate", "spec_type", "doc", "implementations": [{"plugin",
+            "tryfirst", "trylast", "wrapper", "async"}]}]`` sorted by hook name.
+        """
+        rows = []
+        for name, hook in sorted(vars(self.hook).items()):
+            if not isinstance(hook, pluggy.HookCaller) or hook.spec is None:
+                continue
+            opts = spec_options(hook)
+            impls = []
+            for impl in reversed(hook.get_hookimpls()):
+                function = inspect.unwrap(impl.function)
+                impls.append(
+                    {
+                        "plugin": impl.plugin_name,
+                        "tryfirst": bool(impl.tryfirst),
+                        "trylast": bool(impl.trylast),
+                        "wrapper": bool(impl.wrapper or impl.hookwrapper),
+                        "async": inspect.iscoroutinefunction(function),
+                    }
+                )
+            doc = inspect.getdoc(hook.spec.function) or ""
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "registration" if opts.collect is not None else "call",
+                    "firstresult": bool(hook.spec.opts.get("firstresult")),
+                    "historic": bool(hook.spec.opts.get("historic")),
+                    "required": opts.required,
+                    "isolate": opts.isolate,
+                    "spec_type": opts.collect.__name__ if opts.collect is not None else None,
+                    "doc": doc.split("\n\n", 1)[0].replace("\n", " "),
+                    "implementations": impls,
+                }
+            )
+        return rows
+
+    # -- registration hooks -------------------------------------------------------------------
+
+    def collect(
+        self, hook_name: str, *, on_conflict: Literal["raise", "report"] = "raise"
+    ) -> list[Contribution[Any]]:
+        """Call registration hook ``hook_name`` and return its flattened, tagged results.
+
+        Each implementation may return one spec object, an iterable (a list, a
+        generator) of them, or ``None``. Implementations are called in call order, so the
+        contributions of a higher-priority plugin come first.
+
+        Args:
+            hook_name: a registration hook, e.g. ``"hostapp_event_sinks"``.
+            on_conflict: two contributions with the same ``name``: ``"raise"`` a
+                :class:`~hostapp.errors.DuplicateNameError`, or ``"report"`` it as a hook
+                error of the second plugin and keep the first.
+
+        Returns:
+            ``[Contribution(spec, plugin, distribution, version), ...]``.
+
+        Raises:
+            DuplicateNameError: two plugins contribute the same name (``on_conflict="raise"``).
+            ValueError: ``hook_name`` is not a registration hook.
+
+        A plugin whose implementation raises (also while its generator runs), returns an
+        object of the wrong type, or returns an awaitable (use :meth:`acollect`) is
+        reported with its name and all of its contributions to this hook are skipped.
+        """
+        hook, expected = self._registration_hook(hook_name)
+        out: list[Contribution[Any]] = []
+        seen: dict[str, Contribution[Any]] = {}
+        for impl in reversed(hook.get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            try:
+                result = inspect.unwrap(impl.function)()
+                if inspect.isawaitable(result):
+                    if hasattr(result, "close"):
+                        result.close()
+                    raise PluginContractError(
+                        f"plugin {impl.plugin_name!r} implements {hook_name} with async def; "
+                        "registration hooks of an async implementation are collected with "
+                        "'await pm.acollect(...)'"
+                    )
+                specs = self._flatten(impl.plugin_name, hook_name, expected, result)
+            except Exception as exc:
+                self._report_hook_error(hook_name, impl.plugin_name, exc)
+                continue
+            self._add_contributions(hook_name, impl.plugin_name, specs, out, seen, on_conflict)
+        return out
+
+    async def acollect(
+        self, hook_name: str, *, on_conflict: Literal["raise", "report"] = "raise"
+    ) -> list[Contribution[Any]]:
+        """:meth:`collect` for hosts with ``async def`` registration implementations.
+
+        Same arguments, result and errors; each implementation's result is awaited when
+        it is awaitable, and async generators are iterated.
+        """
+        hook, expected = self._registration_hook(hook_name)
+        out: list[Contribution[Any]] = []
+        seen: dict[str, Contribution[Any]] = {}
+        for impl in reversed(hook.get_hookimpls()):
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            try:
+                result = inspect.unwrap(impl.function)()
+                if inspect.isawaitable(result):
+                    result = await result
+                elif inspect.isasyncgen(result):
+                    result = [item async for item in result]
+                specs = self._flatten(impl.plugin_name, hook_name, expected, result)
+            except Exception as exc:
+                self._report_hook_error(hook_name, impl.plugin_name, exc)
+                continue
+            self._add_contributions(hook_name, impl.plugin_name, specs, out, seen, on_conflict)
+        return out
+
+    def _registration_hook(self, hook_name: str) -> tuple[pluggy.HookCaller, type]:
+        hook = getattr(self.hook, hook_name, None)
+        if hook is None or hook.spec is None or spec_options(hook).collect is None:
+            raise ValueError(f"{hook_name!r} is not a registration hook (a hookspec with collect=...)")
+        return hook, spec_options(hook).collect  # type: ignore[return-value]
+
+    def _flatten(self, plugin: str, hook_name: str, expected: type, result: object) -> list[Any]:
+        if result is None:
+            return []
+        items = [result] if isinstance(result, expected) else result
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            items = [items]
+        specs = []
+        for item in items:  # type: ignore[union-attr]
+            if not isinstance(item, expected):
+                info = self.infos.get(plugin)
+                where = f" ({info.provenance})" if info is not None else ""
+                raise PluginContractError(
+                    f"plugin {plugin!r}{where} returned {type(item).__name__} from {hook_name}; "
+                    f"expected hostapp.{expected.__name__} objects"
+                )
+            specs.append(item)
+        return specs
+
+    def _add_contributions(
+        self,
+        hook_name: str,
+        plugin: str,
+        specs: list[Any],
+        out: list[Contribution[Any]],
+        seen: dict[str, Contribution[Any]],
+        on_conflict: str,
+    ) -> None:
+        info = self.infos.get(plugin)
+        dist = info.distribution if info is not None else None
+        version = info.version if info is not None else None
+        for spec in specs:
+            contribution = Contribution(spec, plugin, dist, version)
+            first = seen.get(spec.name)
+            if first is not None:
+                kind = KIND_NAMES.get(type(spec), type(spec).__name__)
+                error = DuplicateNameError(
+                    f"{kind} {spec.name!r} is contributed by {first.describe()} and by "
+                    f"{contribution.describe()}; disable one of them (plugins.disable) or rename it"
+                )
+                if on_conflict == "raise":
+                    raise error
+                self._report_hook_error(hook_name, plugin, error)
+                continue
+            seen[spec.name] = contribution
+            out.append(contribution)
+
+
+def _as_plugin(obj: object) -> object:
+    """Turn what a plugin source names into the object registered with pluggy."""
+    if isinstance(obj, type):
+        return obj()
+    if inspect.isfunction(obj) and getattr(obj, "hostapp_impl", None) is not None:
+        return FunctionPlugin(obj)
+    return obj
+
+
+class FunctionPlugin:
+    """A plugin made of one ``@hookimpl`` function (plux's function plugins).
+
+    The function is an attribute under its own name, so pluggy finds it as usual.
+    Hashable by identity, as pluggy requires of plugins.
+    """
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        setattr(self, function.__name__, function)
+
+    def __repr__(self) -> str:
+        [function] = vars(self).values()
+        return f"<FunctionPlugin {function.__module__}.{function.__qualname__}>"
+
+
+def _apply_declared_meta(info: PluginInfo, obj: object) -> None:
+    meta = getattr(obj, "hostapp_plugin_meta", None)
+    if not isinstance(meta, Mapping):
+        return
+    if not info.tags and isinstance(meta.get("tags"), (list, tuple)):
+        info.tags = tuple(str(t) for t in meta["tags"])
+    priority = meta.get("priority")
+    if info.priority == 0 and isinstance(priority, int) and not isinstance(priority, bool):
+        info.priority = priority
+    if info.description is None and isinstance(meta.get("description"), str):
+        info.description = meta["description"]
+
+
+# -- the async relay ----------------------------------------------------------------------
+
+
+class AsyncHookRelay:
+    """``pm.ahook``: ``await pm.ahook.NAME(**kwargs)`` for every hook of the manager.
+
+    Raises:
+        AttributeError: no hook of that name.
+    """
+
+    def __init__(self, pm: PluginManager) -> None:
+        self._pm = pm
+
+    def __getattr__(self, name: str) -> AsyncHookCaller:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        hook = getattr(self._pm.hook, name, None)
+        if hook is None:
+            raise AttributeError(f"no hook named {name!r}")
+        caller = AsyncHookCaller(self._pm, hook)
+        self.__dict__[name] = caller
+        return caller
+
+
+class AsyncHookCaller:
+    """Awaits every implementation of one hook in pluggy's call order.
+
+    ``await caller(**kwargs)``: each implementation is called in the order
+    ``pm.hook.NAME(...)`` would call it and its result awaited when it is awaitable, one
+    after another (not concurrently). ``firstresult`` means the first non-``None``
+    *awaited* value; an ``isolate`` hook reports and skips an implementation that raises
+    (synchronously or while awaited). pluggy wrappers (``wrapper=True`` and old-style
+    ``hookwrapper=True``) wrap the whole call as they do in pluggy; they are plain
+    generators, not async ones.
+
+    Returns:
+        the list of non-``None`` results, or the first one (or ``None``) for firstresult.
+
+    Raises:
+        pluggy.HookCallError: an implementation needs an argument the call did not give.
+        TypeError: the hook is historic (use ``pm.hook.NAME.call_historic``).
+        Exception: whatever a non-isolated implementation raised.
+    """
+
+    __slots__ = ("_hook", "_pm", "name")
+
+    def __init__(self, pm: PluginManager, hook: pluggy.HookCaller) -> None:
+        self._pm = pm
+        self._hook = hook
+        self.name = hook.name
+
+    def __call__(self, **kwargs: Any) -> Awaitable[Any]:
+        hook = self._hook
+        if hook.is_historic():
+            raise TypeError(f"hook {self.name!r} is historic; use pm.hook.{self.name}.call_historic")
+        spec = hook.spec
+        if spec is not None:
+            if spec.kwargdefaults:
+                kwargs = {**spec.kwargdefaults, **kwargs}
+            firstresult = bool(spec.opts.get("firstresult"))
+            isolate = spec_options(hook).isolate
+        else:
+            firstresult = isolate = False
+        return _amulticall(self._pm, self.name, hook.get_hookimpls(), kwargs, firstresult, isolate)
+
+
+async def _amulticall(
+    pm: PluginManager,
+    hook_name: str,
+    impls: list[pluggy.HookImpl],
+    kwargs: Mapping[str, Any],
+    firstresult: bool,
+    isolate: bool,
+) -> Any:
+    results: list[Any] = []
+    teardowns: list[tuple[bool, Any]] = []
+    exception: BaseException | None = None
+    try:
+        for impl in reversed(impls):
+            try:
+                args = [kwargs[argname] for argname in impl.argnames]
+            except KeyError as exc:
+                raise pluggy.HookCallError(
+                    f"hook call must provide argument {exc.args[0]!r}"
+                ) from None
+            if impl.hookwrapper or impl.wrapper:
+                gen = impl.function(*args)
+                try:
+                    next(gen)  # type: ignore[call-overload]
+                except StopIteration:
+                    raise RuntimeError(
+                        f"wrapper of plugin {impl.plugin_name!r} for hook {hook_name!r} did not yield"
+                    ) from None
+                teardowns.append((bool(impl.hookwrapper), gen))
+                continue
+            try:
+                res = impl.function(*args)
+                if res is not None and (type(res) is _CoroutineType or inspect.isawaitable(res)):
+                    res = await res
+            except Exception as exc:
+                if not isolate:
+                    raise
+                pm._report_hook_error(hook_name, impl.plugin_name, exc)
+                continue
+            if res is not None:
+                results.append(res)
+                if firstresult:
+                    break
+    except BaseException as exc:
+        exception = exc
+    result: Any = (results[0] if results else None) if firstresult else results
+    for old_style, gen in reversed(teardowns):
+        if old_style:
+            outcome = pluggy.Result(result, exception)
+            try:
+                gen.send(outcome)
+            except StopIteration:
+                pass
+            else:
+                exception = RuntimeError(f"hookwrapper for hook {hook_name!r} yielded twice")
+                continue
+            try:
+                result, exception = outcome.get_result(), None
+            except BaseException as exc:
+                exception = exc
+        else:
+            try:
+                if exception is not None:
+                    gen.throw(exception)
+                else:
+                    gen.send(result)
+            except StopIteration as stop:
+                result, exception = stop.value, None
+            except BaseException as exc:
+                exception = exc
+            else:
+                exception = RuntimeError(f"wrapper for hook {hook_name!r} yielded twice")
+    if exception is not None:
+        raise exception
+    return result

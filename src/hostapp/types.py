@@ -1,0 +1,402 @@
+"""The spec objects that registration hooks return (the conda ``types`` pattern).
+
+Each registration hook (``hostapp_trace_processors()``, ``hostapp_event_sinks()``, ...)
+returns one spec object, a list of them, or yields them. The plugin manager collects them
+with :meth:`hostapp.PluginManager.collect`, which validates the type, tags each spec with
+the plugin and distribution that provided it (:class:`Contribution`) and rejects two
+specs of the same kind with the same name.
+
+Every spec is a frozen dataclass with ``slots=True``; ``__post_init__`` validates the
+fields and raises :class:`ValueError` naming the field, which the manager turns into a
+:class:`~hostapp.errors.PluginContractError` naming the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+__all__ = [
+    "BackgroundTask",
+    "CliCommand",
+    "Contribution",
+    "Driver",
+    "EventSink",
+    "InstrumentType",
+    "TraceProcessor",
+]
+
+#: The events a trace processor can ask for (Kolo's names; ``unwind`` is the exception exit).
+TRACE_EVENTS: frozenset[str] = frozenset({"call", "return", "unwind", "resume", "yield", "throw"})
+
+
+def _check_name(kind: str, name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{kind}.name: expected a non-empty string, got {name!r}")
+
+
+def _check_callable(kind: str, fld: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if not callable(value):
+        raise ValueError(f"{kind}.{fld}: expected a callable, got {type(value).__name__}")
+
+
+def _check_positive(kind: str, fld: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{kind}.{fld}: expected a positive number, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceProcessor:
+    """Selects code by function name and file path and turns its calls into events.
+
+    The fields and their meaning are Kolo's processor config (``co_names``,
+    ``path_fragment``, ``call``, ``call_type``, ``return_type``, ``subtype``, ``process``,
+    ``build_context``, ``events`` and the undocumented ``*_type`` keys), so a Kolo processor
+    dict converts unchanged with :meth:`from_kolo`.
+
+    Attributes:
+        name: unique processor name (``"urllib"``, ``"celery"``); shown in errors and
+            used by ``--processor`` / ``--no-processor``.
+        co_names: function names matched against ``code.co_name``. Empty means every
+            function in the files that match ``path_fragment``.
+        path_fragment: a substring of ``code.co_filename``, written with ``/`` (converted
+            to ``os.sep`` for matching, as Kolo ``os.path.normpath``-s it).
+        call_type: the event ``type`` for a call (``"outbound_http_request"``).
+        return_type: the event ``type`` for a return (``"outbound_http_response"``).
+        subtype: copied into every event (``"urllib"``); ``None`` for none.
+        call: ``call(frame, event, arg, context) -> bool``, an extra filter run only after
+            the name and path matched; ``False`` skips this call.
+        process: ``process(frame, event, arg, context) -> dict``; the dict is merged over
+            the event's base data.
+        build_context: ``build_context(config) -> dict``, called once per run; the same
+            (mutable) dict is passed to ``call`` and ``process``.
+        events: which events to emit, a subset of ``call``, ``return``, ``unwind`` (the
+            exception exit), ``resume``, ``yield``, ``throw``. Default: call, return, unwind.
+        unwind_type, resume_type, yield_type, throw_type: event types for those events;
+            default to ``return_type``, ``call_type``, ``return_type``, ``return_type``
+            (Kolo's defaults).
+        description: one line for listings.
+
+    Raises:
+        ValueError: on construction, naming the field that is missing or malformed.
+    """
+
+    name: str
+    path_fragment: str
+    call_type: str
+    return_type: str
+    co_names: tuple[str, ...] = ()
+    subtype: str | None = None
+    call: Callable[[FrameType, str, Any, dict[str, Any]], bool] | None = None
+    process: Callable[[FrameType, str, Any, dict[str, Any]], Mapping[str, Any]] | None = None
+    build_context: Callable[[Any], dict[str, Any]] | None = None
+    events: tuple[str, ...] = ("call", "return", "unwind")
+    unwind_type: str | None = None
+    resume_type: str | None = None
+    yield_type: str | None = None
+    throw_type: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = "TraceProcessor"
+        _check_name(kind, self.name)
+        if isinstance(self.co_names, str):
+            raise ValueError(f"{kind}.co_names: expected a list of function names, got a string")
+        object.__setattr__(self, "co_names", tuple(self.co_names))
+        for co_name in self.co_names:
+            if not isinstance(co_name, str) or not co_name:
+                raise ValueError(f"{kind}.co_names: expected non-empty strings, got {co_name!r}")
+        if not isinstance(self.path_fragment, str) or not self.path_fragment:
+            raise ValueError(f"{kind}.path_fragment: expected a non-empty string")
+        for fld in ("call_type", "return_type"):
+            value = getattr(self, fld)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{kind}.{fld}: expected a non-empty string, got {value!r}")
+        for fld in ("call", "process", "build_context"):
+            _check_callable(kind, fld, getattr(self, fld))
+        if isinstance(self.events, str):
+            raise ValueError(f"{kind}.events: expected a list of event names, got a string")
+        object.__setattr__(self, "events", tuple(self.events))
+        unknown = set(self.events) - TRACE_EVENTS
+        if unknown:
+            raise ValueError(
+                f"{kind}.events: unknown event(s) {sorted(unknown)}; expected some of "
+                f"{sorted(TRACE_EVENTS)}"
+            )
+
+    @property
+    def normalized_fragment(self) -> str:
+        """``path_fragment`` with ``/`` turned into this platform's separator."""
+        return os.path.normpath(self.path_fragment) if os.sep != "/" else self.path_fragment
+
+    def type_for(self, event: str) -> str:
+        """The event ``type`` written for trace ``event`` (``"call"``, ``"return"``, ...)."""
+        if event == "call":
+            return self.call_type
+        if event == "return":
+            return self.return_type
+        if event == "unwind":
+            return self.unwind_type or self.return_type
+        if event == "resume":
+            return self.resume_type or self.call_type
+        if event == "yield":
+            return self.yield_type or self.return_type
+        if event == "throw":
+            return self.throw_type or self.return_type
+        raise ValueError(f"unknown trace event {event!r}")
+
+    @classmethod
+    def from_kolo(cls, config: Mapping[str, Any], *, name: str | None = None) -> TraceProcessor:
+        """Build a processor from a Kolo processor config dict, unchanged.
+
+        Args:
+            config: a dict as in Kolo's plugin documentation: ``co_names``,
+                ``path_fragment``, ``call_type``, ``return_type`` (required), ``subtype``,
+                ``call``, ``process``, ``build_context``, ``events``, ``unwind_type``,
+                ``resume_type``, ``yield_type``, ``throw_type`` (optional).
+            name: the processor name; defaults to ``config["name"]``, then ``subtype``,
+                then ``call_type``.
+
+        Raises:
+            ValueError: a required key is missing or a value is malformed (names the key).
+        """
+        missing = [k for k in ("co_names", "path_fragment", "call_type", "return_type") if k not in config]
+        if missing:
+            raise ValueError(f"Kolo processor config: missing required key(s) {missing}")
+        known = {
+            "co_names", "path_fragment", "call_type", "return_type", "subtype", "call",
+            "process", "build_context", "events", "unwind_type", "resume_type",
+            "yield_type", "throw_type", "name", "description",
+        }
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"Kolo processor config: unknown key(s) {sorted(unknown)}")
+        kwargs = {k: v for k, v in config.items() if k != "name"}
+        if "events" in kwargs and kwargs["events"] is not None:
+            kwargs["events"] = tuple(kwargs["events"])
+        elif "events" in kwargs:
+            del kwargs["events"]
+        resolved = name or config.get("name") or config.get("subtype") or config["call_type"]
+        return cls(name=resolved, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSink:
+    """A destination for events (LUNA's event plugins, an exporter in OpenTelemetry's terms).
+
+    The event bus gives every sink its own worker and queue, so a slow or failing sink
+    never holds up the others; a batch that fails is retried with backoff, then kept as a
+    dead letter.
+
+    Attributes:
+        name: unique sink name; configured under ``[events.sinks.NAME]``.
+        handle: ``handle(events: list[Event]) -> None`` (or ``async def``); receives a batch
+            of :class:`hostapp.events.Event`. Raising means the whole batch failed and will
+            be retried.
+        event_types: which event types it accepts: exact names
+            (``"outbound_http_request"``), globs (``"background_job*"``) or ``"*"``.
+        open: ``open(config: dict) -> None`` (or async), called once before the first
+            batch with the sink's ``[events.sinks.NAME]`` table.
+        close: ``close() -> None`` (or async), called once after the last batch.
+        batch_size: most events per ``handle`` call (default: ``events.batch_size``).
+        flush_interval_ms: longest wait in milliseconds before a partial batch is handed
+            over (default: ``events.flush_interval_ms``).
+        max_retries: retries of a failed batch before it becomes a dead letter (default:
+            ``events.max_retries``).
+        description: one line for listings.
+    """
+
+    name: str
+    handle: Callable[[list[Any]], Any]
+    event_types: tuple[str, ...] = ("*",)
+    open: Callable[[dict[str, Any]], Any] | None = None
+    close: Callable[[], Any] | None = None
+    batch_size: int | None = None
+    flush_interval_ms: float | None = None
+    max_retries: int | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = "EventSink"
+        _check_name(kind, self.name)
+        _check_callable(kind, "handle", self.handle, optional=False)
+        _check_callable(kind, "open", self.open)
+        _check_callable(kind, "close", self.close)
+        if isinstance(self.event_types, str):
+            object.__setattr__(self, "event_types", (self.event_types,))
+        object.__setattr__(self, "event_types", tuple(self.event_types))
+        if not self.event_types or not all(isinstance(t, str) and t for t in self.event_types):
+            raise ValueError(f"{kind}.event_types: expected non-empty strings, got {self.event_types!r}")
+        _check_positive(kind, "batch_size", self.batch_size)
+        _check_positive(kind, "flush_interval_ms", self.flush_interval_ms)
+        if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < 0):
+            raise ValueError(f"{kind}.max_retries: expected an integer >= 0, got {self.max_retries!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """Builds a named component from configuration (opa-stack's drivers).
+
+    A component is a client, a connection pool or any object the application uses
+    through ``host.components[name]``. Components are configured under
+    ``[components.NAME]`` with ``driver = "<Driver.name>"``.
+
+    Attributes:
+        name: the driver name (``"sqlite"``, ``"redis"``).
+        connect: ``connect(config: dict) -> component`` (or async); raises when it cannot.
+        validate: ``validate(config: dict) -> None``; raises :class:`ValueError` naming the
+            key when the component's config is invalid. Called before ``connect``.
+        close: ``close(component) -> None`` (or async), called at stop in reverse order.
+        load: ``"auto"`` (connect when configured), ``"yes"`` (always; a failure stops the
+            host), ``"no"`` (never). opa-stack's ``load`` setting.
+        description: one line for listings.
+    """
+
+    name: str
+    connect: Callable[[dict[str, Any]], Any]
+    validate: Callable[[dict[str, Any]], None] | None = None
+    close: Callable[[Any], Any] | None = None
+    load: Literal["auto", "yes", "no"] = "auto"
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = "Driver"
+        _check_name(kind, self.name)
+        _check_callable(kind, "connect", self.connect, optional=False)
+        _check_callable(kind, "validate", self.validate)
+        _check_callable(kind, "close", self.close)
+        if self.load not in ("auto", "yes", "no"):
+            raise ValueError(f"{kind}.load: expected 'auto', 'yes' or 'no', got {self.load!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundTask:
+    """A long-running job the host supervises (LUNA's background plugins).
+
+    Attributes:
+        name: unique task name.
+        run: ``async def run(host) -> None`` (or a plain function, run in a thread); runs
+            until it returns or is cancelled at stop.
+        initialize: ``initialize(host) -> None`` (or async), called once before ``run``.
+        close: ``close(host) -> None`` (or async), called once after ``run`` ends.
+        restart: ``"never"`` or ``"on-failure"``: whether the supervisor restarts ``run``
+            when it raises.
+        max_restarts: restarts allowed before the task is marked failed.
+        stop_timeout: seconds ``run`` gets to finish after cancellation at stop.
+        description: one line for listings.
+    """
+
+    name: str
+    run: Callable[[Any], Any]
+    initialize: Callable[[Any], Any] | None = None
+    close: Callable[[Any], Any] | None = None
+    restart: Literal["never", "on-failure"] = "on-failure"
+    max_restarts: int = 5
+    stop_timeout: float = 5.0
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = "BackgroundTask"
+        _check_name(kind, self.name)
+        _check_callable(kind, "run", self.run, optional=False)
+        _check_callable(kind, "initialize", self.initialize)
+        _check_callable(kind, "close", self.close)
+        if self.restart not in ("never", "on-failure"):
+            raise ValueError(f"{kind}.restart: expected 'never' or 'on-failure', got {self.restart!r}")
+        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ValueError(f"{kind}.max_restarts: expected an integer >= 0, got {self.max_restarts!r}")
+        _check_positive(kind, "stop_timeout", self.stop_timeout, optional=False)
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentType:
+    """A kind of probe instrument (Diagnose's instrument types: log, hist, incr).
+
+    Attributes:
+        name: the ``instrument.type`` value in a probe spec (``"log"``, ``"incr"``).
+        factory: ``factory(spec: dict, host) -> instrument``; the instrument is called as
+            ``instrument(value, tags)`` each time the probe fires.
+        description: one line for listings.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("InstrumentType", self.name)
+        _check_callable("InstrumentType", "factory", self.factory, optional=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CliCommand:
+    """A subcommand added to the ``hostapp`` command (conda's ``CondaSubcommand``).
+
+    Attributes:
+        name: the subcommand name (``hostapp NAME ...``); must not clash with a built-in.
+        command: a :class:`click.Command` (or group). Its own name is replaced by ``name``.
+        summary: one line shown in ``hostapp --help``.
+    """
+
+    name: str
+    command: Any
+    summary: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("CliCommand", self.name)
+        if not hasattr(self.command, "main") or not callable(getattr(self.command, "invoke", None)):
+            raise ValueError(
+                f"CliCommand.command: expected a click.Command, got {type(self.command).__name__}"
+            )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution(Generic[T]):
+    """A spec object tagged with where it came from, as returned by ``PluginManager.collect``.
+
+    Attributes:
+        spec: the spec object (a :class:`TraceProcessor`, :class:`EventSink`, ...).
+        plugin: the name of the plugin that returned it.
+        distribution: that plugin's distribution name (``None`` outside entry points).
+        version: that distribution's version.
+    """
+
+    spec: T
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The spec's own ``name``."""
+        return self.spec.name  # type: ignore[attr-defined, no-any-return]
+
+    def describe(self) -> str:
+        """``"plugin 'x' (distribution 'd' 1.0)"`` or ``"plugin 'x'"``, for messages."""
+        if self.distribution:
+            return f"plugin {self.plugin!r} (distribution {self.distribution!r} {self.version or '?'})"
+        return f"plugin {self.plugin!r}"
+
+
+#: Human names of the spec kinds, used in messages.
+KIND_NAMES: dict[type, str] = {
+    TraceProcessor: "trace processor",
+    EventSink: "event sink",
+    Driver: "driver",
+    BackgroundTask: "background task",
+    InstrumentType: "instrument type",
+    CliCommand: "CLI command",
+}
+
