@@ -53,16 +53,18 @@ class Key:
         type: ``"str"``, ``"bool"``, ``"int"``, ``"float"`` (ints accepted), ``"list"``
             (of strings), ``"patterns"`` (a list of glob / ``re:`` patterns, checked),
             ``"paths"`` (a list of folders, relative to the config file) or ``"tables"``
-            (a table of tables, free-form inside: ``[plugins.config.NAME]``).
+            (a table of tables, free-form inside: ``[plugins.config.NAME]``) or ``"choice"``.
         default: the value when the key is absent (``None`` means "not set").
         doc: one line for ``docs/configuration.md``.
         minimum: the smallest allowed value for numbers.
+        choices: the allowed values for ``"choice"`` (a string from a fixed set).
     """
 
     type: str
     default: Any
     doc: str
     minimum: float | None = None
+    choices: tuple[str, ...] = ()
 
 
 #: Every known key, by dotted name. Later subsystems add their section here.
@@ -85,6 +87,21 @@ SCHEMA: dict[str, Key] = {
     "plugins.config": Key("tables", {}, "Per-plugin settings, [plugins.config.NAME]."),
     "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, [plugins.meta.NAME]."),
     "host.shutdown_timeout": Key("float", 10.0, "Seconds stop() may take in all.", minimum=0),
+    "store.path": Key("str", ".hostapp/hostapp.sqlite3", "The SQLite store (relative to the config file)."),
+    "events.sinks": Key(
+        "tables", {"sqlite": {}}, "Enabled sinks and their settings, [events.sinks.NAME]."
+    ),
+    "events.queue_size": Key("int", 100_000, "Events each sink's queue holds.", minimum=1),
+    "events.full_policy": Key(
+        "choice", "block", "When a queue is full: block (bounded), spill (to the store) or drop.",
+        choices=("block", "spill", "drop"),
+    ),
+    "events.max_block_ms": Key("float", 100.0, "Longest emit() may block, in ms.", minimum=0),
+    "events.batch_size": Key("int", 1000, "Most events per sink batch.", minimum=1),
+    "events.flush_interval_ms": Key("float", 200.0, "Longest wait before a partial batch, in ms.", minimum=1),
+    "events.max_retries": Key("int", 5, "Retries of a failed batch before it is a dead letter.", minimum=0),
+    "events.retry_backoff_ms": Key("float", 100.0, "First retry delay in ms (doubles, with jitter).", minimum=0),
+    "events.retry_max_backoff_ms": Key("float", 10_000.0, "Longest retry delay in ms.", minimum=0),
 }
 
 _META_KEYS: dict[str, Callable[[Any], bool]] = {
@@ -375,6 +392,12 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
         if not isinstance(value, str):
             raise fail("a string")
         return value
+    if kind == "choice":
+        if not isinstance(value, str) or value not in spec.choices:
+            raise ConfigError(
+                source, f"expected one of {', '.join(spec.choices)}; got {value!r}", key=key
+            )
+        return value
     if kind in ("list", "patterns", "paths"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail("a list of strings")
@@ -408,5 +431,8 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
                         )
                     if not check(meta_value):
                         raise ConfigError(source, f"invalid value {meta_value!r}", key=where)
-        return {name: dict(table) for name, table in value.items()}
+        tables = {name: dict(table) for name, table in value.items()}
+        if key == "events.sinks":  # the defaults stay enabled unless `enabled = false`
+            tables = {**{n: dict(t) for n, t in spec.default.items()}, **tables}
+        return tables
     raise AssertionError(f"unknown schema type {kind!r} for {key}")
