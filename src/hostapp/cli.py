@@ -230,7 +230,8 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
         console.print("No plugins found. ('hostapp plugins --all' also lists the built-in ones.)")
         return
     table = Table(show_lines=False, header_style="bold")
-    for column in ("Name", "State", "Source", "Distribution", "Prio", "Tags", "Hooks / detail"):
+    table.add_column("Name", no_wrap=True)
+    for column in ("State", "Source", "Distribution", "Prio", "Tags", "Hooks / detail"):
         table.add_column(column, overflow="fold")
     colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow"}
     for row in rows:

@@ -204,6 +204,7 @@ class Config:
             meta=dict(self.data["plugins.meta"]),
             autoload=bool(self.data["plugins.autoload"]),
             use_cache=bool(self.data["plugins.cache"]),
+            config_source=self.source,
         )
 
 

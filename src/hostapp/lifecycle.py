@@ -97,7 +97,8 @@ class PluginInfo:
         state: the current :class:`PluginState`.
         rule: for ``filtered``: the rule that removed it, e.g. ``"plugins.disable: 'x*'"``.
         shadowed_by: for ``shadowed``: ``"<source> <location or value>"`` of the winner.
-        stage: for ``failed``: ``"import"``, ``"instantiate"``, ``"register"``,
+        stage: for ``failed``: ``"discover"`` (a malformed meta file), ``"import"``,
+            ``"instantiate"``, ``"register"``,
             ``"collect"``, ``"configure"``, ``"start"`` or ``"stop"``.
         error: for ``failed``: ``"ExceptionType: message"``.
         traceback: for ``failed``: the formatted traceback (a string).

@@ -1,0 +1,226 @@
+"""The filtering discovery adapter: find plugin candidates, filter them, import the chosen ones.
+
+:func:`discover` collects candidates from four sources, in precedence order (the first to
+offer a name wins, later ones are ``SHADOWED``):
+
+1. explicit ``(name, obj)`` pairs from the host program or a test (never filtered);
+2. ``plugins.modules`` from the config;
+3. module and package plugins in the ``plugins.paths`` folders;
+4. entry points of the ``hostapp`` group of installed distributions, read through a
+   cached index (:mod:`hostapp.discovery.index`).
+
+It then applies the filters (:mod:`hostapp.discovery.filters`) to the winners, recording the
+first rule that removes each filtered one. Nothing is imported by :func:`discover`;
+:func:`load_object` imports one chosen candidate. See ``docs/discovery.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hostapp.discovery.filters import FilterChain, compile_pattern
+from hostapp.discovery.index import EntryPointIndex, EntryPointRecord, read_entry_points
+from hostapp.discovery.sources import (
+    config_candidates,
+    entrypoint_candidates,
+    explicit_candidates,
+    folder_candidates,
+    load_object,
+)
+from hostapp.errors import ConfigError
+from hostapp.lifecycle import PluginInfo, PluginState, Source
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "DiscoveryOptions",
+    "EntryPointIndex",
+    "EntryPointRecord",
+    "compile_pattern",
+    "discover",
+    "load_object",
+    "read_entry_points",
+    "tag_filter_rule",
+]
+
+#: Values of HOSTAPP_DISABLE_PLUGIN_AUTOLOAD / HOSTAPP_NO_CACHE that switch them on.
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryOptions:
+    """What to discover and how to filter it; built by the config module from ``[plugins]``.
+
+    Attributes:
+        enable: ``plugins.enable``: only plugins whose name matches one of these patterns
+            (``None``: no restriction; ``()``: no discovered plugin at all).
+        disable: ``plugins.disable``: plugins whose name matches are removed.
+        enable_locations: ``plugins.enable_locations``: only plugins whose location (file,
+            package directory, ``.dist-info`` directory, or the value for config modules)
+            matches (``None``: no restriction).
+        disable_locations: ``plugins.disable_locations``: plugins whose location matches are removed.
+        allow_tags: ``plugins.allow_tags``: only plugins having a tag that matches (``None``: no restriction).
+        deny_tags: ``plugins.deny_tags``: plugins having a matching tag are removed.
+        paths: ``plugins.paths``: plugin folders, searched in order (absolute paths).
+        modules: ``plugins.modules``: ``"module"`` or ``"module:attr"`` entries.
+        meta: ``[plugins.meta.NAME]`` tables: ``tags`` (list of str), ``priority`` (int),
+            ``description`` (str) set or override a candidate's metadata by name; other
+            keys are ignored here.
+        autoload: ``plugins.autoload``: read entry points at all.
+        use_cache: read entry points through the on-disk index.
+        cache_dir: the index directory (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
+        groups: the entry-point groups to read.
+        config_source: the config file named in :class:`~hostapp.errors.ConfigError`
+            messages about these settings.
+
+    Patterns are globs (``fnmatch.fnmatchcase``) or ``"re:REGEX"`` (``re.search``).
+    """
+
+    enable: tuple[str, ...] | None = None
+    disable: tuple[str, ...] = ()
+    enable_locations: tuple[str, ...] | None = None
+    disable_locations: tuple[str, ...] = ()
+    allow_tags: tuple[str, ...] | None = None
+    deny_tags: tuple[str, ...] = ()
+    paths: tuple[Path, ...] = ()
+    modules: tuple[str, ...] = ()
+    meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    autoload: bool = True
+    use_cache: bool = True
+    cache_dir: Path | None = None
+    groups: tuple[str, ...] = ("hostapp",)
+    config_source: str = "hostapp.toml"
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
+    """Validate ``[plugins.meta.NAME]`` tables; raises ConfigError naming the key at fault."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in options.meta.items():
+        key = f"plugins.meta.{name}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(options.config_source, f"expected a table, got {type(table).__name__}", key=key)
+        meta: dict[str, Any] = {}
+        if "tags" in table:
+            tags = table["tags"]
+            if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
+                raise ConfigError(options.config_source, "expected a list of strings", key=f"{key}.tags")
+            meta["tags"] = tuple(tags)
+        if "priority" in table:
+            if type(table["priority"]) is not int:
+                raise ConfigError(options.config_source, "expected an integer", key=f"{key}.priority")
+            meta["priority"] = table["priority"]
+        if "description" in table:
+            if not isinstance(table["description"], str):
+                raise ConfigError(options.config_source, "expected a string", key=f"{key}.description")
+            meta["description"] = table["description"]
+        out[name] = meta
+    return out
+
+
+def tag_filter_rule(tags: Sequence[str], options: DiscoveryOptions) -> str | None:
+    """Apply the tag filters of ``options`` to ``tags`` declared after import.
+
+    For plugins that declare their tags in code (``hostapp_plugin_meta``), which discovery
+    could not see. Checks ``plugins.deny_tags`` then ``plugins.allow_tags``.
+
+    Args:
+        tags: the plugin's tags.
+        options: the discovery options whose ``deny_tags`` / ``allow_tags`` apply.
+
+    Returns:
+        the rule text (``"plugins.deny_tags: 'experimental'"``,
+        ``"plugins.allow_tags: none of ['stable']"``) or ``None`` when the tags pass.
+
+    Raises:
+        ConfigError: a tag pattern is not a valid ``re:`` regular expression.
+    """
+    chain = FilterChain(
+        allow_tags=options.allow_tags, deny_tags=options.deny_tags, config_source=options.config_source
+    )
+    return chain.check_tags(tags)
+
+
+def _where(info: PluginInfo) -> str:
+    """``"<source> <location or value>"``: how a shadowing winner is named."""
+    detail = info.location or info.value
+    return f"{info.source.value} {detail}" if detail else info.source.value
+
+
+def discover(
+    options: DiscoveryOptions,
+    explicit: Sequence[tuple[str, object]] = (),
+    environ: Mapping[str, str] | None = None,
+) -> list[PluginInfo]:
+    """Find every plugin candidate, resolve name clashes and apply the filters, importing nothing.
+
+    Args:
+        options: the ``[plugins]`` settings (:class:`DiscoveryOptions`).
+        explicit: ``(name, obj)`` pairs registered by the host program or a test; they
+            take precedence over every other source and are never filtered.
+        environ: the environment (default ``os.environ``), read for ``HOSTAPP_PLUGINS``,
+            ``HOSTAPP_DISABLE_PLUGINS``, ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD`` and ``HOSTAPP_NO_CACHE``.
+
+    Returns:
+        every candidate, in source order (explicit, config, folder, entry point), each a
+        :class:`~hostapp.lifecycle.PluginInfo` in state ``DISCOVERED``, ``FILTERED``
+        (``rule`` set), ``SHADOWED`` (``shadowed_by`` set) or ``FAILED`` at stage
+        ``"discover"`` (malformed folder metadata or an invalid ``plugins.modules`` value).
+
+    Raises:
+        ConfigError: a pattern is not a valid ``re:`` regular expression (the message names
+            the config key or environment variable), or a ``[plugins.meta.NAME]`` value has
+            the wrong type.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    chain = FilterChain(
+        enable=options.enable,
+        disable=options.disable,
+        enable_locations=options.enable_locations,
+        disable_locations=options.disable_locations,
+        allow_tags=options.allow_tags,
+        deny_tags=options.deny_tags,
+        environ=env,
+        config_source=options.config_source,
+    )
+    meta = _config_meta(options)
+
+    candidates = explicit_candidates(explicit)
+    candidates += config_candidates(options.modules)
+    candidates += folder_candidates(options.paths)
+    if options.autoload and not _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
+        use_cache = options.use_cache and not _truthy(env.get("HOSTAPP_NO_CACHE"))
+        records = read_entry_points(options.groups, use_cache=use_cache, cache_dir=options.cache_dir)
+        candidates += entrypoint_candidates(records)
+
+    winners: dict[str, PluginInfo] = {}
+    for info in candidates:
+        override = meta.get(info.name)
+        if override:
+            if "tags" in override:
+                info.tags = override["tags"]
+            if "priority" in override:
+                info.priority = override["priority"]
+            if "description" in override:
+                info.description = override["description"]
+        winner = winners.setdefault(info.name, info)
+        if winner is not info:
+            info.state = PluginState.SHADOWED
+            info.shadowed_by = _where(winner)
+            info.stage = info.error = info.traceback = None
+            continue
+        if info.source is Source.EXPLICIT:
+            continue
+        rule = chain.check(info)
+        if rule is not None:
+            info.state = PluginState.FILTERED
+            info.rule = rule
+            info.stage = info.error = info.traceback = None
+    return candidates
