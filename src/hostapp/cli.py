@@ -221,21 +221,40 @@ def _contributions(pm: PluginManager) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def _print_plugins(rows: list[dict[str, Any]]) -> None:
+def _console() -> Any:
+    """A rich console; when stdout is not a terminal (a pipe, a file) and ``COLUMNS`` is
+    unset, 160 columns instead of rich's 80, so piped tables keep whole lines."""
+    import os
+
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=160)
+    return console
+
+
+def _print_plugins(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    console = _console()
     if not rows:
         console.print("No plugins found. ('hostapp plugins --all' also lists the built-in ones.)")
         return
+    from hostapp.hookspecs import REGISTRATION_HOOKS
+
     table = Table(show_lines=False, header_style="bold")
-    table.add_column("Name", no_wrap=True)
-    for column in ("State", "Source", "Distribution", "Prio", "Tags", "Hooks / detail"):
-        table.add_column(column, overflow="fold")
+    for column in ("Name", "State", "Source", "Distribution"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("Prio", justify="right", no_wrap=True)
+    table.add_column("Tags", overflow="fold")
+    table.add_column("Provides / detail", overflow="fold", ratio=1, min_width=20)
     colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow"}
     for row in rows:
-        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else (row["location"] or row["value"] or "")
+        if row["distribution"]:
+            dist = f"{row['distribution']} {row['version']}"
+        else:
+            dist = ""
         if row["state"] == "failed":
             detail = f"{row['stage']}: {row['error']}"
         elif row["state"] == "filtered":
@@ -243,10 +262,9 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
         elif row["state"] == "shadowed":
             detail = f"shadowed by {row['shadowed_by']}"
         else:
-            detail = ", ".join(h.removeprefix("hostapp_") for h in row["hooks"])
-            provided = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["provides"].items())
-            if provided:
-                detail = f"{detail}\n{provided}"
+            parts = [f"{k}: {', '.join(v)}" for k, v in row["provides"].items()]
+            parts += [h.removeprefix("hostapp_") for h in row["hooks"] if h not in REGISTRATION_HOOKS]
+            detail = "; ".join(parts) or (row["location"] or "")
         for err in row["hook_errors"]:
             detail += f"\n[red]{err['hook']}: {err['error']}[/red]"
         state = row["state"]
@@ -272,11 +290,11 @@ def hooks_command(state: _State, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for column in ("Hook", "Kind", "Options", "Implementations (call order)"):
+    table.add_column("Hook", no_wrap=True)
+    for column in ("Kind", "Options", "Implementations (call order)"):
         table.add_column(column, overflow="fold")
     for row in rows:
         options = [k for k in ("firstresult", "historic", "required", "isolate") if row[k]]
@@ -286,7 +304,7 @@ def hooks_command(state: _State, as_json: bool) -> None:
             impls.append(impl["plugin"] + (f" ({', '.join(flags)})" if flags else ""))
         kind = row["kind"] + (f" -> {row['spec_type']}" if row["spec_type"] else "")
         table.add_row(row["name"], kind, ", ".join(options), "\n".join(impls) or "-")
-    Console().print(table)
+    _console().print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
