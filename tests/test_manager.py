@@ -459,7 +459,9 @@ def test_register_fixture_rejects_unknown_hooks(hostapp_register):
     def hostapp_not_a_hook():
         return None
 
-    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'hostapp_not_a_hook'"):
+    from hostapp.errors import PluginLoadError
+
+    with pytest.raises(PluginLoadError, match="unknown hook.s. hostapp_not_a_hook"):
         hostapp_register(hostapp_not_a_hook, name="bad")
 
 
@@ -475,3 +477,32 @@ def test_state_listener_sees_transitions(hostapp_pm):
     hostapp_pm.register_plugins([info("later", plugin("later"))])
     hostapp_pm.set_state(hostapp_pm.infos["later"], PluginState.STARTED)
     assert ("later", "registered") in seen and ("later", "started") in seen
+
+
+def test_a_misspelt_hostapp_hook_fails_the_plugin_at_register(hostapp_pm):
+    @hookimpl
+    def hostapp_configur(config):
+        return None
+
+    @hookimpl(optionalhook=True)
+    def hostapp_maybe_later():
+        return None
+
+    bad = info("typo", plugin("typo", hostapp_configur=hostapp_configur))
+    optional = info("optional", plugin("optional", hostapp_maybe_later=hostapp_maybe_later))
+    hostapp_pm.register_plugins([bad, optional])
+    assert bad.state is PluginState.FAILED and bad.stage == "register"
+    assert "unknown hook(s) hostapp_configur" in bad.error
+    assert not hostapp_pm.is_registered(bad.obj)
+    assert optional.state is PluginState.REGISTERED
+
+
+def test_load_twice_is_refused(tmp_path):
+    from hostapp.discovery import DiscoveryOptions
+    from hostapp.errors import HostappError
+
+    pm = PluginManager()
+    options = DiscoveryOptions(autoload=False, use_cache=False)
+    pm.load(options=options, explicit=[("x", plugin("x"))])
+    with pytest.raises(HostappError, match="already called"):
+        pm.load(options=options)

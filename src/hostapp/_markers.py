@@ -71,7 +71,7 @@ def hookspec(
 
         @hostapp.hookspec(required=True)
         def myapp_storage_backend(config):
-            "Return the storage backend (exactly one plugin must provide it)."
+            "Return the storage backend (at least one plugin must provide it)."
 
     Raises:
         ValueError: ``firstresult`` together with ``historic`` or ``collect``.

@@ -45,6 +45,23 @@ def _warn(message: str) -> None:
     click.echo(f"hostapp: warning: {message}", err=True)
 
 
+def _route_warnings() -> None:
+    """Print hostapp's logged warnings (a plugin raising in an isolated hook, ...) to
+    stderr as ``hostapp: warning: ...`` lines, never on stdout (``--json`` stays clean)."""
+    import logging
+
+    logger = logging.getLogger("hostapp")
+    if not any(getattr(h, "_hostapp_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("hostapp: %(levelname)s: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        handler._hostapp_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.ERROR, "error")
+
+
 @dataclass
 class _State:
     """What the group's options set up, shared by every subcommand (``ctx.obj``)."""
@@ -157,12 +174,12 @@ class _HostappGroup(click.Group):
 @click.option(
     "--strict",
     is_flag=True,
-    envvar="HOSTAPP_STRICT",
     help="Any plugin failure is fatal (for plugin development; env HOSTAPP_STRICT=1).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, strict: bool) -> None:
     """hostapp: a plugin host for Python applications, built on pluggy."""
+    _route_warnings()
     state = ctx.ensure_object(_State)
     state.config_path = config_path
     state.strict = strict
@@ -184,7 +201,7 @@ def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_jso
 
     state.no_cache = no_cache
     pm = state.plugin_manager()
-    if hook_name is not None and getattr(pm.hook, hook_name, None) is None:
+    if hook_name is not None and getattr(getattr(pm.hook, hook_name, None), "spec", None) is None:
         raise HostappCliError(f"no hook named {hook_name!r}; see 'hostapp hooks'", exit_code=2)
     provides = _contributions(pm)
     errors: dict[str, list[dict[str, Any]]] = {}

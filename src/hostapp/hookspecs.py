@@ -265,9 +265,11 @@ def hostapp_plugin_state(info: PluginInfo) -> None:
             ``failed``, ``stage``, ``error`` and ``traceback`` are set; for ``filtered``,
             ``rule``. Read it, do not change it.
 
-    A listener sees the transitions of plugins registered after it, and the host replays
-    nothing: register a listener explicitly (``PluginManager.load(explicit=...)``) to see
-    every plugin from the start.
+    The transitions made while ``PluginManager.load()`` runs (discovered, filtered,
+    shadowed, imported, registered, failed) are delivered once loading is done, in order,
+    as snapshots, so every listener sees every plugin's transitions, its own included.
+    Later transitions (started, stopped, failed at configure or start) are delivered as
+    they happen.
 
     Returns:
         nothing; return values are ignored.

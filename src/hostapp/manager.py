@@ -35,7 +35,7 @@ import pluggy
 
 from hostapp import hookspecs as _hostapp_hookspecs
 from hostapp._markers import spec_options
-from hostapp.errors import DuplicateNameError, PluginContractError, PluginLoadError
+from hostapp.errors import DuplicateNameError, HostappError, PluginContractError, PluginLoadError
 from hostapp.lifecycle import PluginInfo, PluginState, Source
 from hostapp.types import KIND_NAMES, Contribution
 
@@ -287,9 +287,38 @@ class PluginManager(pluggy.PluginManager):
         finally:
             hooks, self._recording = self._recording, None
         info.hooks = sorted(set(hooks))
+        unknown = self._unknown_hostapp_hooks(info.obj, info.hooks)
+        if unknown:
+            self.unregister(info.obj)
+            info.fail(
+                "register",
+                pluggy.PluginValidationError(
+                    info.obj,
+                    f"plugin {info.name!r} implements unknown hook(s) {', '.join(unknown)}; "
+                    "check the spelling against 'hostapp hooks', or mark the implementation "
+                    "@hostapp.hookimpl(optionalhook=True)",
+                ),
+            )
+            self._notify(info)
+            return False
         self.infos[info.name] = info
         self._set_state(info, PluginState.REGISTERED)
         return True
+
+    def _unknown_hostapp_hooks(self, plugin: object, hooks: Iterable[str]) -> list[str]:
+        """``hostapp_*`` hooks ``plugin`` implements that have no hookspec (a misspelling).
+
+        Hooks of other prefixes may belong to hookspecs a host application adds later;
+        ``check_pending()`` catches those.
+        """
+        unknown = []
+        for name in hooks:
+            hook = getattr(self.hook, name)
+            if hook.spec is None and name.startswith("hostapp_"):
+                impls = [i for i in hook.get_hookimpls() if i.plugin is plugin]
+                if any(not i.optionalhook for i in impls):
+                    unknown.append(name)
+        return unknown
 
     def register_plugins(self, infos: Iterable[PluginInfo]) -> list[PluginInfo]:
         """Register many plugins in hostapp's deterministic order; linear in their number.
@@ -345,14 +374,20 @@ class PluginManager(pluggy.PluginManager):
         Returns:
             every candidate (``filtered``, ``shadowed``, ``registered``, ``failed``...).
 
+        A plugin implementing a ``hostapp_*`` hook that has no hookspec (a misspelling)
+        fails at stage ``register``.
+
         Raises:
             PluginLoadError: in strict mode, at the first plugin that fails, naming it,
                 its provenance, the stage and the error.
             ConfigError: a filter pattern is invalid.
+            HostappError: ``load()`` was already called on this manager.
         """
         from hostapp.config import Config
         from hostapp.discovery import discover
 
+        if self.candidates:
+            raise HostappError("PluginManager.load() was already called on this manager; make a new one")
         if config is None:
             config = Config.default()
         if options is None:

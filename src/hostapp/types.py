@@ -7,8 +7,9 @@ the plugin and distribution that provided it (:class:`Contribution`) and rejects
 specs of the same kind with the same name.
 
 Every spec is a frozen dataclass with ``slots=True``; ``__post_init__`` validates the
-fields and raises :class:`ValueError` naming the field, which the manager turns into a
-:class:`~hostapp.errors.PluginContractError` naming the plugin.
+fields and raises :class:`ValueError` naming the field. Raised inside a plugin's
+registration hook, it is reported by ``PluginManager.collect`` as a hook error naming the
+plugin (``hostapp plugins`` shows it), and that plugin's contributions are skipped.
 """
 
 from __future__ import annotations

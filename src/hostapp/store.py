@@ -1,0 +1,754 @@
+"""The embedded SQLite store shared by the sinks and the CLI: runs, events, dead letters.
+
+One file (``store.path``, default ``.hostapp/hostapp.sqlite3``) in WAL mode with
+``synchronous=NORMAL``: a committed transaction survives the process being killed (not
+necessarily a power cut), readers never block the writer, and other processes (``hostapp
+events`` while a host runs) read it concurrently.
+
+Tables (schema version :data:`SCHEMA_VERSION`):
+
+``meta``
+    ``key``, ``value``; ``schema_version`` is the number of migrations applied.
+``runs``
+    ``id``, ``command``, ``cwd``, ``python``, ``started_ns``, ``ended_ns``,
+    ``exit_status``, ``pid``, ``summary`` (JSON).
+``events``
+    ``seq`` (insertion order), ``id`` (unique), ``run_id``, ``type``, ``subtype``,
+    ``timestamp_ns``, ``pid``, ``thread_id``, ``source``, ``data`` (JSON); indexed by
+    ``(run_id, timestamp_ns)``, ``(type, timestamp_ns)`` and ``timestamp_ns``.
+``dead_letters``
+    ``id``, ``sink``, ``event`` (JSON of :meth:`Event.to_dict`), ``error``, ``attempts``,
+    ``created_ns``.
+``spill``
+    ``seq``, ``owner`` (the spilling bus), ``sink``, ``event`` (JSON), ``created_ns``:
+    events that overflowed a sink's queue, waiting for its worker.
+
+Schema changes are forward migrations: :data:`MIGRATIONS` is a list of functions, the
+``n``-th brings a store from version ``n`` to ``n + 1``; opening a store applies the
+missing ones in one transaction. A store written by a newer hostapp (a version above
+``len(MIGRATIONS)``) is refused with :class:`StoreVersionError`.
+
+Thread-safety: a :class:`Store` holds **one** connection (``check_same_thread=False``)
+guarded by a re-entrant lock; every method takes the lock, so a store may be shared by
+any number of threads (the bus's workers and emitters, the host). Python-side work
+(building rows, encoding JSON) is done outside the lock. Use one :class:`Store` per
+process and path; other processes open their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from hostapp.errors import HostappError
+from hostapp.events import DeadLetter, Event, new_id
+
+if TYPE_CHECKING:
+    from hostapp.config import Config
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Run",
+    "Store",
+    "StoreError",
+    "StoreVersionError",
+    "resolve_store_path",
+]
+
+
+class StoreError(HostappError):
+    """The store cannot be opened or used (not a SQLite file, closed, unreadable)."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer hostapp (its schema version is above ours).
+
+    Attributes:
+        path: the store file.
+        found: the store's schema version.
+        supported: the newest version this hostapp knows (:data:`SCHEMA_VERSION`).
+    """
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path}: the store has schema version {found}, but this hostapp supports "
+            f"versions up to {supported}; upgrade hostapp (pip install --upgrade hostapp) "
+            f"or point store.path at another file"
+        )
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _migration_1(con: sqlite3.Connection) -> None:
+    """Version 1: runs, events, dead letters and the spill table."""
+    con.execute(
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            command TEXT,
+            cwd TEXT,
+            python TEXT,
+            started_ns INTEGER NOT NULL,
+            ended_ns INTEGER,
+            exit_status INTEGER,
+            pid INTEGER,
+            summary TEXT
+        )"""
+    )
+    con.execute("CREATE INDEX runs_started ON runs (started_ns)")
+    con.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            run_id TEXT,
+            type TEXT NOT NULL,
+            subtype TEXT,
+            timestamp_ns INTEGER NOT NULL,
+            pid INTEGER,
+            thread_id INTEGER,
+            source TEXT,
+            data TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    con.execute("CREATE INDEX events_run ON events (run_id, timestamp_ns)")
+    con.execute("CREATE INDEX events_type ON events (type, timestamp_ns)")
+    con.execute("CREATE INDEX events_time ON events (timestamp_ns)")
+    con.execute(
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            sink TEXT NOT NULL,
+            event TEXT NOT NULL,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_ns INTEGER NOT NULL
+        )"""
+    )
+    con.execute("CREATE INDEX dead_letters_sink ON dead_letters (sink, id)")
+    con.execute(
+        """CREATE TABLE spill (
+            seq INTEGER PRIMARY KEY,
+            owner TEXT NOT NULL,
+            sink TEXT NOT NULL,
+            event TEXT NOT NULL,
+            created_ns INTEGER NOT NULL
+        )"""
+    )
+    con.execute("CREATE INDEX spill_owner ON spill (owner, sink, seq)")
+
+
+#: The forward migrations; ``MIGRATIONS[n]`` brings a store from version ``n`` to ``n + 1``.
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+
+#: The schema version this hostapp writes.
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run of a host (``hostapp runs``).
+
+    Attributes:
+        id: the run id (time-ordered, 32 hex digits).
+        command: the command line, or ``None``.
+        cwd: the working directory.
+        python: ``sys.executable`` and version.
+        started_ns: start, ``time.time_ns()``.
+        ended_ns: end, or ``None`` while running (or when the process died).
+        exit_status: the exit status, or ``None``.
+        pid: the process id.
+        summary: a JSON-serialisable dict (the bus's counters, ...), or ``None``.
+    """
+
+    id: str
+    command: str | None
+    cwd: str | None
+    python: str | None
+    started_ns: int
+    ended_ns: int | None
+    exit_status: int | None
+    pid: int | None
+    summary: dict[str, Any] | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end, or ``None`` when the run has not ended."""
+        return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the fields."""
+        return {
+            "id": self.id,
+            "command": self.command,
+            "cwd": self.cwd,
+            "python": self.python,
+            "started_ns": self.started_ns,
+            "ended_ns": self.ended_ns,
+            "exit_status": self.exit_status,
+            "pid": self.pid,
+            "summary": self.summary,
+        }
+
+
+def resolve_store_path(config: Config) -> Path:
+    """``store.path`` of ``config``, made absolute against ``config.root``."""
+    path = Path(str(config.get("store.path"))).expanduser()
+    return path if path.is_absolute() else Path(config.root) / path
+
+
+def _make_data_encoder() -> Callable[[Any], str]:
+    """A JSON encoder for ``Event.data``: compact-ish, UTF-8, ``repr()`` for the rest.
+
+    It reuses one C encoder (``json.dumps`` builds a new one per call, which costs more
+    than encoding a small dict); falls back to ``json.dumps`` where that is unavailable.
+    """
+    from json import encoder as json_encoder
+
+    def slow(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, default=repr, check_circular=False)
+
+    make = getattr(json_encoder, "c_make_encoder", None)
+    basestring = getattr(json_encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:  # pragma: no cover - not CPython
+        return slow
+    try:
+        fast = make(None, repr, basestring, None, ": ", ", ", False, False, True)
+        "".join(fast({"probe": [1, 2.5, None, "x"]}, 0))
+    except Exception:  # pragma: no cover - a changed private signature
+        return slow
+
+    def encode(value: Any) -> str:
+        try:
+            return "".join(fast(value, 0))
+        except Exception:  # RecursionError (a cycle), a default() that raised, ...
+            return slow(value)
+
+    return encode
+
+
+_encode_data: Final = _make_data_encoder()
+_event_columns = attrgetter(
+    "id", "run_id", "type", "subtype", "timestamp_ns", "pid", "thread_id", "source"
+)
+_COLUMNS: Final = "id, run_id, type, subtype, timestamp_ns, pid, thread_id, source, data"
+_PLACEHOLDERS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: Most rows per INSERT statement. One statement inserts many rows with one
+#: ``sqlite3_step`` (the GIL is released once per statement, not once per row as with
+#: ``executemany``, which matters when emitting threads are busy).
+_ROWS_PER_STATEMENT: Final = 500
+
+
+def _event_json(event: Event) -> str:
+    return json.dumps(event.to_dict(), ensure_ascii=False, default=repr)
+
+
+def _event_from_json(text: str) -> Event:
+    return Event.from_dict(json.loads(text))
+
+
+class Store:
+    """The SQLite store at ``path`` (created, with its directory, if missing).
+
+    Args:
+        path: the database file; ``":memory:"`` for a private in-memory store (tests).
+        timeout: seconds to wait for another process's write lock (``busy_timeout``).
+        migrations: the forward migrations to apply (default :data:`MIGRATIONS`); tests
+            pass a longer list to play a newer hostapp.
+
+    Raises:
+        StoreVersionError: the store's schema version is newer than ``len(migrations)``.
+        StoreError: the file is not a SQLite database, or cannot be created or opened.
+
+    Attributes:
+        path: the database file, as given (absolute when it was).
+        schema_version: the store's schema version after opening.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 10.0,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self._lock = threading.RLock()
+        self._statements: dict[int, str] = {}
+        shown = str(path)
+        try:
+            if shown != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(
+                shown, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{shown}: cannot open the store: {exc}") from None
+        self._con: sqlite3.Connection | None = con
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self.schema_version = self._migrate(con, shown, migrations)
+        except StoreError:
+            con.close()
+            self._con = None
+            raise
+        except sqlite3.Error as exc:
+            con.close()
+            self._con = None
+            raise StoreError(f"{shown}: cannot open the store: {exc}") from None
+        limit = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, limit // 9))
+
+    @staticmethod
+    def _version(con: sqlite3.Connection) -> int:
+        row = con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if row is None:
+            return 0
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _migrate(self, con: sqlite3.Connection, shown: str, migrations: Sequence[Migration]) -> int:
+        supported = len(migrations)
+        version = self._version(con)
+        if version > supported:
+            raise StoreVersionError(shown, version, supported)
+        if version == supported:
+            return version
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version(con)  # another process may have migrated meanwhile
+            if version > supported:
+                raise StoreVersionError(shown, version, supported)
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            for migration in migrations[version:]:
+                migration(con)
+            con.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(supported),),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return supported
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        con = self._con
+        if con is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return con
+
+    def _write(self, statements: Iterable[tuple[str, Any]], *, many: bool = False) -> int:
+        """Run ``statements`` in one write transaction; the number of rows changed."""
+        with self._lock:
+            con = self._connection()
+            before = con.total_changes
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    if many:
+                        con.executemany(sql, params)
+                    else:
+                        con.execute(sql, params)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            return con.total_changes - before
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL); idempotent."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._con is None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
+        rows = self._read("PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+    # -- runs ------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        command: str | Sequence[str] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+        pid: int | None = None,
+        run_id: str | None = None,
+        started_ns: int | None = None,
+    ) -> str:
+        """Record the start of a run and return its id.
+
+        Args:
+            command: the command line (a list is joined with :func:`shlex.join`).
+            cwd: the working directory (default: the current one).
+            python: the interpreter (default: ``sys.executable`` and version).
+            pid: the process id (default: this process).
+            run_id: the id to use (default: a new time-ordered id).
+            started_ns: start time, ``time.time_ns()`` (default: now).
+        """
+        if command is not None and not isinstance(command, str):
+            command = shlex.join(command)
+        started = time.time_ns() if started_ns is None else started_ns
+        run_id = run_id or new_id(started)
+        self._write([(
+            "INSERT INTO runs (id, command, cwd, python, started_ns, pid) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                command,
+                str(cwd if cwd is not None else os.getcwd()),
+                python or f"{sys.executable} {sys.version.split()[0]}",
+                started,
+                os.getpid() if pid is None else pid,
+            ),
+        )])
+        return run_id
+
+    def end_run(
+        self,
+        run_id: str,
+        exit_status: int | None = None,
+        summary: dict[str, Any] | None = None,
+        *,
+        ended_ns: int | None = None,
+    ) -> None:
+        """Record the end of run ``run_id``.
+
+        Args:
+            run_id: as returned by :meth:`begin_run`.
+            exit_status: the process exit status.
+            summary: a JSON-serialisable dict (values JSON cannot encode become ``repr()``).
+            ended_ns: end time, ``time.time_ns()`` (default: now).
+
+        Raises:
+            StoreError: no run has this id.
+        """
+        changed = self._write([(
+            "UPDATE runs SET ended_ns = ?, exit_status = ?, summary = ? WHERE id = ?",
+            (
+                time.time_ns() if ended_ns is None else ended_ns,
+                exit_status,
+                None if summary is None else json.dumps(summary, default=repr),
+                run_id,
+            ),
+        )])
+        if not changed:
+            raise StoreError(f"{self.path}: no run with id {run_id!r}")
+
+    @staticmethod
+    def _run(row: tuple[Any, ...]) -> Run:
+        summary = None if row[8] is None else json.loads(row[8])
+        return Run(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], summary)
+
+    _RUN_COLUMNS: Final = "id, command, cwd, python, started_ns, ended_ns, exit_status, pid, summary"
+
+    def runs(self, limit: int | None = 20) -> list[Run]:
+        """The most recent runs, newest first (``limit=None``: all of them)."""
+        sql = f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY started_ns DESC, id DESC"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        return [self._run(row) for row in self._read(sql, params)]
+
+    def run(self, run_id: str) -> Run | None:
+        """The run with id ``run_id``, or ``None``."""
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return self._run(rows[0]) if rows else None
+
+    def last_run(self) -> Run | None:
+        """The most recently started run, or ``None`` when there is none."""
+        runs = self.runs(1)
+        return runs[0] if runs else None
+
+    # -- events ----------------------------------------------------------------------
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            sql = self._statements[rows] = (
+                f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES "
+                + ", ".join([_PLACEHOLDERS] * rows)
+            )
+        return sql
+
+    def add_events(self, events: Iterable[Event]) -> int:
+        """Insert ``events`` in one transaction; the number inserted.
+
+        An event whose id is already stored is skipped (so redelivering a batch is
+        harmless). ``data`` is stored as JSON; values JSON cannot encode are stored as
+        their ``repr()``.
+        """
+        batch = events if isinstance(events, list) else list(events)
+        if not batch:
+            return 0
+        step = self._rows_per_statement
+        columns = _event_columns
+        encode = _encode_data
+        statements = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            params: list[Any] = []
+            extend = params.extend
+            append = params.append
+            for event in chunk:
+                extend(columns(event))
+                append(encode(event.data))
+            statements.append((self._insert_sql(len(chunk)), params))
+        return self._write(statements)
+
+    def events(
+        self,
+        run_id: str | None = None,
+        type: str | None = None,
+        subtype: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int | None = None,
+        *,
+        newest_first: bool = False,
+    ) -> list[Event]:
+        """Stored events matching every given filter, ordered by time (then id).
+
+        Args:
+            run_id: only this run's events.
+            type: only this type (exact).
+            subtype: only this subtype (exact).
+            since_ns: only events with ``timestamp_ns >= since_ns``.
+            until_ns: only events with ``timestamp_ns < until_ns``.
+            limit: at most this many (the oldest, or the newest with ``newest_first``).
+            newest_first: order newest first.
+        """
+        where, params = self._event_filter(run_id, type, subtype, since_ns, until_ns)
+        order = "DESC" if newest_first else "ASC"
+        sql = (
+            f"SELECT {_COLUMNS} FROM events{where} "
+            f"ORDER BY timestamp_ns {order}, id {order}"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        loads = json.loads
+        return [
+            Event(row[0], row[2], row[3], loads(row[8]), row[4], row[1], row[5], row[6], row[7])
+            for row in self._read(sql, params)
+        ]
+
+    def count_events(
+        self,
+        run_id: str | None = None,
+        type: str | None = None,
+        subtype: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> int:
+        """How many stored events match (the filters of :meth:`events`)."""
+        where, params = self._event_filter(run_id, type, subtype, since_ns, until_ns)
+        return int(self._read(f"SELECT count(*) FROM events{where}", params)[0][0])
+
+    def event_ids(self, run_id: str | None = None) -> set[str]:
+        """The ids of the stored events (of one run), without decoding the rows."""
+        if run_id is None:
+            rows = self._read("SELECT id FROM events")
+        else:
+            rows = self._read("SELECT id FROM events WHERE run_id = ?", (run_id,))
+        return {row[0] for row in rows}
+
+    @staticmethod
+    def _event_filter(
+        run_id: str | None,
+        type: str | None,
+        subtype: str | None,
+        since_ns: int | None,
+        until_ns: int | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("run_id = ?", run_id),
+            ("type = ?", type),
+            ("subtype = ?", subtype),
+            ("timestamp_ns >= ?", since_ns),
+            ("timestamp_ns < ?", until_ns),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    # -- dead letters ----------------------------------------------------------------
+
+    def add_dead_letters(
+        self, sink: str, events: Iterable[Event], error: str, *, attempts: int = 0
+    ) -> int:
+        """Keep ``events`` as dead letters of ``sink`` (one row each); the number added.
+
+        Args:
+            sink: the sink's name.
+            events: the events it could not take.
+            error: why (``"ExceptionType: message"``).
+            attempts: how many ``handle`` calls failed for them.
+        """
+        now = time.time_ns()
+        rows = [(sink, _event_json(event), error, attempts, now) for event in events]
+        if not rows:
+            return 0
+        return self._write(
+            [(
+                "INSERT INTO dead_letters (sink, event, error, attempts, created_ns) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )],
+            many=True,
+        )
+
+    def dead_letters(
+        self, sink: str | None = None, limit: int | None = None, *, after_id: int = 0
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first.
+
+        Args:
+            sink: only this sink's.
+            limit: at most this many.
+            after_id: only those with a row id above this (for paging).
+        """
+        sql = "SELECT id, sink, event, error, attempts, created_ns FROM dead_letters WHERE id > ?"
+        params: list[Any] = [after_id]
+        if sink is not None:
+            sql += " AND sink = ?"
+            params.append(sink)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            DeadLetter(row[0], row[1], _event_from_json(row[2]), row[3] or "", row[4], row[5])
+            for row in self._read(sql, params)
+        ]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """``{sink: number of dead letters}`` for every sink that has some."""
+        rows = self._read("SELECT sink, count(*) FROM dead_letters GROUP BY sink ORDER BY sink")
+        return {row[0]: int(row[1]) for row in rows}
+
+    def delete_dead_letters(self, ids: Iterable[int]) -> int:
+        """Delete the dead letters with these row ids; the number deleted."""
+        rows = [(i,) for i in ids]
+        if not rows:
+            return 0
+        return self._write([("DELETE FROM dead_letters WHERE id = ?", rows)], many=True)
+
+    def update_dead_letters(self, ids: Iterable[int], error: str, attempts: int) -> int:
+        """Record a failed redelivery: set ``error``, add ``attempts``; the number updated."""
+        rows = [(error, attempts, i) for i in ids]
+        if not rows:
+            return 0
+        return self._write(
+            [("UPDATE dead_letters SET error = ?, attempts = attempts + ? WHERE id = ?", rows)],
+            many=True,
+        )
+
+    # -- spill -----------------------------------------------------------------------
+
+    def add_spill(self, owner: str, sink: str, events: Iterable[Event]) -> int:
+        """Spill ``events`` of ``sink`` for bus ``owner``; the number added."""
+        now = time.time_ns()
+        rows = [(owner, sink, _event_json(event), now) for event in events]
+        if not rows:
+            return 0
+        return self._write(
+            [("INSERT INTO spill (owner, sink, event, created_ns) VALUES (?, ?, ?, ?)", rows)],
+            many=True,
+        )
+
+    def peek_spill(self, owner: str, sink: str, limit: int) -> list[tuple[int, Event]]:
+        """The oldest ``limit`` spilled events of ``owner``/``sink`` as ``(seq, event)``;
+        they stay in the table until :meth:`delete_spill`."""
+        rows = self._read(
+            "SELECT seq, event FROM spill WHERE owner = ? AND sink = ? ORDER BY seq LIMIT ?",
+            (owner, sink, limit),
+        )
+        return [(row[0], _event_from_json(row[1])) for row in rows]
+
+    def delete_spill(self, seqs: Iterable[int]) -> int:
+        """Delete spilled events by ``seq``; the number deleted."""
+        rows = [(s,) for s in seqs]
+        if not rows:
+            return 0
+        return self._write([("DELETE FROM spill WHERE seq = ?", rows)], many=True)
+
+    def spill_count(self, owner: str | None = None, sink: str | None = None) -> int:
+        """How many spilled events wait (of one owner and/or sink)."""
+        sql = "SELECT count(*) FROM spill WHERE 1"
+        params: list[Any] = []
+        if owner is not None:
+            sql += " AND owner = ?"
+            params.append(owner)
+        if sink is not None:
+            sql += " AND sink = ?"
+            params.append(sink)
+        return int(self._read(sql, params)[0][0])
+
+    def spill_owners(self) -> list[str]:
+        """The owners (buses) that have spilled events waiting."""
+        return [row[0] for row in self._read("SELECT DISTINCT owner FROM spill ORDER BY owner")]
+
+    def spill_to_dead_letters(self, owner: str, error: str, *, sink: str | None = None) -> int:
+        """Move ``owner``'s spilled events (of one sink) to dead letters; the number moved."""
+        condition = "owner = ?" + (" AND sink = ?" if sink is not None else "")
+        params: tuple[Any, ...] = (owner,) if sink is None else (owner, sink)
+        with self._lock:
+            con = self._connection()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = con.execute(
+                    "INSERT INTO dead_letters (sink, event, error, attempts, created_ns) "
+                    f"SELECT sink, event, ?, 0, ? FROM spill WHERE {condition} ORDER BY seq",
+                    (error, time.time_ns(), *params),
+                )
+                moved = cursor.rowcount
+                con.execute(f"DELETE FROM spill WHERE {condition}", params)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return max(0, moved)
