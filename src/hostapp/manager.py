@@ -557,27 +557,23 @@ class PluginManager(pluggy.PluginManager):
         reported with its name and all of its contributions to this hook are skipped.
         """
         hook, expected = self._registration_hook(hook_name)
-        out: list[Contribution[Any]] = []
-        seen: dict[str, Contribution[Any]] = {}
-        for impl in reversed(hook.get_hookimpls()):
-            if impl.wrapper or impl.hookwrapper:
-                continue
+        results: list[tuple[str, object]] = []
+        for impl in _registration_impls(hook):
             try:
                 result = inspect.unwrap(impl.function)()
-                if inspect.isawaitable(result):
-                    if hasattr(result, "close"):
-                        result.close()
+                if inspect.isawaitable(result) or inspect.isasyncgen(result):
+                    close = getattr(result, "close", None) or getattr(result, "aclose", None)
+                    if inspect.iscoroutine(result) and close is not None:
+                        close()
                     raise PluginContractError(
                         f"plugin {impl.plugin_name!r} implements {hook_name} with async def; "
                         "registration hooks of an async implementation are collected with "
                         "'await pm.acollect(...)'"
                     )
-                specs = self._flatten(impl.plugin_name, hook_name, expected, result)
             except Exception as exc:
-                self._report_hook_error(hook_name, impl.plugin_name, exc)
-                continue
-            self._add_contributions(hook_name, impl.plugin_name, specs, out, seen, on_conflict)
-        return out
+                result = _Raised(exc)
+            results.append((impl.plugin_name, result))
+        return self._contributions(hook_name, expected, results, on_conflict)
 
     async def acollect(
         self, hook_name: str, *, on_conflict: Literal["raise", "report"] = "raise"
@@ -588,22 +584,39 @@ class PluginManager(pluggy.PluginManager):
         it is awaitable, and async generators are iterated.
         """
         hook, expected = self._registration_hook(hook_name)
-        out: list[Contribution[Any]] = []
-        seen: dict[str, Contribution[Any]] = {}
-        for impl in reversed(hook.get_hookimpls()):
-            if impl.wrapper or impl.hookwrapper:
-                continue
+        results: list[tuple[str, object]] = []
+        for impl in _registration_impls(hook):
             try:
                 result = inspect.unwrap(impl.function)()
                 if inspect.isawaitable(result):
                     result = await result
                 elif inspect.isasyncgen(result):
                     result = [item async for item in result]
-                specs = self._flatten(impl.plugin_name, hook_name, expected, result)
             except Exception as exc:
-                self._report_hook_error(hook_name, impl.plugin_name, exc)
+                result = _Raised(exc)
+            results.append((impl.plugin_name, result))
+        return self._contributions(hook_name, expected, results, on_conflict)
+
+    def _contributions(
+        self,
+        hook_name: str,
+        expected: type,
+        results: list[tuple[str, object]],
+        on_conflict: str,
+    ) -> list[Contribution[Any]]:
+        """Flatten, check and tag each plugin's result; report a plugin that broke the
+        contract (its generator included) and skip all of its contributions."""
+        out: list[Contribution[Any]] = []
+        seen: dict[str, Contribution[Any]] = {}
+        for plugin, result in results:
+            try:
+                if isinstance(result, _Raised):
+                    raise result.exc
+                specs = self._flatten(plugin, hook_name, expected, result)
+            except Exception as exc:
+                self._report_hook_error(hook_name, plugin, exc)
                 continue
-            self._add_contributions(hook_name, impl.plugin_name, specs, out, seen, on_conflict)
+            self._add_contributions(hook_name, plugin, specs, out, seen, on_conflict)
         return out
 
     def _registration_hook(self, hook_name: str) -> tuple[pluggy.HookCaller, type]:
@@ -657,6 +670,18 @@ class PluginManager(pluggy.PluginManager):
                 continue
             seen[spec.name] = contribution
             out.append(contribution)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Raised:
+    """What a registration implementation raised, kept until its turn to be reported."""
+
+    exc: Exception
+
+
+def _registration_impls(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+    """The non-wrapper implementations of ``hook`` in call order."""
+    return [i for i in reversed(hook.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
 
 
 def _as_plugin(obj: object) -> object:
