@@ -1,0 +1,414 @@
+"""``hostapp.Host``: the composition root, its start and stop order, ``get_host()``.
+
+Start order (``start()`` / ``await astart()``)::
+
+    configuration -> discovery and registration -> required hooks checked
+    -> hostapp_configure -> components (drivers) -> store and run record
+    -> sinks opened (the event bus) -> hostapp_startup -> background tasks -> tracing
+
+``stop()`` / ``await astop()`` runs the reverse: ``hostapp_shutdown``, then the bus drains
+every sink's queue and closes the sinks, then the run record is closed. The whole stop is
+bounded by ``host.shutdown_timeout`` seconds, and stopping twice does nothing.
+
+From synchronous code the host runs its asyncio loop on a thread of its own
+(``hostapp-loop``), so the application keeps its main thread; from async code
+(``await host.astart()``, ``async with Host(...)``) it uses the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from hostapp.errors import HostappError
+from hostapp.lifecycle import PluginState
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from hostapp.config import Config
+    from hostapp.events import Event, EventBus
+    from hostapp.manager import HookError, PluginManager
+    from hostapp.store import Store
+    from hostapp.types import Contribution, EventSink
+
+__all__ = ["Host", "get_host"]
+
+logger = logging.getLogger("hostapp")
+
+_current: Host | None = None
+_current_lock = threading.Lock()
+
+#: The stage a plugin is marked failed at when it raises in an isolated call hook.
+_HOOK_STAGES = {"hostapp_configure": "configure", "hostapp_startup": "start"}
+
+
+def get_host() -> Host:
+    """The running :class:`Host` (the one most recently started and not yet stopped).
+
+    Raises:
+        HostappError: no host is running.
+    """
+    host = _current
+    if host is None:
+        raise HostappError("no hostapp Host is running; start one with 'with Host(...)'")
+    return host
+
+
+class Host:
+    """The composition root: plugins, configuration, the event bus and the store.
+
+    Args:
+        config: a :class:`~hostapp.config.Config`, a dict as parsed from TOML (validated
+            like a file), a path to a TOML file, or ``None`` for :func:`~hostapp.load_config`
+            (``hostapp.toml``, ``[tool.hostapp]``, ``HOSTAPP_*``).
+        plugins: plugins registered explicitly (source ``explicit``, first in precedence,
+            never filtered): objects, or ``(name, object)`` pairs.
+        pm: the plugin manager to use (default: a new :class:`~hostapp.PluginManager`).
+        store: ``True`` opens the SQLite store at ``store.path``; ``False`` runs without a
+            store (dead letters stay in memory, ``spill`` becomes ``drop``).
+        command: the command line recorded on the run (default: ``sys.argv``).
+        strict: any plugin failure is fatal (default: ``plugins.strict``).
+
+    Attributes:
+        config: the configuration in use.
+        pm: the plugin manager.
+        run_id: the id of this host's run (set at start).
+        store: the open :class:`~hostapp.store.Store`, or ``None``.
+        bus: the :class:`~hostapp.events.EventBus` (set at start).
+        sinks: the sink contributions collected at start.
+        components: components built by drivers, by name.
+        state: ``"new"``, ``"starting"``, ``"running"``, ``"stopping"``, ``"stopped"`` or
+            ``"failed"``.
+        exit_status: recorded on the run at stop (``hostapp run`` sets the program's).
+        stats: the per-sink counters after stop (:meth:`EventBus.stats`).
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        plugins: Sequence[object | tuple[str, object]] = (),
+        *,
+        pm: PluginManager | None = None,
+        store: bool = True,
+        command: str | Sequence[str] | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        from hostapp.manager import PluginManager
+
+        self.config = _as_config(config)
+        self.pm = pm if pm is not None else PluginManager()
+        self._explicit = [_named(p) for p in plugins]
+        self._use_store = store
+        self._command = list(sys.argv) if command is None else command
+        self.strict = self.config.strict if strict is None else strict
+        self.run_id: str | None = None
+        self.store: Store | None = None
+        self.bus: EventBus | None = None
+        self.sinks: list[Contribution[EventSink]] = []
+        self.components: dict[str, Any] = {}
+        self.state = "new"
+        self.exit_status: int | None = None
+        self.stats: dict[str, dict[str, Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_lock = threading.Lock()
+        self._stopped_event = threading.Event()
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def shutdown_timeout(self) -> float:
+        """``host.shutdown_timeout``: seconds the whole stop may take."""
+        return float(self.config["host.shutdown_timeout"])
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio loop the host runs on (its own thread's, or the caller's)."""
+        return self._loop
+
+    # -- emitting ------------------------------------------------------------------------
+
+    def emit(self, event: Event | str, subtype: str | None = None, /, **data: Any) -> Event:
+        """Send an event to every sink that accepts its type. Thread-safe, never awaits.
+
+        ``host.emit(event)`` sends an :class:`~hostapp.events.Event`;
+        ``host.emit("monitoring_event", "heartbeat", plugin="acme")`` makes one (with this
+        run's id; the keyword arguments are its ``data``) and sends it.
+
+        Never blocks longer than ``events.max_block_ms`` (per accepting sink, and only
+        under ``full_policy = "block"`` with a full queue).
+
+        Returns:
+            the event sent.
+
+        Raises:
+            HostappError: the host was never started.
+        """
+        bus = self.bus
+        if bus is None:
+            raise HostappError("the host is not started; call start() or use 'with Host(...)'")
+        if isinstance(event, str):
+            return bus.publish(event, subtype, data=data)
+        bus.emit(event)
+        return event
+
+    # -- async lifecycle -----------------------------------------------------------------
+
+    async def astart(self) -> Host:
+        """Start the host on the running asyncio loop (see the module docstring for the order).
+
+        Returns:
+            the host.
+
+        Raises:
+            MissingHookError: a ``required=True`` hook has no implementation.
+            PluginLoadError: a plugin failed while strict mode is on.
+            ConfigError: a sink's configuration is invalid.
+            HostappError: the host was already started or stopped.
+        """
+        if self.state != "new":
+            raise HostappError(f"this host is {self.state}; a Host starts once, make a new one")
+        self.state = "starting"
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._start()
+        except BaseException:
+            self.state = "failed"
+            await self._teardown(exit_status=None)
+            raise
+        self.state = "running"
+        _set_current(self)
+        return self
+
+    async def _start(self) -> None:
+        from hostapp.errors import PluginLoadError
+        from hostapp.events import EventBus, new_id
+        from hostapp.store import Store, resolve_store_path
+
+        pm = self.pm
+        pm.load(self.config, explicit=self._explicit, strict=self.strict)
+        pm.check_required()
+        pm.error_listeners.append(self._on_hook_error)
+        await pm.ahook.hostapp_configure(config=self.config)
+        self._raise_if_strict_failure(PluginLoadError)
+        self.sinks = await pm.acollect(
+            "hostapp_event_sinks", on_conflict="raise" if self.strict else "report"
+        )
+        if self._use_store:
+            self.store = Store(resolve_store_path(self.config))
+            self.run_id = self.store.begin_run(self._command)
+        else:
+            self.run_id = new_id()
+        self.bus = EventBus(self.sinks, self.config, store=self.store, run_id=self.run_id)
+        await self.bus.astart()
+        await pm.ahook.hostapp_startup(host=self)
+        self._raise_if_strict_failure(PluginLoadError)
+        for info in pm.infos.values():
+            if info.state is PluginState.REGISTERED:
+                pm.set_state(info, PluginState.STARTED)
+
+    def _raise_if_strict_failure(self, error: type[Exception]) -> None:
+        if not self.strict:
+            return
+        for info in self.pm.infos.values():
+            if info.state is PluginState.FAILED:
+                raise error(  # type: ignore[call-arg]
+                    info,
+                    f"plugin {info.name!r} from {info.provenance} failed at {info.stage}: "
+                    f"{info.error} (strict mode)",
+                )
+
+    def _on_hook_error(self, record: HookError) -> None:
+        stage = _HOOK_STAGES.get(record.hook)
+        info = self.pm.infos.get(record.plugin)
+        if stage is None or info is None or info.state is PluginState.FAILED:
+            return
+        info.state = PluginState.FAILED
+        info.stage = stage
+        info.error = record.error
+        info.traceback = record.traceback
+        self.pm.set_state(info, PluginState.FAILED)
+
+    async def astop(self) -> dict[str, dict[str, Any]]:
+        """Stop the host: the reverse of the start order, bounded by ``shutdown_timeout``.
+
+        Idempotent: stopping a stopped (or never started) host does nothing.
+
+        Returns:
+            the per-sink counters (:meth:`EventBus.stats`), also kept in :attr:`stats`.
+        """
+        if self.state in ("new", "stopped", "failed"):
+            return self.stats
+        if self.state == "stopping":
+            await asyncio.get_running_loop().run_in_executor(None, self._stopped_event.wait)
+            return self.stats
+        self.state = "stopping"
+        try:
+            await self._teardown(exit_status=self.exit_status)
+        finally:
+            self.state = "stopped"
+            self._stopped_event.set()
+        return self.stats
+
+    async def _teardown(self, exit_status: int | None) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        pm = self.pm
+        if self.bus is not None:
+            try:
+                await asyncio.wait_for(
+                    pm.ahook.hostapp_shutdown(host=self), timeout=max(0.0, _left(deadline) / 2)
+                )
+            except TimeoutError:
+                logger.warning(
+                    "hostapp_shutdown did not finish within %.1f s; going on with the stop",
+                    self.shutdown_timeout / 2,
+                )
+            self.stats = await self.bus.astop(max(0.0, _left(deadline)))
+        for info in pm.infos.values():
+            if info.state is PluginState.STARTED:
+                pm.set_state(info, PluginState.STOPPED)
+        if self.store is not None:
+            try:
+                if self.run_id is not None:
+                    self.store.end_run(self.run_id, exit_status, {"sinks": self.stats})
+            finally:
+                self.store.close()
+        if self._on_hook_error in pm.error_listeners:
+            pm.error_listeners.remove(self._on_hook_error)
+        _clear_current(self)
+
+    async def __aenter__(self) -> Host:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+    # -- sync lifecycle ------------------------------------------------------------------
+
+    def start(self) -> Host:
+        """Start the host from synchronous code, its loop on a thread of its own.
+
+        Returns:
+            the host.
+
+        Raises:
+            HostappError: called from a running event loop (use ``await host.astart()``).
+            Exception: whatever :meth:`astart` raises.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise HostappError(
+                "Host.start() was called inside a running event loop; "
+                "use 'await host.astart()' or 'async with Host(...)'"
+            )
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="hostapp-loop", daemon=True)
+        thread.start()
+        ready.wait()
+        self._own_loop, self._thread = loop, thread
+        try:
+            asyncio.run_coroutine_threadsafe(self.astart(), loop).result()
+        except BaseException:
+            self._close_own_loop()
+            raise
+        return self
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        """Stop the host from synchronous code; idempotent. Returns the sink counters.
+
+        Raises:
+            HostappError: the host runs on a loop of the calling thread (use ``await
+                host.astop()``).
+        """
+        with self._stop_lock:
+            loop = self._loop
+            if loop is None or self.state in ("new", "stopped", "failed"):
+                self._close_own_loop()
+                return self.stats
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                raise HostappError("Host.stop() was called on the host's own loop; use 'await host.astop()'")
+            asyncio.run_coroutine_threadsafe(self.astop(), loop).result()
+            self._close_own_loop()
+            return self.stats
+
+    def _close_own_loop(self) -> None:
+        loop, thread = self._own_loop, self._thread
+        if loop is None:
+            return
+        self._own_loop = self._thread = None
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join()
+        loop.close()
+
+    def __enter__(self) -> Host:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Host {self.state} run={self.run_id}>"
+
+
+def _left(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+def _as_config(config: Any) -> Config:
+    from hostapp.config import Config, load_config
+
+    if config is None:
+        return load_config()
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, Mapping):
+        return Config.from_dict(config)
+    return load_config(config)
+
+
+def _named(plugin: object) -> tuple[str, object]:
+    if isinstance(plugin, tuple) and len(plugin) == 2 and isinstance(plugin[0], str):
+        return plugin  # type: ignore[return-value]
+    name = getattr(plugin, "__name__", None) or type(plugin).__name__
+    return str(name), plugin
+
+
+def _set_current(host: Host) -> None:
+    global _current
+    with _current_lock:
+        _current = host
+
+
+def _clear_current(host: Host) -> None:
+    global _current
+    with _current_lock:
+        if _current is host:
+            _current = None

@@ -1,0 +1,184 @@
+"""The host: start/stop order from sync and async code, emit, get_host, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import hostapp
+from hostapp.errors import HostappError, MissingHookError
+from hostapp.host import Host, get_host
+from hostapp.lifecycle import PluginState
+from hostapp.store import Store
+
+hookimpl = hostapp.hookimpl
+
+
+def config_for(tmp_path, **plugins):
+    return {
+        "plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"], **plugins},
+        "store": {"path": str(tmp_path / "store.sqlite3")},
+        "events": {"flush_interval_ms": 20},
+    }
+
+
+class Recorder:
+    """Records every lifecycle hook it sees, with the thread it ran on."""
+
+    def __init__(self):
+        self.calls = []
+        self.received = []
+
+    def _note(self, name):
+        self.calls.append(name)
+
+    @hookimpl
+    def hostapp_plugin_state(self, info):
+        if info.name == "recorder":
+            self._note(f"state:{info.state.value}")
+
+    @hookimpl
+    def hostapp_configure(self, config):
+        self._note("configure")
+
+    @hookimpl
+    def hostapp_event_sinks(self):
+        self._note("event_sinks")
+        return hostapp.EventSink(
+            name="recorder", handle=self.received.extend, event_types=("test.*",),
+            open=lambda config: self._note("sink.open"), close=lambda: self._note("sink.close"),
+        )
+
+    @hookimpl
+    async def hostapp_startup(self, host):
+        await asyncio.sleep(0)
+        self._note("startup")
+        self.loop_thread = threading.current_thread().name
+
+    @hookimpl
+    def hostapp_shutdown(self, host):
+        self._note("shutdown")
+        host.emit("test.last", None, note="emitted during shutdown")
+
+
+EXPECTED = [
+    "state:discovered", "state:imported", "state:registered",
+    "configure", "event_sinks", "sink.open", "startup", "state:started",
+    "shutdown", "sink.close", "state:stopped",
+]
+
+
+def with_sinks_enabled(tmp_path):
+    config = config_for(tmp_path)
+    config["events"]["sinks"] = {"sqlite": {}, "recorder": {}}
+    return config
+
+
+def test_lifecycle_order_from_sync_code(tmp_path):
+    recorder = Recorder()
+    host = Host(with_sinks_enabled(tmp_path), plugins=[("recorder", recorder)], command=["test"])
+    with host:
+        assert get_host() is host
+        assert host.state == "running"
+        host.emit("test.event", "one", n=1)
+        assert threading.current_thread() is threading.main_thread()
+    assert recorder.calls == EXPECTED
+    assert recorder.loop_thread == "hostapp-loop"
+    assert [e.type for e in recorder.received] == ["test.event", "test.last"]
+    assert host.state == "stopped"
+    assert host.stop() == host.stats  # stop twice is harmless
+    with pytest.raises(HostappError, match="no hostapp Host is running"):
+        get_host()
+    stats = host.stats["recorder"]
+    assert stats["accepted"] == stats["delivered"] == 2
+
+
+def test_lifecycle_order_from_async_code(tmp_path):
+    recorder = Recorder()
+
+    async def main():
+        async with Host(with_sinks_enabled(tmp_path), plugins=[("recorder", recorder)]) as host:
+            assert recorder.loop_thread == threading.current_thread().name
+            host.emit("test.event", None, n=2)
+        await host.astop()
+        return host
+
+    host = asyncio.run(main())
+    assert recorder.calls == EXPECTED
+    assert host.state == "stopped"
+
+
+def test_events_reach_the_sqlite_store_with_the_run(tmp_path):
+    with Host(config_for(tmp_path), command=["app.py", "--flag"]) as host:
+        threads = [threading.Thread(target=lambda i=i: [host.emit("monitoring_event", "t", i=i, k=k) for k in range(500)])
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    store = Store(tmp_path / "store.sqlite3")
+    try:
+        events = store.events(run_id=host.run_id)
+        assert len(events) == 2000
+        assert {e.run_id for e in events} == {host.run_id}
+        run = store.run(host.run_id)
+        assert run.command == "app.py --flag" and run.ended_ns is not None
+        assert run.summary["sinks"]["sqlite"]["delivered"] == 2000
+    finally:
+        store.close()
+
+
+def test_a_plugin_failing_in_configure_is_marked_failed_and_the_host_goes_on(tmp_path):
+    class Broken:
+        @hookimpl
+        def hostapp_configure(self, config):
+            raise RuntimeError("cannot configure")
+
+    recorder = Recorder()
+    with Host(with_sinks_enabled(tmp_path), plugins=[("broken", Broken()), ("recorder", recorder)]) as host:
+        info = host.pm.infos["broken"]
+        assert info.state is PluginState.FAILED and info.stage == "configure"
+        assert "cannot configure" in info.error
+        assert host.pm.infos["recorder"].state is PluginState.STARTED
+    assert "startup" in recorder.calls
+
+
+def test_strict_mode_makes_a_startup_failure_fatal(tmp_path):
+    class Broken:
+        @hookimpl
+        def hostapp_startup(self, host):
+            raise RuntimeError("cannot start")
+
+    host = Host(config_for(tmp_path), plugins=[("broken", Broken())], strict=True)
+    with pytest.raises(hostapp.PluginLoadError, match="'broken'.*failed at start: RuntimeError: cannot start"):
+        host.start()
+    assert host.state == "failed"
+    host.stop()
+
+
+def test_required_hook_missing_refuses_to_start(tmp_path):
+    class Specs:
+        @hostapp.hookspec(required=True)
+        def myapp_backend(self):
+            """The storage backend."""
+
+    host = Host(config_for(tmp_path))
+    host.pm.add_hookspecs(Specs)
+    with pytest.raises(MissingHookError, match="myapp_backend"):
+        host.start()
+    assert host.state == "failed"
+
+
+def test_sync_start_inside_a_running_loop_is_refused(tmp_path):
+    async def main():
+        with pytest.raises(HostappError, match="await host.astart"):
+            Host(config_for(tmp_path)).start()
+
+    asyncio.run(main())
+
+
+def test_emit_before_start_is_an_error(tmp_path):
+    with pytest.raises(HostappError, match="not started"):
+        Host(config_for(tmp_path)).emit("x")
