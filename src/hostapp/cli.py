@@ -324,6 +324,276 @@ def hooks_command(state: _State, as_json: bool) -> None:
     _console().print(table)
 
 
+# -- the store: runs, events, dead letters, sinks -------------------------------------------
+
+_db_option = click.option(
+    "--db",
+    "db_path",
+    metavar="PATH",
+    help="The SQLite store (default: store.path, .hostapp/hostapp.sqlite3).",
+)
+
+
+def _open_store(state: _State, db_path: str | None, *, must_exist: bool = True) -> Any:
+    """Open the store, or ``None`` when it does not exist yet (a note goes to stderr)."""
+    from pathlib import Path
+
+    from hostapp.store import Store, resolve_store_path
+
+    path = Path(db_path) if db_path else resolve_store_path(state.config())
+    if must_exist and not path.exists():
+        _warn(f"no store at {path} yet; events are stored by a running host ('hostapp run', 'with Host(...)')")
+        return None
+    return Store(path)
+
+
+def _since_ns(text: str) -> int:
+    """``--since``: a duration back from now (``30s``, ``15m``, ``2h``, ``7d``) or an ISO 8601 time."""
+    import re
+    import time
+    from datetime import datetime
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return time.time_ns() - int(seconds * 1e9)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HostappCliError(
+            f"--since {text!r}: expected a duration like 30s, 15m, 2h, 7d or an ISO 8601 time", exit_code=2
+        ) from None
+    return int(moment.timestamp() * 1e9)
+
+
+def _when(ns: int | None) -> str:
+    from datetime import datetime
+
+    if ns is None:
+        return ""
+    return datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="milliseconds")
+
+
+@cli.command("runs")
+@_db_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Most recent runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.pass_obj
+def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) -> None:
+    """List the recorded runs, newest first: id, start, duration, exit status, events, command."""
+    store = _open_store(state, db_path)
+    if store is None:
+        return
+    with store:
+        rows = []
+        for run in store.runs(limit):
+            row = run.to_dict()
+            row["events"] = store.count_events(run_id=run.id)
+            rows.append(row)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for column in ("Run", "Started", "Duration", "Exit", "Events", "Command"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Run", "Started"))
+    for row in rows:
+        duration = "" if row["ended_ns"] is None else f"{(row['ended_ns'] - row['started_ns']) / 1e9:.2f} s"
+        exit_status = "running" if row["ended_ns"] is None else ("" if row["exit_status"] is None else str(row["exit_status"]))
+        table.add_row(row["id"], _when(row["started_ns"]), duration, exit_status, str(row["events"]), row["command"] or "")
+    _console().print(table)
+
+
+@cli.group("events", invoke_without_command=True)
+@_db_option
+@click.option("--run", "run_id", metavar="ID", help="Only this run's events.")
+@click.option("--last", is_flag=True, help="Only the most recent run's events.")
+@click.option("--type", "event_type", metavar="TYPE", help="Only this event type.")
+@click.option("--subtype", metavar="SUBTYPE", help="Only this subtype.")
+@click.option("--since", metavar="WHEN", help="Only events since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most N events, the newest (default: 50 in a table, all with --json; 0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--dead-letters", is_flag=True, help="List the dead letters (events a sink could not take) instead.")
+@click.pass_context
+def events_command(
+    ctx: click.Context,
+    db_path: str | None,
+    run_id: str | None,
+    last: bool,
+    event_type: str | None,
+    subtype: str | None,
+    since: str | None,
+    limit: int | None,
+    as_json: bool,
+    dead_letters: bool,
+) -> None:
+    """Show stored events (or, with --dead-letters, the dead letters), oldest first.
+
+    'hostapp events redeliver' sends the dead letters to their sinks again.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.meta["hostapp.db"] = db_path
+        return
+    state: _State = ctx.obj
+    if run_id and last:
+        raise HostappCliError("--run and --last cannot be used together", exit_code=2)
+    since_ns = _since_ns(since) if since else None
+    store = _open_store(state, db_path)
+    if store is None:
+        return
+    with store:
+        if dead_letters:
+            _print_dead_letters(store, limit, as_json)
+            return
+        if last:
+            latest = store.last_run()
+            if latest is None:
+                _warn("no runs recorded yet")
+                return
+            run_id = latest.id
+        effective = limit if limit is not None else (None if as_json else 50)
+        if effective == 0:
+            effective = None
+        events = store.events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns,
+                              limit=effective, newest_first=True)
+        events.reverse()
+        total = None
+        if effective is not None and len(events) == effective:
+            total = store.count_events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns)
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event.to_dict(), default=repr))
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    table.add_column("Time", no_wrap=True)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Subtype", no_wrap=True)
+    table.add_column("Source", no_wrap=True)
+    table.add_column("Data", overflow="fold", ratio=1)
+    for event in events:
+        data = json.dumps(event.data, default=repr, sort_keys=True)
+        table.add_row(_when(event.timestamp_ns), event.type, event.subtype or "", event.source or "",
+                      data if len(data) <= 300 else data[:297] + "...")
+    _console().print(table)
+    if total is not None and total > len(events):
+        _warn(f"showing the newest {len(events)} of {total} events; --limit N (0 = all) to see more")
+
+
+def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
+    letters = store.dead_letters(limit=limit or None)
+    if as_json:
+        for letter in letters:
+            click.echo(json.dumps(letter.to_dict(), default=repr))
+        return
+    if not letters:
+        click.echo("No dead letters.")
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for column in ("Id", "Sink", "Event", "Attempts", "Error", "Since"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Id", "Since"))
+    for letter in letters:
+        table.add_row(str(letter.id), letter.sink, f"{letter.event.type} {letter.event.id}",
+                      str(letter.attempts), letter.error, _when(letter.created_ns))
+    _console().print(table)
+
+
+@events_command.command("redeliver")
+@click.option("--sink", metavar="NAME", help="Only this sink's dead letters.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds for each sink's redelivery.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_json: bool) -> None:
+    """Send the dead letters to their sinks again; delivered ones are deleted.
+
+    Exit status 1 when some could not be delivered (they stay dead letters).
+    """
+    from hostapp.events import redeliver
+
+    state: _State = ctx.obj
+    store = _open_store(state, ctx.parent.meta.get("hostapp.db") if ctx.parent else None)
+    if store is None:
+        return
+    pm = state.plugin_manager()
+    sinks = pm.collect("hostapp_event_sinks", on_conflict="report")
+    with store:
+        results = redeliver(store, sinks, state.config(), sink, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    elif not results:
+        click.echo("No dead letters to redeliver.")
+    else:
+        for name, result in sorted(results.items()):
+            line = f"{name}: {result.get('redelivered', 0)} redelivered, {result.get('failed', 0)} still failing"
+            if result.get("error"):
+                line += f" ({result['error']})"
+            click.echo(line)
+    if any(r.get("failed") or r.get("error") for r in results.values()):
+        ctx.exit(1)
+
+
+@cli.command("sinks")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
+    """List the event sinks: who provides them, whether they are enabled, what they accept,
+    their counters in the last run and their pending dead letters."""
+    pm = state.plugin_manager()
+    config = state.config()
+    tables = config.get("events.sinks") or {}
+    last_counters: dict[str, Any] = {}
+    pending: dict[str, int] = {}
+    last_run_id = None
+    store = _open_store(state, db_path)
+    if store is not None:
+        with store:
+            latest = store.last_run()
+            if latest is not None:
+                last_run_id = latest.id
+                last_counters = (latest.summary or {}).get("sinks", {})
+            pending = store.dead_letter_counts()
+    rows = []
+    for contribution in pm.collect("hostapp_event_sinks", on_conflict="report"):
+        spec = contribution.spec
+        table = tables.get(spec.name)
+        rows.append({
+            "name": spec.name,
+            "plugin": contribution.plugin,
+            "distribution": contribution.distribution,
+            "version": contribution.version,
+            "enabled": table is not None and table.get("enabled", True) is not False,
+            "event_types": list(spec.event_types),
+            "description": spec.description,
+            "last_run": last_run_id,
+            "counters": last_counters.get(spec.name),
+            "dead_letters": pending.get(spec.name, 0),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    counter_names = ("accepted", "delivered", "retried", "failed", "dead_lettered", "dropped")
+    table = Table(header_style="bold", title=f"last run: {last_run_id}" if last_run_id else None)
+    for column in ("Sink", "Enabled", "Plugin", "Accepts", *counter_names, "Dead letters"):
+        table.add_column(column, no_wrap=column in ("Sink", "Plugin"))
+    for row in rows:
+        counters = row["counters"] or {}
+        table.add_row(
+            row["name"], "yes" if row["enabled"] else "no", row["plugin"], ", ".join(row["event_types"]),
+            *(str(counters.get(k, "")) for k in counter_names), str(row["dead_letters"]),
+        )
+    _console().print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hostapp`` console script."""
     cli.main(args=argv, prog_name="hostapp")
