@@ -23,6 +23,7 @@ from benchmarks._common import RESULTS_DIR, WORK_DIR, SuiteContext, SuiteResult,
 SUITES: dict[str, str] = {
     "discovery": "benchmarks.discovery",
     "dispatch": "benchmarks.dispatch",
+    "events": "benchmarks.events",
 }
 
 

@@ -262,7 +262,18 @@ class _EventBuilder:
     sets its ``__class__`` to ``Event`` (a frozen dataclass's ``__init__`` goes through
     ``object.__setattr__`` per field, which costs twice as much)."""
 
-    __slots__ = Event.__slots__  # type: ignore[attr-defined]
+    __slots__ = Event.__slots__
+
+    if TYPE_CHECKING:
+        id: str
+        type: str
+        subtype: str | None
+        data: dict[str, Any]
+        timestamp_ns: int
+        run_id: str | None
+        pid: int
+        thread_id: int
+        source: str | None
 
 
 def _check_fast_create() -> bool:
@@ -512,7 +523,7 @@ class _Worker:
         "requests", "retried", "settings", "spec", "spill_buf", "spill_lock", "spilled",
         "stalled", "state", "table", "taken", "thread", "unspilled", "waiters", "waiting",
         "wake", "wake_at", "batch_size", "backoff_s", "max_backoff_s", "last_drop_log",
-        "spill_chunk",
+        "spill_chunk", "fast_limit",
     )
 
     def __init__(
@@ -538,6 +549,8 @@ class _Worker:
         self.backoff_s = settings.backoff_s
         self.max_backoff_s = settings.max_backoff_s
         self.maxsize = settings.queue_size
+        #: emit()'s lock-free path appends while len(queue) < fast_limit (see block()).
+        self.fast_limit = settings.queue_size
         self.policy = settings.policy
         self.max_block_s = settings.max_block_s
         self.queue: collections.deque[Event] = collections.deque()
@@ -566,26 +579,39 @@ class _Worker:
 
     # -- emitter side (any thread) ---------------------------------------------------
 
-    def block(self, event: Event) -> bool:
-        """Wait at most ``max_block_s`` for room; ``False`` when there was none."""
-        deadline = _monotonic() + self.max_block_s
-        bus = self.bus
+    def block(self, event: Event, wait: bool) -> bool:
+        """Append under the lock, waiting (with ``wait``) at most ``max_block_s`` for room.
+
+        Returns ``False`` when there was no room. While any emitter waits here,
+        ``fast_limit`` is 0, so every emitter comes here too and the room the worker frees
+        goes to those already waiting instead of to the lock-free fast path.
+        """
         with self.not_full:
-            self.blocked += 1
             queue = self.queue
-            while len(queue) >= self.maxsize:
-                remaining = deadline - _monotonic()
-                if remaining <= 0 or self.stalled or bus._closed:
-                    # Further overflow skips the wait until the worker takes events
-                    # again, so a stuck sink costs one max_block per stall, not per emit.
-                    self.stalled = True
-                    return False
-                self.waiters += 1
-                try:
-                    self.not_full.wait(remaining)
-                finally:
-                    self.waiters -= 1
-            queue.append(event)
+            if len(queue) < self.maxsize:
+                queue.append(event)
+            elif not wait:
+                return False
+            else:
+                self.blocked += 1
+                deadline = _monotonic() + self.max_block_s
+                bus = self.bus
+                while len(queue) >= self.maxsize:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0 or self.stalled or bus._closed:
+                        # Further overflow skips the wait until the worker takes events
+                        # again, so a stuck sink costs one max_block per stall, not per emit.
+                        self.stalled = True
+                        return False
+                    self.waiters += 1
+                    self.fast_limit = 0
+                    try:
+                        self.not_full.wait(remaining)
+                    finally:
+                        self.waiters -= 1
+                        if not self.waiters:
+                            self.fast_limit = self.maxsize
+                queue.append(event)
         if self.waiting:
             self.wake.set()
         return True
@@ -596,9 +622,11 @@ class _Worker:
             self.spill_buf.append(event)
             self.spilled += 1
             full = len(self.spill_buf) >= self.spill_chunk
-        if not full:
+        # One emitter writes the buffer; the others go on filling it meanwhile (instead
+        # of queueing up behind the write), and the next one to find it full writes it.
+        if not full or not self.spill_lock.acquire(blocking=False):
             return
-        with self.spill_lock:
+        try:
             with self.lock:
                 chunk, self.spill_buf = self.spill_buf, []
             if not chunk:
@@ -610,6 +638,8 @@ class _Worker:
                     self.spilled -= len(chunk)
                     self.dropped += len(chunk)
                 self.bus._report(self, "spill", exc)
+        finally:
+            self.spill_lock.release()
 
     def drop(self, count: int, reason: str) -> None:
         """Count ``count`` dropped events and log it (at most once per 10 s per sink)."""
@@ -692,7 +722,12 @@ class _Worker:
     def _take_spilled(self) -> tuple[list[Event], list[int] | None]:
         store = self.bus._store
         with self.spill_lock:
-            rows = store.peek_spill(self.bus.owner, self.name, self.batch_size) if store else []
+            rows: list[tuple[int, Event]] = []
+            if store is not None:
+                try:
+                    rows = store.peek_spill(self.bus.owner, self.name, self.batch_size)
+                except Exception as exc:  # left in the table: read again later, or at stop
+                    self.bus._report(self, "spill", exc)
             with self.lock:
                 if rows:
                     batch = [event for _, event in rows]
@@ -719,10 +754,19 @@ class _Worker:
                 return None
             n = len(queue)
             stopping = bus._stopping
+            if n >= batch_size:
+                return self._take(), None
+            # Less than a full batch in memory: spilled events (older than most of what
+            # is queued now) go first, so they drain whenever the sink keeps up.
+            spill_waiting = self.spilled > self.unspilled
+            if spill_waiting:
+                batch, seqs = self._take_spilled()
+                if batch:
+                    return batch, seqs
+            if n and stopping:
+                return self._take(), None
             timeout: float | None
             if n:
-                if n >= batch_size or stopping:
-                    return self._take(), None
                 now = _monotonic()
                 if not first_seen:
                     first_seen = now
@@ -732,11 +776,8 @@ class _Worker:
                 wake_at = batch_size
             else:
                 first_seen = 0.0
-                if self.spilled > self.unspilled:
-                    batch, seqs = self._take_spilled()
-                    if batch:
-                        return batch, seqs
-                    timeout, wake_at = 0.01, 1  # a chunk is being written: look again soon
+                if spill_waiting:  # counted but not readable yet: look again soon
+                    timeout, wake_at = 0.01, 1
                 elif stopping:
                     return None
                 else:
@@ -1040,7 +1081,7 @@ class EventBus:
             workers = self._route(event.type)
         for worker in workers:
             queue = worker.queue
-            if len(queue) < worker.maxsize:
+            if len(queue) < worker.fast_limit:
                 queue.append(event)
                 if worker.waiting and len(queue) >= worker.wake_at:
                     worker.wake.set()
@@ -1075,10 +1116,10 @@ class EventBus:
 
     def _overflow(self, worker: _Worker, event: Event) -> None:
         policy = worker.policy
-        if policy == "block":
-            if not worker.stalled and worker.max_block_s > 0 and not self._closed:
-                if worker.block(event):
-                    return
+        if policy == "block" and not self._closed:
+            wait = not worker.stalled and worker.max_block_s > 0
+            if worker.block(event, wait):
+                return
             policy = "spill"
         if self._closed:
             worker.drop(1, "emitted after the event bus stopped")

@@ -245,14 +245,17 @@ _event_columns = attrgetter(
 )
 _COLUMNS: Final = "id, run_id, type, subtype, timestamp_ns, pid, thread_id, source, data"
 _PLACEHOLDERS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#: Most rows per INSERT statement. One statement inserts many rows with one
-#: ``sqlite3_step`` (the GIL is released once per statement, not once per row as with
-#: ``executemany``, which matters when emitting threads are busy).
-_ROWS_PER_STATEMENT: Final = 500
+#: Most rows per INSERT statement (also capped by SQLite's variable limit). A batch that
+#: fits is written by **one** statement in autocommit mode: one ``sqlite3_step``, so the GIL
+#: is released and re-taken once per batch, not once per row as with ``executemany`` (nor
+#: four times, with BEGIN and COMMIT). That matters when other threads are busy: re-taking
+#: the GIL from a busy thread waits for its switch interval (5 ms), so ``executemany`` of
+#: 1,000 rows next to one busy emitting thread takes seconds.
+_ROWS_PER_STATEMENT: Final = 2000
 
 
 def _event_json(event: Event) -> str:
-    return json.dumps(event.to_dict(), ensure_ascii=False, default=repr)
+    return _encode_data(event.to_dict())
 
 
 def _event_from_json(text: str) -> Event:
@@ -286,7 +289,7 @@ class Store:
     ) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self._lock = threading.RLock()
-        self._statements: dict[int, str] = {}
+        self._statements: dict[tuple[str, int], str] = {}
         shown = str(path)
         try:
             if shown != ":memory:":
@@ -309,8 +312,8 @@ class Store:
             con.close()
             self._con = None
             raise StoreError(f"{shown}: cannot open the store: {exc}") from None
-        limit = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, limit // 9))
+        self._max_variables = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // 9))
 
     @staticmethod
     def _version(con: sqlite3.Connection) -> int:
@@ -355,24 +358,34 @@ class Store:
             raise StoreError(f"{self.path}: the store is closed")
         return con
 
-    def _write(self, statements: Iterable[tuple[str, Any]], *, many: bool = False) -> int:
+    def _write(self, statements: Iterable[tuple[str, Any]]) -> int:
         """Run ``statements`` in one write transaction; the number of rows changed."""
+        statements = list(statements)
         with self._lock:
             con = self._connection()
             before = con.total_changes
+            if len(statements) == 1:  # one statement is its own transaction
+                con.execute(*statements[0])
+                return con.total_changes - before
             con.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
-                    if many:
-                        con.executemany(sql, params)
-                    else:
-                        con.execute(sql, params)
+                    con.execute(sql, params)
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
             return con.total_changes - before
+
+    def _where_in(self, head: str, keys: Sequence[Any], leading: tuple[Any, ...] = ()) -> int:
+        """``head`` + ``(?, ?, ...)`` over ``keys`` in chunks, one transaction; rows changed."""
+        step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables - len(leading)))
+        statements = []
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            statements.append((head + "(" + ", ".join(["?"] * len(chunk)) + ")", (*leading, *chunk)))
+        return self._write(statements)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -503,13 +516,28 @@ class Store:
     # -- events ----------------------------------------------------------------------
 
     def _insert_sql(self, rows: int) -> str:
-        sql = self._statements.get(rows)
+        return self._values_sql(f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ", 9, rows)
+
+    def _values_sql(self, head: str, width: int, rows: int) -> str:
+        key = (head, rows)
+        sql = self._statements.get(key)
         if sql is None:
-            sql = self._statements[rows] = (
-                f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES "
-                + ", ".join([_PLACEHOLDERS] * rows)
-            )
+            one = "(" + ", ".join(["?"] * width) + ")"
+            sql = self._statements[key] = head + ", ".join([one] * rows)
         return sql
+
+    def _insert_rows(self, head: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """``head`` + ``VALUES (...), (...)`` for all ``rows`` in one transaction; rows added."""
+        if not rows:
+            return 0
+        width = len(rows[0])
+        step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width))
+        statements = []
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            params = [value for row in chunk for value in row]
+            statements.append((self._values_sql(head, width, len(chunk)), params))
+        return self._write(statements)
 
     def add_events(self, events: Iterable[Event]) -> int:
         """Insert ``events`` in one transaction; the number inserted.
@@ -630,14 +658,8 @@ class Store:
         """
         now = time.time_ns()
         rows = [(sink, _event_json(event), error, attempts, now) for event in events]
-        if not rows:
-            return 0
-        return self._write(
-            [(
-                "INSERT INTO dead_letters (sink, event, error, attempts, created_ns) VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )],
-            many=True,
+        return self._insert_rows(
+            "INSERT INTO dead_letters (sink, event, error, attempts, created_ns) VALUES ", rows
         )
 
     def dead_letters(
@@ -674,16 +696,17 @@ class Store:
         rows = [(i,) for i in ids]
         if not rows:
             return 0
-        return self._write([("DELETE FROM dead_letters WHERE id = ?", rows)], many=True)
+        return self._where_in("DELETE FROM dead_letters WHERE id IN ", [i for (i,) in rows])
 
     def update_dead_letters(self, ids: Iterable[int], error: str, attempts: int) -> int:
         """Record a failed redelivery: set ``error``, add ``attempts``; the number updated."""
         rows = [(error, attempts, i) for i in ids]
         if not rows:
             return 0
-        return self._write(
-            [("UPDATE dead_letters SET error = ?, attempts = attempts + ? WHERE id = ?", rows)],
-            many=True,
+        return self._where_in(
+            "UPDATE dead_letters SET error = ?, attempts = attempts + ? WHERE id IN ",
+            [i for _, _, i in rows],
+            (error, attempts),
         )
 
     # -- spill -----------------------------------------------------------------------
@@ -692,12 +715,7 @@ class Store:
         """Spill ``events`` of ``sink`` for bus ``owner``; the number added."""
         now = time.time_ns()
         rows = [(owner, sink, _event_json(event), now) for event in events]
-        if not rows:
-            return 0
-        return self._write(
-            [("INSERT INTO spill (owner, sink, event, created_ns) VALUES (?, ?, ?, ?)", rows)],
-            many=True,
-        )
+        return self._insert_rows("INSERT INTO spill (owner, sink, event, created_ns) VALUES ", rows)
 
     def peek_spill(self, owner: str, sink: str, limit: int) -> list[tuple[int, Event]]:
         """The oldest ``limit`` spilled events of ``owner``/``sink`` as ``(seq, event)``;
@@ -713,7 +731,7 @@ class Store:
         rows = [(s,) for s in seqs]
         if not rows:
             return 0
-        return self._write([("DELETE FROM spill WHERE seq = ?", rows)], many=True)
+        return self._where_in("DELETE FROM spill WHERE seq IN ", [i for (i,) in rows])
 
     def spill_count(self, owner: str | None = None, sink: str | None = None) -> int:
         """How many spilled events wait (of one owner and/or sink)."""

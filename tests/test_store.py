@@ -1,0 +1,229 @@
+"""The SQLite store: schema, migrations, runs, events, dead letters, spill, threads."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from hostapp.config import Config
+from hostapp.errors import HostappError
+from hostapp.events import Event
+from hostapp.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    StoreVersionError,
+    resolve_store_path,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / ".hostapp" / "hostapp.sqlite3") as s:
+        yield s
+
+
+def test_a_new_store_is_wal_with_the_current_schema(tmp_path):
+    path = tmp_path / "deep" / "dir" / "hostapp.sqlite3"
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.integrity_check() == "ok"
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"meta", "runs", "events", "dead_letters", "spill"} <= tables
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"events_run", "events_type", "events_time"} <= indexes
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()
+
+
+def test_store_path_is_resolved_against_the_config_root(tmp_path):
+    config = Config.from_dict({}, root=tmp_path, environ={})
+    assert resolve_store_path(config) == tmp_path / ".hostapp" / "hostapp.sqlite3"
+    config = Config.from_dict({"store": {"path": "/abs/x.db"}}, root=tmp_path, environ={})
+    assert resolve_store_path(config) == Path("/abs/x.db")
+
+
+def test_a_store_from_a_newer_hostapp_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "hostapp.sqlite3"
+    Store(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 3),))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreVersionError) as info:
+        Store(path)
+    error = info.value
+    assert isinstance(error, HostappError)
+    assert (error.found, error.supported) == (SCHEMA_VERSION + 3, SCHEMA_VERSION)
+    message = str(error)
+    assert str(path) in message
+    assert f"schema version {SCHEMA_VERSION + 3}" in message
+    assert f"versions up to {SCHEMA_VERSION}" in message
+    assert "upgrade hostapp" in message
+
+
+def test_forward_migrations_apply_in_order_once(tmp_path):
+    path = tmp_path / "hostapp.sqlite3"
+    with Store(path) as store:
+        store.add_events([Event.create("kept")])
+    calls: list[int] = []
+
+    def add_notes(con: sqlite3.Connection) -> None:
+        calls.append(1)
+        con.execute("CREATE TABLE notes (text TEXT)")
+
+    newer = (*MIGRATIONS, add_notes)
+    with Store(path, migrations=newer) as store:  # a newer hostapp opens the old store
+        assert store.schema_version == SCHEMA_VERSION + 1
+        assert [e.type for e in store.events()] == ["kept"]
+    with Store(path, migrations=newer):
+        pass
+    assert calls == [1]
+    with pytest.raises(StoreVersionError):  # and the older one refuses it now
+        Store(path)
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path):
+    path = tmp_path / "hostapp.sqlite3"
+
+    def broken(con: sqlite3.Connection) -> None:
+        con.execute("CREATE TABLE half (x)")
+        raise RuntimeError("migration bug")
+
+    with Store(path) as store:
+        store.add_events([Event.create("kept")])
+    with pytest.raises(RuntimeError, match="migration bug"):
+        Store(path, migrations=(*MIGRATIONS, broken))
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.count_events() == 1
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half'").fetchone()[0] == 0
+    con.close()
+
+
+def test_not_a_database_and_closed_store_errors(tmp_path):
+    bogus = tmp_path / "bogus.sqlite3"
+    bogus.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="bogus.sqlite3: cannot open the store"):
+        Store(bogus)
+    store = Store(tmp_path / "ok.sqlite3")
+    store.close()
+    store.close()  # idempotent
+    assert store.closed
+    with pytest.raises(StoreError, match="the store is closed"):
+        store.runs()
+
+
+def test_runs(store):
+    assert store.last_run() is None
+    first = store.begin_run(["hostapp", "run", "my script.py"], cwd="/srv", started_ns=1_000)
+    second = store.begin_run("hostapp run other.py", started_ns=2_000)
+    store.end_run(first, 0, {"sinks": {"sqlite": {"delivered": 3}}}, ended_ns=1_500_000_000)
+    runs = store.runs()
+    assert [r.id for r in runs] == [second, first]
+    run = store.run(first)
+    assert run is not None
+    assert run.command == "hostapp run 'my script.py'" and run.cwd == "/srv"
+    assert run.exit_status == 0 and run.summary == {"sinks": {"sqlite": {"delivered": 3}}}
+    assert run.duration_s == pytest.approx(1.499999999)
+    assert run.python is not None and sys.executable in run.python
+    assert store.last_run().id == second and store.last_run().ended_ns is None
+    assert store.run("nope") is None
+    with pytest.raises(StoreError, match="no run with id 'nope'"):
+        store.end_run("nope", 1)
+    assert run.to_dict()["id"] == first
+
+
+def test_events_round_trip_and_filters(store):
+    events = [
+        Event.create("monitoring_event", "heartbeat", data={"n": 1, "text": "héllo ✓"}, run_id="a"),
+        Event.create("sending_event", data={"nested": {"list": [1, 2.5, None, True]}}, run_id="a"),
+        Event.create("monitoring_event", "alert", data={"n": 3}, run_id="b", source="acme"),
+    ]
+    assert store.add_events(events) == 3
+    assert store.events() == events
+    assert store.events(run_id="a") == events[:2]
+    assert store.events(type="monitoring_event") == [events[0], events[2]]
+    assert store.events(type="monitoring_event", subtype="alert") == [events[2]]
+    assert store.events(since_ns=events[1].timestamp_ns) == events[1:]
+    assert store.events(until_ns=events[1].timestamp_ns) == events[:1]
+    assert store.events(limit=2) == events[:2]
+    assert store.events(limit=1, newest_first=True) == [events[2]]
+    assert store.count_events(run_id="a") == 2 and store.count_events() == 3
+    assert store.event_ids("b") == {events[2].id}
+
+
+def test_duplicate_ids_are_ignored_and_odd_values_are_stored_as_repr(store):
+    odd = Event.create("t", data={"when": Path("/x"), "ok": 1})
+    assert store.add_events([odd]) == 1
+    assert store.add_events([odd, Event.create("t")]) == 1  # redelivery is harmless
+    assert store.events()[0].data == {"when": repr(Path("/x")), "ok": 1}
+    assert store.add_events([]) == 0
+
+
+def test_a_batch_larger_than_one_statement_is_one_transaction(store):
+    events = [Event.create("t", data={"i": i}) for i in range(7_001)]
+    assert store.add_events(iter(events)) == 7_001
+    assert [e.data["i"] for e in store.events()] == list(range(7_001))
+
+
+def test_dead_letters(store):
+    events = [Event.create("t", data={"i": i}) for i in range(5)]
+    assert store.add_dead_letters("webhook", events[:3], "HTTPError: 503", attempts=6) == 3
+    store.add_dead_letters("jsonl", events[3:], "OSError: disk full")
+    letters = store.dead_letters()
+    assert [d.event for d in letters] == events
+    assert letters[0].sink == "webhook" and letters[0].attempts == 6 and letters[0].error == "HTTPError: 503"
+    assert store.dead_letter_counts() == {"jsonl": 2, "webhook": 3}
+    page = store.dead_letters(sink="webhook", limit=2)
+    assert [d.event for d in page] == events[:2]
+    assert [d.event for d in store.dead_letters(sink="webhook", after_id=page[-1].id)] == events[2:3]
+    assert store.update_dead_letters([letters[0].id], "again", 2) == 1
+    assert store.dead_letters(limit=1)[0].attempts == 8
+    assert store.delete_dead_letters([d.id for d in letters[:3]]) == 3
+    assert store.dead_letter_counts() == {"jsonl": 2}
+    assert letters[0].to_dict()["event"]["id"] == events[0].id
+
+
+def test_spill(store):
+    events = [Event.create("t", data={"i": i}) for i in range(6)]
+    store.add_spill("owner-1", "slow", events[:4])
+    store.add_spill("owner-2", "slow", events[4:])
+    assert store.spill_owners() == ["owner-1", "owner-2"]
+    assert store.spill_count() == 6 and store.spill_count(owner="owner-1", sink="slow") == 4
+    peeked = store.peek_spill("owner-1", "slow", 3)
+    assert [e for _, e in peeked] == events[:3]
+    assert store.delete_spill([seq for seq, _ in peeked]) == 3
+    assert store.spill_to_dead_letters("owner-2", "owner ended", sink="slow") == 2
+    assert store.spill_count() == 1
+    assert [d.event for d in store.dead_letters(sink="slow")] == events[4:]
+
+
+def test_one_store_shared_by_many_threads(store):
+    def writer(k: int) -> None:
+        for chunk in range(20):
+            store.add_events([Event.create("t", data={"k": k, "i": i}) for i in range(chunk * 50, chunk * 50 + 50)])
+            store.count_events()
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_events() == 4 * 1000
+    assert store.integrity_check() == "ok"
+
+
+def test_another_connection_reads_while_the_store_writes(tmp_path):
+    path = tmp_path / "hostapp.sqlite3"
+    with Store(path) as writer, Store(path) as reader:
+        writer.add_events([Event.create("t") for _ in range(10)])
+        assert reader.count_events() == 10
