@@ -182,3 +182,23 @@ def test_sync_start_inside_a_running_loop_is_refused(tmp_path):
 def test_emit_before_start_is_an_error(tmp_path):
     with pytest.raises(HostappError, match="not started"):
         Host(config_for(tmp_path)).emit("x")
+
+
+def test_a_sink_that_cannot_open_marks_its_plugin_failed_and_keeps_its_events(tmp_path):
+    class Unopenable:
+        @hookimpl
+        def hostapp_event_sinks(self):
+            def refuse(config):
+                raise ConnectionRefusedError("no route to the collector")
+
+            return hostapp.EventSink(name="collector", handle=lambda events: None, open=refuse)
+
+    config = config_for(tmp_path)
+    config["events"]["sinks"] = {"sqlite": {}, "collector": {}}
+    with Host(config, plugins=[("collector-plugin", Unopenable())]) as host:
+        host.emit("monitoring_event", None, n=1)
+        info = host.pm.infos["collector-plugin"]
+        assert info.state is PluginState.FAILED and info.stage == "sink-open"
+        assert "no route to the collector" in info.error
+    assert host.stats["collector"]["dead_lettered"] == 1
+    assert host.stats["sqlite"]["delivered"] == 1

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from hostapp.config import Config
-    from hostapp.events import Event, EventBus
+    from hostapp.events import Event, EventBus, SinkError
     from hostapp.manager import HookError, PluginManager
     from hostapp.store import Store
     from hostapp.types import Contribution, EventSink
@@ -207,7 +207,9 @@ class Host:
             self.run_id = self.store.begin_run(self._command)
         else:
             self.run_id = new_id()
-        self.bus = EventBus(self.sinks, self.config, store=self.store, run_id=self.run_id)
+        self.bus = EventBus(
+            self.sinks, self.config, store=self.store, run_id=self.run_id, on_error=self._on_sink_error
+        )
         await self.bus.astart()
         await pm.ahook.hostapp_startup(host=self)
         self._raise_if_strict_failure(PluginLoadError)
@@ -234,6 +236,19 @@ class Host:
         info.state = PluginState.FAILED
         info.stage = stage
         info.error = record.error
+        info.traceback = record.traceback
+        self.pm.set_state(info, PluginState.FAILED)
+
+    def _on_sink_error(self, record: SinkError) -> None:
+        """A sink that cannot open marks its plugin failed at stage ``sink-open`` (its
+        events become dead letters; the other sinks and plugins go on)."""
+        if record.stage != "open":
+            return
+        info = self.pm.infos.get(record.plugin)
+        if info is None or info.state is PluginState.FAILED:
+            return
+        info.stage = "sink-open"
+        info.error = f"event sink {record.sink!r}: {record.error}"
         info.traceback = record.traceback
         self.pm.set_state(info, PluginState.FAILED)
 
