@@ -47,6 +47,7 @@ def run_suite(name: str, *, quick: bool) -> SuiteResult:
         "argv": sys.argv,
         "environment": env,
         "suite_wall_s": elapsed,
+        "table": result.table,
         **result.data,
     }
     write_json(RESULTS_DIR / f"{name}.json", payload)
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n## {name}{' (quick: indicative only)' if args.quick else ''}\n")
         print(result.table)
         print(f"\n({name}: {time.perf_counter() - t0:.0f} s; results in {RESULTS_DIR / (name + '.json')})\n", flush=True)
+    from benchmarks.report import write_report
+
+    print(f"docs updated: {write_report(SUITES)}", file=sys.stderr)
     if failed:
         print(f"failed suites: {', '.join(failed)}", file=sys.stderr)
         return 1
