@@ -202,3 +202,70 @@ def test_a_sink_that_cannot_open_marks_its_plugin_failed_and_keeps_its_events(tm
         assert "no route to the collector" in info.error
     assert host.stats["collector"]["dead_lettered"] == 1
     assert host.stats["sqlite"]["delivered"] == 1
+
+
+SIGNAL_APP = """
+import sys, time
+from hostapp.host import Host, exit_on_signals
+config = {"plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
+          "store": {"path": sys.argv[1]}, "events": {"flush_interval_ms": 20}}
+with Host(config, command=["signal-app"]) as host, exit_on_signals():
+    for i in range(100):
+        host.emit("monitoring_event", None, i=i)
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize(("signame", "status"), [("SIGTERM", 143), ("SIGINT", None)])
+def test_a_signal_stops_the_host_in_order(tmp_path, signame, status):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "app.py"
+    script.write_text(SIGNAL_APP)
+    db = tmp_path / "store.sqlite3"
+    proc = subprocess.Popen([sys.executable, str(script), str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(getattr(signal, signame))
+    _, stderr = proc.communicate(timeout=30)
+    if status is not None:
+        assert proc.returncode == status, stderr
+    else:
+        assert "KeyboardInterrupt" in stderr
+    store = Store(db)
+    try:
+        [run] = store.runs()
+        assert run.ended_ns is not None  # the stop ran: run closed with the sinks' counters
+        assert run.summary["sinks"]["sqlite"]["delivered"] == 100
+        assert store.count_events(run_id=run.id) == 100
+    finally:
+        store.close()
+
+
+def test_jsonl_and_logging_sinks_through_the_host(tmp_path, caplog):
+    import json
+    import logging
+
+    config = config_for(tmp_path)
+    config["plugins"]["modules"] += ["hostapp_plugins.sinks.jsonl", "hostapp_plugins.sinks.logging"]
+    config["events"]["sinks"] = {
+        "jsonl": {"directory": str(tmp_path / "jsonl"), "max_bytes": 2000},
+        "logging": {"level": "WARNING"},
+    }
+    with caplog.at_level(logging.WARNING, logger="hostapp.events"):
+        with Host(config) as host:
+            for i in range(40):
+                host.emit("monitoring_event", "tick", i=i)
+    files = sorted((tmp_path / "jsonl").iterdir())
+    names = {f.name for f in files}
+    assert len(files) > 1 and {f"{host.run_id}.jsonl", f"{host.run_id}.1.jsonl"} <= names  # rotated by size
+    assert all(f.stat().st_size <= 2000 for f in files)
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert sorted(line["data"]["i"] for line in lines) == list(range(40))
+    assert {line["run_id"] for line in lines} == {host.run_id}
+    records = [r for r in caplog.records if r.name == "hostapp.events"]
+    assert len(records) == 40 and records[0].getMessage() == 'monitoring_event/tick {"i": 0}'
+    assert records[0].hostapp_event.type == "monitoring_event"

@@ -18,12 +18,13 @@ From synchronous code the host runs its asyncio loop on a thread of its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hostapp.errors import HostappError
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from hostapp.store import Store
     from hostapp.types import Contribution, EventSink
 
-__all__ = ["Host", "get_host"]
+__all__ = ["Host", "exit_on_signals", "get_host"]
 
 logger = logging.getLogger("hostapp")
 
@@ -59,6 +60,39 @@ def get_host() -> Host:
     if host is None:
         raise HostappError("no hostapp Host is running; start one with 'with Host(...)'")
     return host
+
+
+@contextlib.contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into an orderly stop of a ``with Host(...)`` block.
+
+    Inside the block, SIGTERM raises ``SystemExit(143)`` and SIGINT ``KeyboardInterrupt``
+    (Python's default) in the main thread, so the block unwinds and the host stops in
+    order: ``hostapp_shutdown``, sinks drained and closed, run recorded. The ``hostapp``
+    commands that run a host use it; the previous handlers are restored on exit. Outside
+    the main thread it does nothing (Python delivers signals to the main thread only).
+
+    Example::
+
+        with Host() as host, exit_on_signals():
+            serve(host)
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 class Host:
