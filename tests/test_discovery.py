@@ -545,7 +545,7 @@ def test_no_cache_env_writes_nothing(site: Path, tmp_path: Path, options) -> Non
     discover(options(use_cache=False), environ={})
     assert not (tmp_path / "cache").exists()
     discover(options(), environ={})
-    assert list((tmp_path / "cache").glob("ep-*.json"))
+    assert list((tmp_path / "cache").glob("ep-*.idx"))
 
 
 def test_discover_uses_os_environ_by_default(folder: Path, options, monkeypatch) -> None:
@@ -564,3 +564,37 @@ def test_tag_filter_rule_for_tags_declared_after_import(options) -> None:
     assert tag_filter_rule(("anything",), options()) is None
     with pytest.raises(ConfigError):
         tag_filter_rule(("x",), options(deny_tags=("re:(",)))
+
+
+# -- the fast paths agree with the plain ones ---------------------------------------------
+
+
+def test_fast_entry_point_records_equal_entrypoint_candidates(tmp_path: Path, site: Path) -> None:
+    """discover() builds PluginInfo straight from the index's columns; it must equal the public path."""
+    from hostapp.discovery import EntryPointIndex
+    from hostapp.discovery.sources import _entrypoint_infos, entrypoint_candidates
+
+    install(site, "Acme.Plugins", {"acme": "acme_ep:plugin", "acme2": "acme_ep"}, {}, "1.2")
+    install(site, "HostApp", {"fake_builtin": "m"}, {})  # normalizes to "hostapp": builtin
+    install(site, "host-app", {"not_builtin": "m"}, {})
+    idx = EntryPointIndex(("hostapp",), cache_dir=tmp_path / "cache")
+    fast = _entrypoint_infos(idx._read_segments())
+    plain = entrypoint_candidates(idx.read())
+    assert [i.to_dict() for i in fast] == [i.to_dict() for i in plain]
+    assert [(i.obj, i.hooks) for i in fast] == [(None, [])] * len(plain)
+    assert {i.name: i.builtin for i in fast if i.name in ("fake_builtin", "not_builtin")} == {
+        "fake_builtin": True,
+        "not_builtin": False,
+    }
+
+
+def test_discover_result_is_the_same_cold_warm_and_uncached(site: Path, folder: Path, options) -> None:
+    install(site, "acme-one", {"one": "m1", "alpha": "shadowed_by_folder"}, {})
+    install(site, "acme-two", {"two": "m2"}, {})
+    opts = options(paths=(folder,), disable=("two",), meta={"one": {"tags": ("x",), "priority": 4}})
+    runs = [discover(opts, environ={}), discover(opts, environ={}), discover(options(paths=(folder,), use_cache=False, disable=("two",), meta={"one": {"tags": ("x",), "priority": 4}}), environ={})]
+    dicts = [[i.to_dict() for i in run] for run in runs]
+    assert dicts[0] == dicts[1] == dicts[2]
+    assert one(runs[0], "two").state is PluginState.FILTERED
+    assert (one(runs[0], "one").tags, one(runs[0], "one").priority) == (("x",), 4)
+    assert [i.state for i in by_name(runs[0], "alpha")] == [PluginState.DISCOVERED, PluginState.SHADOWED]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -22,7 +23,8 @@ import pytest
 
 from hostapp._distfactory import install_distribution, remove_distribution
 from hostapp.discovery import EntryPointIndex, EntryPointRecord, read_entry_points
-from hostapp.discovery.index import MAX_CACHE_FILES
+from hostapp.discovery import _scan
+from hostapp.discovery.index import CACHE_FORMAT, MAX_CACHE_FILES
 
 GROUP = "hostapp"
 
@@ -76,7 +78,12 @@ def cache(tmp_path: Path) -> Path:
 
 
 def cache_files(cache: Path) -> list[Path]:
-    return sorted(cache.glob("ep-*.json"))
+    return sorted(cache.glob("ep-*.idx"))
+
+
+def payload(idx: EntryPointIndex) -> tuple:
+    """The cache file's content: ``(magic, format, key material, rows)``."""
+    return marshal.loads(idx.cache_file.read_bytes())
 
 
 def test_cold_then_warm_gives_equal_records(site: Path, cache: Path) -> None:
@@ -97,17 +104,24 @@ def test_cold_then_warm_gives_equal_records(site: Path, cache: Path) -> None:
 def test_cache_file_shape(site: Path, cache: Path) -> None:
     idx = index(site, cache)
     idx.read()
-    data = json.loads(idx.cache_file.read_text())
-    assert data["format"] == 2
-    assert data["key"] == [sys.executable, sys.version, [GROUP], [str(site)]]
-    (row,) = data["entries"]
-    assert row["path"] == str(site)
-    assert row["mtime_ns"] == os.stat(site).st_mtime_ns
-    assert row["racy"] is False
-    assert row["listing"].startswith("4:")  # a fingerprint of the 4 .dist-info directories
-    assert row["listing_racy"] is False
-    names = sorted(name for name, _ in row["dists"])
-    assert names == ["alpha-dist", "beta-dist", "no-eps-at-all", "no-plugins"]
+    assert idx.cache_file.name == f"ep-{idx.key}.idx"
+    magic, fmt, key, rows = payload(idx)
+    assert (magic, fmt) == ("hostapp entry-point index", CACHE_FORMAT)
+    assert key == (CACHE_FORMAT, sys.executable, sys.version, (GROUP,), (str(site),))
+    ((path, mtime_ns, racy, listing, listing_racy, norms, columns),) = rows
+    assert path == str(site)
+    assert mtime_ns == os.stat(site).st_mtime_ns
+    assert racy is False
+    assert listing.startswith("4:")  # a fingerprint of the 4 .dist-info directories
+    assert listing_racy is False
+    assert sorted(norms) == ["alpha-dist", "beta-dist", "no-eps-at-all", "no-plugins"]
+    records = sorted(zip(*columns))
+    beta, alpha = str(site / "Beta_Dist-2.5.dist-info"), str(site / "alpha_dist-1.0.dist-info")
+    assert records == [
+        ("Beta_Dist", "2.5", GROUP, "beta", "beta_mod", beta, "beta-dist"),
+        ("alpha-dist", "1.0", GROUP, "alpha", "alpha_mod", alpha, "alpha-dist"),
+        ("alpha-dist", "1.0", GROUP, "alpha2", "alpha_mod:obj", alpha, "alpha-dist"),
+    ]
 
 
 def test_adding_and_removing_a_distribution_invalidates(site: Path, cache: Path, tmp_path: Path) -> None:
@@ -141,7 +155,7 @@ def test_unrelated_change_in_a_path_entry_reuses_its_records(site: Path, cache: 
         idx = index(site, cache)
         assert idx.read() == records
         assert (idx.status, idx.rescanned) == ("warm", ())
-    assert json.loads(idx.cache_file.read_text())["entries"][0]["mtime_ns"] == os.stat(site).st_mtime_ns
+    assert payload(idx)[3][0][1] == os.stat(site).st_mtime_ns
 
 
 def test_reinstalling_the_same_version_is_seen(site: Path, cache: Path) -> None:
@@ -194,33 +208,64 @@ def test_in_place_entry_points_edit_is_the_documented_limitation(site: Path, cac
     assert rebuilt.status == "cold"
 
 
+def _good_rows(site: Path) -> tuple:
+    return ((str(site), os.stat(site).st_mtime_ns, False, None, False, ("a",), (("d",), ("1",), (GROUP,), ("n",), ("v",), ("",), ("a",))),)
+
+
 @pytest.mark.parametrize(
     "content",
     [
-        "",
-        "{not json",
-        "[]",
-        '{"format": 1}',
-        '{"format": 99, "key": null, "entries": []}',
-        "KEY_WITH_BAD_ROWS",
-        "KEY_WITH_BAD_RECORD",
-        "\x00\xff garbage",
+        b"",
+        b"{not json",
+        b'{"format": 2, "key": null, "entries": []}',
+        b"\x00\xff garbage",
+        "TRUNCATED",
+        "EMPTY_TUPLE",
+        "WRONG_MAGIC",
+        "OTHER_FORMAT",
+        "OTHER_KEY",
+        "ROWS_NOT_A_TUPLE",
+        "ROW_TOO_SHORT",
+        "BAD_MTIME",
+        "COLUMNS_UNEVEN",
+        "NON_STR_FIELD",
+        "NONE_FIELD",
+        "NON_STR_NORM",
     ],
 )
-def test_corrupt_cache_file_is_rebuilt(site: Path, cache: Path, content: str) -> None:
+def test_corrupt_cache_file_is_rebuilt(site: Path, cache: Path, content: bytes | str) -> None:
     idx = index(site, cache)
     good = idx.read()
-    key = [sys.executable, sys.version, [GROUP], [str(site)]]
-    if content == "KEY_WITH_BAD_ROWS":
-        content = json.dumps({"format": 2, "key": key, "entries": [{"path": str(site), "mtime_ns": "x"}]})
-    elif content == "KEY_WITH_BAD_RECORD":
-        row = {"path": str(site), "mtime_ns": os.stat(site).st_mtime_ns, "racy": False, "dists": [["a", [["too", "short"]]]]}
-        content = json.dumps({"format": 2, "key": key, "entries": [row]})
-    idx.cache_file.write_text(content, errors="surrogateescape")
+    key = (CACHE_FORMAT, sys.executable, sys.version, (GROUP,), (str(site),))
+    magic = "hostapp entry-point index"
+    (row,) = _good_rows(site)
+    bad_columns = {
+        "COLUMNS_UNEVEN": (("d", "e"), *row[6][1:]),
+        "NON_STR_FIELD": (row[6][0], (1,), *row[6][2:]),
+        "NONE_FIELD": (*row[6][:5], (None,), row[6][6]),
+    }
+    variants = {
+        "TRUNCATED": idx.cache_file.read_bytes()[: idx.cache_file.stat().st_size // 2],
+        "EMPTY_TUPLE": marshal.dumps(()),
+        "WRONG_MAGIC": marshal.dumps(("something else", CACHE_FORMAT, key, (row,))),
+        "OTHER_FORMAT": marshal.dumps((magic, 99, key, (row,))),
+        "OTHER_KEY": marshal.dumps((magic, CACHE_FORMAT, (*key[:4], ("/elsewhere",)), (row,))),
+        "ROWS_NOT_A_TUPLE": marshal.dumps((magic, CACHE_FORMAT, key, [row])),
+        "ROW_TOO_SHORT": marshal.dumps((magic, CACHE_FORMAT, key, (row[:6],))),
+        "BAD_MTIME": marshal.dumps((magic, CACHE_FORMAT, key, ((row[0], "x", *row[2:]),))),
+        "NON_STR_NORM": marshal.dumps((magic, CACHE_FORMAT, key, ((*row[:5], (1,), *row[6:]),))),
+    }
+    for name, columns in bad_columns.items():
+        variants[name] = marshal.dumps((magic, CACHE_FORMAT, key, ((*row[:6], columns),)))
+    # The well-formed file these variants spoil is accepted (so each test spoils one thing):
+    idx.cache_file.write_bytes(marshal.dumps((magic, CACHE_FORMAT, key, (row,))))
+    assert [(r.distribution, r.name) for r in index(site, cache).read()] == [("d", "n")]
+
+    idx.cache_file.write_bytes(variants.get(content, content) if isinstance(content, str) else content)
     again = index(site, cache)
     assert again.read() == good
     assert again.status == "cold"
-    assert json.loads(idx.cache_file.read_text())["format"] == 2  # rewritten, valid
+    assert payload(idx)[1] == CACHE_FORMAT  # rewritten, valid
 
 
 def test_writes_are_atomic_and_leave_no_temporary_files(site: Path, cache: Path) -> None:
@@ -229,7 +274,7 @@ def test_writes_are_atomic_and_leave_no_temporary_files(site: Path, cache: Path)
         install_distribution(site, f"extra-{time.monotonic_ns()}", "1.0")
     assert [p.name for p in cache.iterdir() if not p.name.startswith("ep-")] == []
     (only,) = cache_files(cache)
-    json.loads(only.read_text())
+    assert marshal.loads(only.read_bytes())[1] == CACHE_FORMAT
 
 
 def test_stale_temporary_files_are_pruned(site: Path, cache: Path) -> None:
@@ -321,16 +366,19 @@ def test_default_path_is_sys_path(site: Path, cache: Path, monkeypatch: pytest.M
 WARM_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    sys.path.insert(0, SITE)
-    import hostapp.discovery as d
     from pathlib import Path
+    sys.path.insert(0, SITE)
+    before = set(sys.modules)  # json, pathlib and what they import are the script's
+    import hostapp.discovery as d
     preloaded = sorted(m for m in ("importlib.metadata", "importlib_metadata") if m in sys.modules)
     infos = d.discover(d.DiscoveryOptions(cache_dir=Path(CACHE)), environ={})
+    heavy = sorted(m for m in HEAVY if m in sys.modules and m not in before)
     idx = d.EntryPointIndex(("hostapp",), cache_dir=CACHE)
     idx.read()
     print(json.dumps({
         "preloaded": preloaded,
         "loaded": sorted(m for m in ("importlib.metadata", "importlib_metadata") if m in sys.modules),
+        "heavy": heavy,
         "names": sorted(i.name for i in infos),
         "status": idx.status,
         "rescanned": idx.rescanned,
@@ -339,8 +387,23 @@ WARM_SCRIPT = textwrap.dedent(
 )
 
 
+#: Modules a warm discover() does not need (each costs 0.3-3 ms to import).
+HEAVY = (
+    "dataclasses",
+    "hostapp.types",
+    "hostapp.errors",
+    "hostapp.discovery._scan",
+    "hostapp.discovery._record",
+    "json",
+    "traceback",
+    "zlib",
+    "fnmatch",
+    "platformdirs",
+)
+
+
 def test_warm_discover_does_not_import_importlib_metadata(site: Path, cache: Path) -> None:
-    script = WARM_SCRIPT.replace("SITE", repr(str(site))).replace("CACHE", repr(str(cache)))
+    script = WARM_SCRIPT.replace("SITE", repr(str(site))).replace("CACHE", repr(str(cache))).replace("HEAVY", repr(HEAVY))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
 
     def run() -> dict:
@@ -350,11 +413,12 @@ def test_warm_discover_does_not_import_importlib_metadata(site: Path, cache: Pat
         return json.loads(done.stdout)
 
     cold = run()
-    assert cold["loaded"]  # the cold scan needs importlib_metadata
+    assert cold["loaded"] == [], "scanning plain site directories must not import importlib metadata"
     warm = run()
     assert warm["preloaded"] == [], "importing hostapp.discovery pulled in importlib metadata"
     assert warm["status"] == "warm", warm["rescanned"]
     assert warm["loaded"] == [], "a warm discover must not import importlib.metadata / importlib_metadata"
+    assert warm["heavy"] == [], "a warm discover imported modules it does not need"
     assert {"alpha", "alpha2", "beta"} <= set(warm["names"])
     assert warm["names"] == cold["names"]
 
@@ -362,3 +426,220 @@ def test_warm_discover_does_not_import_importlib_metadata(site: Path, cache: Pat
     touched = run()
     assert (touched["status"], touched["loaded"]) == ("warm", [])
     assert touched["names"] == cold["names"]
+
+
+# -- the scanner matches importlib.metadata -------------------------------------------------
+
+
+def library_entry_points(text: str, groups: tuple[str, ...] = (GROUP,)) -> list[tuple[str, str, str]]:
+    """What importlib_metadata parses out of an ``entry_points.txt`` text."""
+    return [(ep.group, ep.name, ep.value) for ep in importlib_metadata.EntryPoints._from_text(text) if ep.group in groups]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[hostapp]\na = b\n",
+        "  [hostapp]  \n  a=b  \n# comment = x\n; semi = x\n",
+        "[[hostapp]]\na = b\n",
+        "[ hostapp ]\na = b\n",
+        "\ufeff[hostapp]\na = b\n",
+        "a = b\n[hostapp]\nc = d\n",
+        "[hostapp]\na = b = c\n",
+        "[hostapp]\r\na = b\r\n[other]\rx = y\r",
+        "[hostapp]\n=value\nname=\n",
+        "[hostapp]\na = b\n[other]\nx = y\n[hostapp]\nc = d\n",
+        "[hostapp]\n  # comment\n\n\ta = mod:obj.attr [extra1, extra2]\n",
+        "[hostapp]\x0ba = b\x0c[other]\x1cc = d\u2028e = f\n",
+        "[hostapp]\na = b\n[console_scripts]\nx = y:z\n",
+        "[hostapp]",
+        "",
+    ],
+)
+def test_parse_entry_points_matches_importlib_metadata(text: str) -> None:
+    assert _scan.parse_entry_points(text, (GROUP,)) == library_entry_points(text)
+    both = (GROUP, "other")
+    assert _scan.parse_entry_points(text, both) == library_entry_points(text, both)
+
+
+@pytest.mark.parametrize("text", ["[hostapp]\nno equals sign\n", "[other]\nbroken\n[hostapp]\na = b\n"])
+def test_parse_entry_points_raises_where_importlib_metadata_does(text: str) -> None:
+    with pytest.raises((ValueError, TypeError)):  # the backport raises TypeError, the stdlib ValueError
+        library_entry_points(text)
+    with pytest.raises(ValueError):
+        _scan.parse_entry_points(text, (GROUP,))
+
+
+def library_name_and_version(text: str) -> tuple[str, str]:
+    import email
+
+    from importlib_metadata._adapters import Message
+
+    message = Message(email.message_from_string(text))
+    return message["Name"], message["Version"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n\nbody\nName: not this\n",
+        "name:  Foo  \nVERSION:1.0\n",
+        "Version: 2\nName: a\nName: b\n",
+        "Name: foo\nSummary: a summary\n  folded on two lines\nVersion: 1\n",
+        "Name:\nVersion: 1\n",
+        "Name: f\u00f6\u00f6\nVersion: 1.0+local\n",
+        "Name:\tfoo\nVersion: \t1\n",
+        "X-Weird!#$%&'*+-.^_`|~: value\nName: foo\nVersion: 1\n",
+    ],
+)
+def test_name_and_version_matches_email_parser(text: str) -> None:
+    assert _scan.name_and_version(text) == library_name_and_version(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Name: foo\n  folded\nVersion: 1\n",  # folded Name: left to the library
+        "Name: foo\nVersion: 1\n\tfolded\n",
+        "Name: foo\n",  # no Version
+        "Version: 1\n",
+        "From someone\nName: foo\nVersion: 1\n",
+        "Name: foo\r\nVersion: 1\r\n",
+        "Bad Header: x\nName: foo\nVersion: 1\n",
+        "\nName: foo\nVersion: 1\n",
+    ],
+)
+def test_name_and_version_leaves_unusual_headers_to_the_library(text: str) -> None:
+    assert _scan.name_and_version(text) is None
+
+
+def write_metadata_dir(parent: Path, dirname: str, files: dict[str, str | bytes]) -> Path:
+    path = parent / dirname
+    path.mkdir(parents=True)
+    for name, content in files.items():
+        (path / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def reference_full(*paths: Path, group: str = GROUP) -> list[tuple[str, str, str, str, str]]:
+    """Like :func:`reference`, with the metadata directory of each entry point."""
+    seen: set[str] = set()
+    out = []
+    for dist in importlib_metadata.distributions(path=[str(p) for p in paths]):
+        if dist._normalized_name in seen:
+            continue
+        seen.add(dist._normalized_name)
+        meta = dist.metadata
+        out += [(meta["Name"], meta["Version"], ep.name, ep.value, str(dist._path)) for ep in dist.entry_points.select(group=group)]
+    return out
+
+
+def full(records: list[EntryPointRecord]) -> list[tuple[str, str, str, str, str | None]]:
+    return [(r.distribution, r.version, r.name, r.value, r.dist_path) for r in records]
+
+
+def test_unusual_distributions_are_read_as_importlib_metadata_reads_them(tmp_path: Path, cache: Path) -> None:
+    import zipfile
+
+    site = tmp_path / "site"
+    ep = "[hostapp]\n{name} = {name}_mod\n"
+    install_distribution(site, "plain", "1.0", {GROUP: {"plain": "plain_mod"}})
+    write_metadata_dir(site, "bom-1.0.dist-info", {"METADATA": "Name: bom\nVersion: 1.0\n", "entry_points.txt": "\ufeff[hostapp]\nbom = m\n[hostapp]\nbom2 = m\n"})
+    write_metadata_dir(site, "folded-1.0.dist-info", {"METADATA": "Name: Folded\nSummary: one\n  two\nVersion: 2.0\n", "entry_points.txt": ep.format(name="folded")})
+    write_metadata_dir(site, "FoldedName-1.0.dist-info", {"METADATA": "Metadata-Version: 2.1\nName: FoldedName\n  more\nVersion: 1\n", "entry_points.txt": ep.format(name="foldedname")})
+    write_metadata_dir(site, "crlf-1.0.dist-info", {"METADATA": "Name: crlf\r\nVersion: 3\r\n", "entry_points.txt": "[hostapp]\r\ncrlf = m\r\n"})
+    write_metadata_dir(site, "legacy-0.5-py3.11.egg-info", {"PKG-INFO": "Metadata-Version: 1.1\nName: legacy\nVersion: 0.5\n", "entry_points.txt": ep.format(name="legacy")})
+    write_metadata_dir(site, "nover.dist-info", {"METADATA": "Name: nover\nVersion: 9\n", "entry_points.txt": ep.format(name="nover")})
+    write_metadata_dir(site, "-1.0.dist-info", {"METADATA": "Name: noname\nVersion: 1\n", "entry_points.txt": ep.format(name="noname")})
+    write_metadata_dir(site, "Dup-1.0.dist-info", {"METADATA": "Name: Dup\nVersion: 1.0\n", "entry_points.txt": ep.format(name="dup1")})
+    write_metadata_dir(site, "dup-2.0.dist-info", {"METADATA": "Name: dup\nVersion: 2.0\n", "entry_points.txt": ep.format(name="dup2")})
+    write_metadata_dir(site, "other-1.0.dist-info", {"METADATA": "Name: other\nVersion: 1\n", "entry_points.txt": "[console_scripts]\nhostapp = x:y\n# [hostapp]\n"})
+    (site / "file-1.0.egg-info").write_text("Metadata-Version: 1.0\nName: file\nVersion: 1.0\n")
+    egg = tmp_path / "eggy-1.0-py3.11.egg"
+    write_metadata_dir(egg, "EGG-INFO", {"PKG-INFO": "Name: eggy\nVersion: 1.0\n", "entry_points.txt": ep.format(name="eggy")})
+    archive = tmp_path / "zipped.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("zipped-1.0.dist-info/METADATA", "Name: zipped\nVersion: 1.0\n")
+        zf.writestr("zipped-1.0.dist-info/entry_points.txt", ep.format(name="zipped"))
+        zf.writestr("plain-7.0.dist-info/METADATA", "Name: plain\nVersion: 7.0\n")  # shadowed by site's
+        zf.writestr("plain-7.0.dist-info/entry_points.txt", ep.format(name="plain7"))
+    settle(site, egg, archive)
+    importlib.invalidate_caches()
+
+    paths = (site, egg, archive)
+    expected = reference_full(*paths)
+    assert {name for _, _, name, _, _ in expected} >= {"plain", "bom2", "folded", "crlf", "legacy", "nover", "noname", "eggy", "zipped"}
+    for use_cache in (False, True, True):  # no cache, cold, warm
+        idx = index(site, cache, egg, archive, use_cache=use_cache)
+        assert full(idx.read()) == expected, idx.status
+    assert idx.status == "warm"
+
+
+def test_broken_distributions_lose_their_entry_points_but_still_shadow(tmp_path: Path, cache: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_metadata_dir(first, "badline-1.0.dist-info", {"METADATA": "Name: badline\nVersion: 1\n", "entry_points.txt": "[hostapp]\nok = m\nbroken line\n"})
+    write_metadata_dir(first, "latin1-1.0.dist-info", {"METADATA": "Name: latin1\nVersion: 1\n", "entry_points.txt": b"[hostapp]\nl = caf\xe9\n"})
+    write_metadata_dir(first, "nometa-1.0.dist-info", {"entry_points.txt": "[hostapp]\nnometa = m\n"})
+    for name in ("badline", "latin1", "nometa"):
+        install_distribution(second, name, "2.0", {GROUP: {f"{name}_second": "m"}})
+    install_distribution(second, "fine", "1.0", {GROUP: {"fine": "m"}})
+    settle(first, second)
+    for use_cache in (False, True, True):
+        records = index(first, cache, second, use_cache=use_cache).read()
+        assert [r.name for r in records] == ["fine"]
+
+
+def test_scan_yields_records_in_importlib_metadata_order(tmp_path: Path, cache: Path) -> None:
+    site = tmp_path / "site"
+    for i in range(30):
+        install_distribution(site, f"order-{i:02d}", "1.0", {GROUP: {f"order{i:02d}": "m"}})
+    settle(site)
+    assert summary(index(site, cache, use_cache=False).read()) == reference(site)
+
+
+def test_legacy_json_cache_files_are_pruned_and_cleared(site: Path, cache: Path, tmp_path: Path) -> None:
+    cache.mkdir()
+    legacy = [cache / f"ep-{i:016x}.json" for i in range(MAX_CACHE_FILES)]
+    for path in legacy:
+        path.write_text("{}")
+        settle(path, seconds=100)
+    idx = index(site, cache)
+    idx.read()  # one current file: the oldest legacy one goes
+    assert idx.cache_file.exists()
+    assert len(list(cache.glob("ep-*.json"))) == MAX_CACHE_FILES - 1
+    assert idx.clear() == MAX_CACHE_FILES
+    assert list(cache.iterdir()) == []
+
+
+def test_entry_point_record_class_is_created_on_first_use() -> None:
+    script = textwrap.dedent(
+        """
+        import pickle, sys, dataclasses
+        import hostapp.discovery as d
+        assert "hostapp.discovery._record" not in sys.modules
+        from hostapp.discovery.index import EntryPointRecord
+        assert d.EntryPointRecord is EntryPointRecord is d.index.EntryPointRecord
+        assert dataclasses.is_dataclass(EntryPointRecord)
+        record = EntryPointRecord("d", "1", "g", "n", "v", None)
+        assert pickle.loads(pickle.dumps(record)) == record
+        assert repr(record).startswith("EntryPointRecord(distribution='d'")
+        try:
+            d.NoSuchName
+        except AttributeError:
+            pass
+        else:
+            raise AssertionError("expected AttributeError")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("Foo.Bar_baz", "foo-bar-baz"), ("a__b--c..d", "a-b-c-d"), ("A-_.-B", "a-b"), ("-x-", "-x-"), ("", ""), ("Ünï_Çödé", "ünï-çödé")],
+)
+def test_normalize_name_is_pep503(name: str, expected: str) -> None:
+    from hostapp.discovery.index import normalize_name
+
+    assert normalize_name(name) == expected == re.sub(r"[-_.]+", "-", name).lower()

@@ -13,6 +13,9 @@ Methods (``key``: what the child does):
 * ``stdlib``: ``import pluggy`` + ``importlib.metadata.entry_points(group="hostapp")``;
 * ``hostapp_cold``: ``hostapp.discovery.discover()`` with a fresh, empty cache dir per run;
 * ``hostapp_warm``: ``discover()`` with a cache dir prepared before the runs;
+* ``hostapp_warm_str``: the same as ``hostapp_warm`` with the cache dir passed as a ``str``
+  (diagnostic: the child code of the other hostapp methods imports :mod:`pathlib` for
+  ``Path(sys.argv[1])``, which hostapp itself does not need and which costs ~4 ms here);
 * ``hostapp_import``: only ``import hostapp.discovery`` (diagnostic: the part of the warm
   path that is import cost, not work);
 * ``stevedore_warm``: ``stevedore._cache.get_group_all("hostapp")`` with a warm cache
@@ -106,6 +109,12 @@ _HOSTAPP_CODE = (
     "infos = discover(DiscoveryOptions(cache_dir=Path(sys.argv[1]), use_cache=True))\n"
 )
 
+_HOSTAPP_CODE_STR = (
+    "import sys\n"
+    "from hostapp.discovery import DiscoveryOptions, discover\n"
+    "infos = discover(DiscoveryOptions(cache_dir=sys.argv[1], use_cache=True))\n"
+)
+
 METHODS: tuple[Method, ...] = (
     Method("pass", "`python -c pass`", "pass"),
     Method(
@@ -127,6 +136,14 @@ METHODS: tuple[Method, ...] = (
         "hostapp_warm",
         "hostapp `discover()` warm cache",
         _HOSTAPP_CODE,
+        count_expr="len(infos)",
+        cache="warm",
+        needs="hostapp.discovery",
+    ),
+    Method(
+        "hostapp_warm_str",
+        "(diagnostic) hostapp warm, cache dir as str (no pathlib)",
+        _HOSTAPP_CODE_STR,
         count_expr="len(infos)",
         cache="warm",
         needs="hostapp.discovery",

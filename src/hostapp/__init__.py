@@ -1,8 +1,10 @@
 """hostapp: a plugin host for Python applications built on pluggy.
 
 The public API. ``import hostapp`` stays cheap: it imports pluggy (for the markers) and
-the spec types; the plugin manager, discovery, configuration, the CLI, rich, click and
-sqlite3 are imported only when first used.
+nothing else; the spec types (``hostapp.EventSink``, ...), the plugin records
+(``hostapp.PluginInfo``, ...), the plugin manager, discovery, configuration, the CLI, rich,
+click and sqlite3 are imported only when first used (``from hostapp import EventSink``
+works as usual).
 
     import hostapp
 
@@ -17,16 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from hostapp._markers import hookimpl, hookspec
 from hostapp._version import __version__
-from hostapp.lifecycle import PluginInfo, PluginState, Source
-from hostapp.types import (
-    BackgroundTask,
-    CliCommand,
-    Contribution,
-    Driver,
-    EventSink,
-    InstrumentType,
-    TraceProcessor,
-)
 
 if TYPE_CHECKING:
     from hostapp.config import Config, load_config
@@ -38,7 +30,17 @@ if TYPE_CHECKING:
         PluginContractError,
         PluginLoadError,
     )
+    from hostapp.lifecycle import PluginInfo, PluginState, Source
     from hostapp.manager import PluginManager
+    from hostapp.types import (
+        BackgroundTask,
+        CliCommand,
+        Contribution,
+        Driver,
+        EventSink,
+        InstrumentType,
+        TraceProcessor,
+    )
 
 __all__ = [
     "BackgroundTask",
@@ -65,7 +67,18 @@ __all__ = [
     "load_config",
 ]
 
+#: Public name -> the module that defines it, imported on first access.
 _LAZY = {
+    "BackgroundTask": "hostapp.types",
+    "CliCommand": "hostapp.types",
+    "Contribution": "hostapp.types",
+    "Driver": "hostapp.types",
+    "EventSink": "hostapp.types",
+    "InstrumentType": "hostapp.types",
+    "TraceProcessor": "hostapp.types",
+    "PluginInfo": "hostapp.lifecycle",
+    "PluginState": "hostapp.lifecycle",
+    "Source": "hostapp.lifecycle",
     "PluginManager": "hostapp.manager",
     "Config": "hostapp.config",
     "load_config": "hostapp.config",

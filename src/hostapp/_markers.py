@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import pluggy
+
+if TYPE_CHECKING:
+    from hostapp._spec_options import DEFAULT_OPTIONS, SpecOptions
 
 __all__ = ["SpecOptions", "hookimpl", "hookspec", "spec_options"]
 
@@ -19,25 +21,15 @@ _pluggy_hookspec = pluggy.HookspecMarker("hostapp")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
-class SpecOptions:
-    """The options hostapp adds to a hookspec, on top of pluggy's.
+def __getattr__(name: str) -> Any:
+    # SpecOptions and DEFAULT_OPTIONS are created on first use (see hostapp._spec_options).
+    if name in ("SpecOptions", "DEFAULT_OPTIONS"):
+        from hostapp import _spec_options
 
-    Attributes:
-        required: the host refuses to start unless some plugin implements the hook
-            (:class:`~hostapp.errors.MissingHookError` lists every missing one).
-        isolate: an implementation that raises is reported with the plugin's name and
-            skipped; the others still run and their results are returned.
-        collect: for registration hooks, the spec type every returned object must be
-            (``TraceProcessor``, ``EventSink``, ...); see ``PluginManager.collect``.
-    """
-
-    required: bool = False
-    isolate: bool = False
-    collect: type | None = None
-
-
-DEFAULT_OPTIONS = SpecOptions()
+        value = getattr(_spec_options, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @overload
@@ -78,6 +70,8 @@ def hookspec(
     """
     if firstresult and (historic or collect is not None):
         raise ValueError("a hookspec cannot be firstresult together with historic or collect")
+    from hostapp._spec_options import SpecOptions
+
     options = SpecOptions(required=required, isolate=isolate, collect=collect)
 
     def mark(func: F) -> F:
@@ -91,6 +85,9 @@ def hookspec(
 def spec_options(hook: pluggy.HookCaller) -> SpecOptions:
     """The :class:`SpecOptions` of ``hook`` (defaults when it has no spec or plain pluggy's)."""
     spec = hook.spec
-    if spec is None:
+    options = getattr(spec.function, "hostapp_spec_options", None) if spec is not None else None
+    if options is None:
+        from hostapp._spec_options import DEFAULT_OPTIONS
+
         return DEFAULT_OPTIONS
-    return getattr(spec.function, "hostapp_spec_options", DEFAULT_OPTIONS)
+    return options

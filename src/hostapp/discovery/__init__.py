@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hostapp._dataclass_twin import FACTORY, dataclass_twin, frozen_delattr, frozen_setattr
 from hostapp.discovery.filters import FilterChain, compile_pattern
-from hostapp.discovery.index import EntryPointIndex, EntryPointRecord, read_entry_points
+from hostapp.discovery.index import EntryPointIndex, read_entry_points
 from hostapp.discovery.sources import (
+    _entrypoint_infos,
     config_candidates,
-    entrypoint_candidates,
     explicit_candidates,
     folder_candidates,
     load_object,
 )
-from hostapp.errors import ConfigError
 from hostapp.lifecycle import PluginInfo, PluginState, Source
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from hostapp.discovery._record import EntryPointRecord
+    from hostapp.errors import ConfigError
 
 __all__ = [
     "DiscoveryOptions",
@@ -47,11 +49,22 @@ __all__ = [
     "tag_filter_rule",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # EntryPointRecord is created on first use (discover() itself works on plain tuples).
+    if name == "EntryPointRecord":
+        from hostapp.discovery._record import EntryPointRecord
+
+        globals()[name] = EntryPointRecord
+        return EntryPointRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: Values of HOSTAPP_DISABLE_PLUGIN_AUTOLOAD / HOSTAPP_NO_CACHE that switch them on.
 _TRUE = frozenset({"1", "true", "yes"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_twin(frozen=True, fields={"meta": {"default_factory": dict}})
 class DiscoveryOptions:
     """What to discover and how to filter it; built by the config module from ``[plugins]``.
 
@@ -72,28 +85,109 @@ class DiscoveryOptions:
             keys are ignored here.
         autoload: ``plugins.autoload``: read entry points at all.
         use_cache: read entry points through the on-disk index.
-        cache_dir: the index directory (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
+        cache_dir: the index directory, a path or ``str`` (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
         groups: the entry-point groups to read.
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
 
     Patterns are globs (``fnmatch.fnmatchcase``) or ``"re:REGEX"`` (``re.search``).
+
+    A frozen dataclass (``frozen=True, slots=True``) for :mod:`dataclasses` (``fields``,
+    ``replace``, ...), written out by hand so that creating the class costs nothing (see
+    :mod:`hostapp._dataclass_twin`).
     """
 
-    enable: tuple[str, ...] | None = None
-    disable: tuple[str, ...] = ()
-    enable_locations: tuple[str, ...] | None = None
-    disable_locations: tuple[str, ...] = ()
-    allow_tags: tuple[str, ...] | None = None
-    deny_tags: tuple[str, ...] = ()
-    paths: tuple[Path, ...] = ()
-    modules: tuple[str, ...] = ()
-    meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    autoload: bool = True
-    use_cache: bool = True
-    cache_dir: Path | None = None
-    groups: tuple[str, ...] = ("hostapp",)
-    config_source: str = "hostapp.toml"
+    __slots__ = (
+        "enable",
+        "disable",
+        "enable_locations",
+        "disable_locations",
+        "allow_tags",
+        "deny_tags",
+        "paths",
+        "modules",
+        "meta",
+        "autoload",
+        "use_cache",
+        "cache_dir",
+        "groups",
+        "config_source",
+    )
+    __match_args__ = __slots__
+
+    enable: tuple[str, ...] | None
+    disable: tuple[str, ...]
+    enable_locations: tuple[str, ...] | None
+    disable_locations: tuple[str, ...]
+    allow_tags: tuple[str, ...] | None
+    deny_tags: tuple[str, ...]
+    paths: tuple[Path, ...]
+    modules: tuple[str, ...]
+    meta: Mapping[str, Mapping[str, Any]]
+    autoload: bool
+    use_cache: bool
+    cache_dir: str | os.PathLike[str] | None
+    groups: tuple[str, ...]
+    config_source: str
+
+    def __init__(
+        self,
+        enable: tuple[str, ...] | None = None,
+        disable: tuple[str, ...] = (),
+        enable_locations: tuple[str, ...] | None = None,
+        disable_locations: tuple[str, ...] = (),
+        allow_tags: tuple[str, ...] | None = None,
+        deny_tags: tuple[str, ...] = (),
+        paths: tuple[Path, ...] = (),
+        modules: tuple[str, ...] = (),
+        meta: Mapping[str, Mapping[str, Any]] = FACTORY,
+        autoload: bool = True,
+        use_cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        groups: tuple[str, ...] = ("hostapp",),
+        config_source: str = "hostapp.toml",
+    ) -> None:
+        init = object.__setattr__
+        init(self, "enable", enable)
+        init(self, "disable", disable)
+        init(self, "enable_locations", enable_locations)
+        init(self, "disable_locations", disable_locations)
+        init(self, "allow_tags", allow_tags)
+        init(self, "deny_tags", deny_tags)
+        init(self, "paths", paths)
+        init(self, "modules", modules)
+        init(self, "meta", {} if meta is FACTORY else meta)
+        init(self, "autoload", autoload)
+        init(self, "use_cache", use_cache)
+        init(self, "cache_dir", cache_dir)
+        init(self, "groups", groups)
+        init(self, "config_source", config_source)
+
+    def _astuple(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{self.__class__.__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._astuple() == other._astuple()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __getstate__(self) -> list[Any]:
+        return list(self._astuple())
+
+    def __setstate__(self, state: Sequence[Any]) -> None:
+        for name, value in zip(self.__slots__, state):
+            object.__setattr__(self, name, value)
+
+
+DiscoveryOptions.__setattr__ = frozen_setattr(DiscoveryOptions, frozenset(DiscoveryOptions.__slots__))  # type: ignore[method-assign]
+DiscoveryOptions.__delattr__ = frozen_delattr(DiscoveryOptions, frozenset(DiscoveryOptions.__slots__))  # type: ignore[method-assign]
 
 
 def _truthy(value: str | None) -> bool:
@@ -103,6 +197,10 @@ def _truthy(value: str | None) -> bool:
 def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
     """Validate ``[plugins.meta.NAME]`` tables; raises ConfigError naming the key at fault."""
     out: dict[str, dict[str, Any]] = {}
+    if not options.meta:
+        return out
+    from hostapp.errors import ConfigError  # imported only when there is something to check
+
     for name, table in options.meta.items():
         key = f"plugins.meta.{name}"
         if not isinstance(table, Mapping):
@@ -197,28 +295,32 @@ def discover(
     candidates += folder_candidates(options.paths)
     if options.autoload and not _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
         use_cache = options.use_cache and not _truthy(env.get("HOSTAPP_NO_CACHE"))
-        records = read_entry_points(options.groups, use_cache=use_cache, cache_dir=options.cache_dir)
-        candidates += entrypoint_candidates(records)
+        index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)
+        candidates += _entrypoint_infos(index._read_segments())
 
+    check = chain.check if chain.rules else None
+    explicit_source = Source.EXPLICIT
     winners: dict[str, PluginInfo] = {}
+    setdefault = winners.setdefault
     for info in candidates:
-        override = meta.get(info.name)
-        if override:
-            if "tags" in override:
-                info.tags = override["tags"]
-            if "priority" in override:
-                info.priority = override["priority"]
-            if "description" in override:
-                info.description = override["description"]
-        winner = winners.setdefault(info.name, info)
+        if meta:
+            override = meta.get(info.name)
+            if override:
+                if "tags" in override:
+                    info.tags = override["tags"]
+                if "priority" in override:
+                    info.priority = override["priority"]
+                if "description" in override:
+                    info.description = override["description"]
+        winner = setdefault(info.name, info)
         if winner is not info:
             info.state = PluginState.SHADOWED
             info.shadowed_by = _where(winner)
             info.stage = info.error = info.traceback = None
             continue
-        if info.source is Source.EXPLICIT:
+        if check is None or info.source is explicit_source:
             continue
-        rule = chain.check(info)
+        rule = check(info)
         if rule is not None:
             info.state = PluginState.FILTERED
             info.rule = rule

@@ -24,13 +24,13 @@ setting                         matched on  rule text when it removes a plugin
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from hostapp.errors import ConfigError
-from hostapp.lifecycle import PluginInfo
+if TYPE_CHECKING:
+    from hostapp.errors import ConfigError
+    from hostapp.lifecycle import PluginInfo
 
 __all__ = ["ENV_DISABLE", "ENV_ONLY", "FilterChain", "Matcher", "compile_pattern", "split_env_list"]
 
@@ -60,13 +60,19 @@ def compile_pattern(pattern: str, *, source: str, key: str | None) -> Matcher:
             message names ``source``, ``key`` and the pattern.
     """
     if not isinstance(pattern, str):
+        from hostapp.errors import ConfigError  # the errors module is imported only to raise
+
         raise ConfigError(source, f"expected a pattern string, got {type(pattern).__name__}", key=key)
     if pattern.startswith("re:"):
         try:
             regex = re.compile(pattern[3:])
         except re.error as exc:
+            from hostapp.errors import ConfigError
+
             raise ConfigError(source, f"invalid regular expression {pattern!r}: {exc}", key=key) from None
         return lambda text: regex.search(text) is not None
+    import fnmatch
+
     glob = re.compile(fnmatch.translate(pattern))
     return lambda text: glob.match(text) is not None
 
@@ -76,15 +82,22 @@ def split_env_list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-@dataclass(frozen=True, slots=True)
 class _Rule:
     """One compiled setting: ``kind`` is ``"deny"`` (any match removes) or ``"only"`` (no match removes)."""
 
-    setting: str
-    kind: str
-    subject: str  # "name", "location" or "tags"
-    patterns: tuple[str, ...]
-    matchers: tuple[Matcher, ...]
+    __slots__ = ("setting", "kind", "subject", "patterns", "matchers")
+
+    def __init__(
+        self, setting: str, kind: str, subject: str, patterns: tuple[str, ...], matchers: tuple[Matcher, ...]
+    ) -> None:
+        self.setting = setting
+        self.kind = kind
+        self.subject = subject  # "name", "location" or "tags"
+        self.patterns = patterns
+        self.matchers = matchers
+
+    def __repr__(self) -> str:
+        return f"_Rule({self.setting!r}, {self.kind!r}, {self.subject!r}, {self.patterns!r})"
 
     def check(self, info: PluginInfo) -> str | None:
         """The rule text if this rule removes ``info``, else ``None``."""

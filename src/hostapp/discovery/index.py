@@ -7,21 +7,35 @@ entry, the entry-point records found in that entry together with the entry's ``s
 Installing or removing a distribution adds or removes a ``*.dist-info`` directory, which
 changes the mtime of the ``sys.path`` directory holding it; so a warm read is::
 
-    read one JSON file -> os.stat() each sys.path entry -> merge
+    read one marshal file -> os.stat() each sys.path entry -> merge
 
 and only the entries whose mtime changed are looked at again. For such an entry the
 index first compares a fingerprint of its metadata children (the names and mtimes of its
 ``*.dist-info`` / ``*.egg-info`` directories): if they are the same (the directory changed
 for another reason, say a new ``__pycache__`` or an editor's swap file), the records are
-reused; otherwise the entry alone is rescanned with ``importlib_metadata``, imported lazily,
-only then. The merge de-duplicates distributions by normalized name, the first on
-``sys.path`` winning, exactly like ``importlib.metadata.entry_points()``.
+reused; otherwise the entry alone is rescanned. The merge de-duplicates distributions by
+normalized name, the first on ``sys.path`` winning, exactly like
+``importlib.metadata.entry_points()``.
+
+**Scanning** (:mod:`hostapp.discovery._scan`, imported only then) does not go through
+``importlib.metadata`` for a directory entry: one
+:func:`os.scandir` lists its ``*.dist-info`` / ``*.egg-info`` children (in the order
+``importlib.metadata`` visits them), and each one's ``entry_points.txt`` is read directly.
+A distribution whose file has no ``[group]`` header of a wanted group (most of them) costs
+that one read; the others are parsed exactly as ``importlib.metadata`` parses them, and
+their name and version come from the first header lines of ``METADATA`` (``PKG-INFO``).
+The de-duplication key is the name in the directory name (``Foo_Bar-1.0.dist-info`` ->
+``foo-bar``), as ``importlib.metadata`` uses it. Anything unusual falls back to
+``importlib_metadata`` (imported only then): a metadata directory whose name does not parse
+(``EGG-INFO`` inside an ``.egg``), ``METADATA`` headers that are folded, missing or
+oddly formed, and path entries that are not directories (zip files).
 
 Cache files live in ``cache_dir`` (default ``platformdirs.user_cache_dir("hostapp") /
-"entrypoints"``), one per key; the key hashes ``sys.executable``, ``sys.version``, the
-groups and the ``sys.path`` entries. Files are written atomically (a temporary file in the
-same directory, then :func:`os.replace`), at most :data:`MAX_CACHE_FILES` are kept (the
-oldest are pruned), and a corrupt or unexpected file is ignored and rebuilt.
+"entrypoints"``), one per key; the key hashes the cache format, ``sys.executable``,
+``sys.version``, the groups and the ``sys.path`` entries. A file is one :mod:`marshal`
+payload (much faster to load than JSON), written atomically (a temporary file in the same
+directory, then :func:`os.replace`); at most :data:`MAX_CACHE_FILES` are kept (the oldest
+are pruned), and a corrupt, foreign or malformed file is ignored and rebuilt.
 
 Limitation: editing an installed ``entry_points.txt`` in place (without reinstalling)
 changes neither a ``sys.path`` directory nor a ``.dist-info`` directory and is not seen. Use ``--no-cache`` /
@@ -30,23 +44,24 @@ changes neither a ``sys.path`` directory nor a ``.dist-info`` directory and is n
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import re
 import sys
 import time
-import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from hostapp.discovery._record import EntryPointRecord
+
 __all__ = ["EntryPointIndex", "EntryPointRecord", "MAX_CACHE_FILES", "read_entry_points"]
 
-#: Version of the cache file layout; a file with another number is ignored and rebuilt.
-CACHE_FORMAT = 2
+#: Version of the cache file layout. It is part of the key (so of the file name) and of the
+#: payload; a file with another number is never used.
+CACHE_FORMAT = 3
 #: At most this many cache files are kept in a cache directory (the oldest are removed).
 MAX_CACHE_FILES = 16
 #: A ``sys.path`` entry (or ``.dist-info`` directory) modified less than this long before
@@ -57,34 +72,54 @@ RACY_WINDOW_NS = 1_000_000_000
 STALE_TMP_NS = 3600 * 1_000_000_000
 
 _PREFIX = "ep-"
-_SUFFIX = ".json"
+_SUFFIX = ".idx"
+#: Cache files of earlier formats (``ep-<key>.json``): pruned and cleared like current ones.
+_LEGACY_SUFFIXES = (".json",)
 _TMP_SUFFIX = ".tmp"
+#: First item of every payload, so that a foreign marshal file is never mistaken for ours.
+_MAGIC = "hostapp entry-point index"
+
+#: ``re.compile(r"-{2,}").sub``, compiled on first use (compiling costs ~0.1 ms at import).
+_separators_sub: Any = None
+#: The largest prime below 2**64: keys and fingerprints are big integers modulo it.
+_PRIME64 = (1 << 64) - 59
+_TUPLE_ONLY = frozenset({tuple})
+
+# A cache row (one per sys.path entry) is a tuple:
+#   (path, mtime_ns | None, racy, listing | None, listing_racy, norms, columns)
+# ``norms``: the normalized names of the distributions found directly in the entry (each
+# once; unknown names left out), which shadow same-named ones later on the path;
+# ``columns``: the entry-point records of the entry's distributions that won within it, as
+# seven equally long tuples of str (columns load faster than one tuple per record):
+#   (distributions, versions, groups, names, values, dist_paths, normalized names or "")
+# where a ``dist_path`` of ``""`` stands for ``None`` (unknown).
+_COLUMNS = 7
+_NO_COLUMNS: tuple[tuple[str, ...], ...] = ((),) * _COLUMNS
 
 
-@dataclass(frozen=True, slots=True)
-class EntryPointRecord:
-    """One entry point of one installed distribution, as read from its ``entry_points.txt``.
+def __getattr__(name: str) -> Any:
+    # EntryPointRecord is created on first use: discover() works on plain tuples.
+    if name == "EntryPointRecord":
+        from hostapp.discovery._record import EntryPointRecord
 
-    Attributes:
-        distribution: the distribution name as written in its ``METADATA`` (``"acme-plugins"``).
-        version: the distribution version (``"1.2"``).
-        group: the entry-point group (``"hostapp"``).
-        name: the entry-point name (the plugin name).
-        value: the entry-point value, ``"module"`` or ``"module:attr"``.
-        dist_path: the ``*.dist-info`` / ``*.egg-info`` directory, or ``None`` when unknown.
-    """
-
-    distribution: str
-    version: str
-    group: str
-    name: str
-    value: str
-    dist_path: str | None
+        globals()[name] = EntryPointRecord
+        return EntryPointRecord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def normalize_name(name: str) -> str:
-    """Return the PEP 503 normalized form of a distribution name (``"Foo.Bar_baz"`` -> ``"foo-bar-baz"``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """Return the PEP 503 normalized form of a distribution name (``"Foo.Bar_baz"`` -> ``"foo-bar-baz"``).
+
+    That is ``re.sub(r"[-_.]+", "-", name).lower()``; the regular expression runs only for
+    names with a run of separators (``str.replace`` is several times faster).
+    """
+    global _separators_sub
+    key = name.lower().replace("_", "-").replace(".", "-")
+    if "--" in key:
+        if _separators_sub is None:
+            _separators_sub = re.compile(r"-{2,}").sub
+        key = _separators_sub("-", key)
+    return key
 
 
 def default_cache_dir() -> Path:
@@ -110,9 +145,10 @@ class EntryPointIndex:
 
     After :meth:`read`, :attr:`status` says what happened: ``"disabled"`` (no cache),
     ``"cold"`` (no usable cache file: full scan, file written), ``"warm"`` (no entry
-    rescanned and ``importlib_metadata`` not imported; the file is rewritten only when an
-    entry's mtime changed without any change to its distributions) or ``"updated"`` (some
-    entries rescanned, file rewritten); :attr:`rescanned` lists the rescanned entries.
+    rescanned; the file is rewritten only when an entry's mtime changed without any change
+    to its distributions) or ``"updated"`` (some entries rescanned, file rewritten);
+    :attr:`rescanned` lists the rescanned entries. Neither a warm read nor a scan of plain
+    directories imports ``importlib.metadata`` / ``importlib_metadata``.
     """
 
     def __init__(
@@ -129,9 +165,9 @@ class EntryPointIndex:
         self._dir: str | None = os.fspath(cache_dir) if cache_dir is not None else None
         self.status: str = "unread"
         self.rescanned: tuple[str, ...] = ()
-        self._material: list[Any] = [sys.executable, sys.version, list(self.groups), list(self.entries)]
-        data = json.dumps(self._material).encode("ascii")
-        self._key = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+        self._material: tuple[Any, ...] = (CACHE_FORMAT, sys.executable, sys.version, self.groups, self.entries)
+        parts = [str(CACHE_FORMAT), sys.executable, sys.version, str(len(self.groups)), *self.groups, *self.entries]
+        self._key = f"{_hash64(chr(0).join(parts)):016x}"
 
     @property
     def cache_dir(self) -> Path:
@@ -147,7 +183,7 @@ class EntryPointIndex:
 
     @property
     def key(self) -> str:
-        """A 16-hex-digit hash of ``sys.executable``, ``sys.version``, the groups and the path entries.
+        """A 16-hex-digit hash of the cache format, ``sys.executable``, ``sys.version``, the groups and the path entries.
 
         The file also stores these values in full and is only used when they match, so a
         hash collision costs a rebuild, never wrong records.
@@ -156,7 +192,7 @@ class EntryPointIndex:
 
     @property
     def cache_file(self) -> Path:
-        """The cache file for this key: ``cache_dir / "ep-<key>.json"``."""
+        """The cache file for this key: ``cache_dir / "ep-<key>.idx"``."""
         from pathlib import Path
 
         return Path(self._file_str())
@@ -176,113 +212,118 @@ class EntryPointIndex:
 
         Never raises for cache problems: an unreadable, corrupt or foreign cache file is
         ignored and rebuilt, and a cache file that cannot be written is skipped. Errors
-        reading one distribution's metadata skip that distribution.
+        reading one distribution's metadata skip that distribution's entry points.
+        """
+        return _records(self._read_segments())
+
+    def _read_segments(self) -> list[tuple[tuple[str, ...], ...]]:
+        """:meth:`read` as column segments, one per row that contributes (see the row layout above).
+
+        :func:`hostapp.discovery.discover` builds its records straight from these, without
+        an :class:`EntryPointRecord` or a tuple per entry point.
         """
         if not self.use_cache:
             self.status, self.rescanned = "disabled", self.entries
-            return self.scan()
+            return self._scan_all()
 
         cached = self._load()
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         scanned: list[str] = []
         changed = cached is None
         for entry in self.entries:
             mtime = _mtime_ns(entry)
             old = cached.get(entry) if cached is not None else None
-            if old is not None and old["mtime_ns"] == mtime and not old["racy"]:
+            if old is not None and old[1] == mtime and not old[2]:
                 rows.append(old)
                 continue
             row = self._refresh_row(entry, mtime, old)
             if row is None:
                 if not scanned:
-                    _invalidate_metadata_caches()
+                    _scanner().invalidate_metadata_caches()
                 row = self._scan_row(entry, mtime)
                 scanned.append(entry)
             rows.append(row)
             changed = changed or row != old
 
-        try:
-            records = _merge(rows)
-        except (TypeError, ValueError):  # a well-formed JSON file holding malformed rows
-            cached, changed, scanned = None, True, list(self.entries)
-            rows = [self._scan_row(entry, _mtime_ns(entry)) for entry in self.entries]
-            records = _merge(rows)
-
         if changed:
             self._write(rows)
         self.status = "cold" if cached is None else "updated" if scanned else "warm"
         self.rescanned = tuple(scanned)
-        return records
+        return _merge(rows)
 
     def scan(self) -> list[EntryPointRecord]:
         """Return the records by scanning every entry now, without reading or writing the cache."""
-        _invalidate_metadata_caches()
+        return _records(self._scan_all())
+
+    def _scan_all(self) -> list[tuple[tuple[str, ...], ...]]:
+        _scanner().invalidate_metadata_caches()
         return _merge([self._scan_row(entry, _mtime_ns(entry)) for entry in self.entries])
 
-    def _scan_row(self, entry: str, mtime: int | None) -> dict[str, Any]:
+    def _scan_row(self, entry: str, mtime: int | None) -> tuple[Any, ...]:
         """Scan ``entry`` (stat'ed as ``mtime``; ``None`` = missing, nothing to scan)."""
         if mtime is None:
-            return _row(entry, None, None, 0, [])
-        listing, newest = _listing(entry)
-        return _row(entry, mtime, listing, newest, _scan_entry(entry, self.groups))
+            return _row(entry, None, None, 0, (), ())
+        scan = _scanner()
+        children = scan.metadata_children(entry)
+        if children is None:  # not a directory (a zip file): the library knows those
+            norms, records = scan.scan_with_library(entry, self.groups)
+            return _row(entry, mtime, None, 0, norms, records)
+        listing, newest = scan.fingerprint(children)
+        norms, records = scan.scan_directory(entry, children, self.groups)
+        return _row(entry, mtime, listing, newest, norms, records)
 
-    def _refresh_row(self, entry: str, mtime: int | None, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _refresh_row(self, entry: str, mtime: int | None, old: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
         """``old`` with a new mtime if ``entry``'s metadata children are unchanged, else ``None``.
 
         The fingerprint covers the names and mtimes of the ``*.dist-info`` / ``*.egg-info``
         children of a directory, so an install, uninstall or reinstall changes it; it is
         trusted only if those children were not modified just before it was taken.
         """
-        if old is None or old["listing"] is None or old["listing_racy"] or mtime is None:
+        if old is None or old[3] is None or old[4] or mtime is None:
             return None
-        listing, newest = _listing(entry)
-        if listing != old["listing"]:
+        scan = _scanner()
+        children = scan.metadata_children(entry)
+        if children is None:
             return None
-        return _row(entry, mtime, listing, newest, old["dists"])
+        listing, newest = scan.fingerprint(children)
+        if listing != old[3]:
+            return None
+        return _row(entry, mtime, listing, newest, old[5], old[6], columns=True)
 
-    def _load(self) -> dict[str, dict[str, Any]] | None:
+    def _load(self) -> dict[str, tuple[Any, ...]] | None:
         """The cached rows by entry, or ``None`` when there is no usable cache file."""
         try:
-            with open(self._file_str(), encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
+            with open(self._file_str(), "rb") as fh:
+                payload = marshal.loads(fh.read())
+        except Exception:  # noqa: BLE001 - unreadable, truncated or not marshal data: rebuild
             return None
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        if not (
+            type(payload) is tuple
+            and len(payload) == 4
+            and payload[0] == _MAGIC
+            and payload[1] == CACHE_FORMAT
+            and payload[2] == self._material
+            and type(payload[3]) is tuple
+        ):
             return None
-        if data.get("key") != self._material:
-            return None
-        rows = data.get("entries")
-        if not isinstance(rows, list):
-            return None
-        by_entry: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            if not (
-                isinstance(row, dict)
-                and isinstance(row.get("path"), str)
-                and (row.get("mtime_ns") is None or type(row.get("mtime_ns")) is int)
-                and isinstance(row.get("racy"), bool)
-                and isinstance(row.get("listing_racy"), bool)
-                and (row.get("listing") is None or isinstance(row.get("listing"), str))
-                and isinstance(row.get("dists"), list)
-            ):
+        by_entry: dict[str, tuple[Any, ...]] = {}
+        for row in payload[3]:
+            if not _valid_row(row):
                 return None
-            by_entry[row["path"]] = row
+            by_entry[row[0]] = row
         return by_entry
 
     # -- writing ------------------------------------------------------------------------
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         """Write the cache file atomically, then prune; any OSError just skips caching."""
-        payload = json.dumps(
-            {"format": CACHE_FORMAT, "key": self._material, "entries": rows},
-            separators=(",", ":"),
-        )
+        payload = marshal.dumps((_MAGIC, CACHE_FORMAT, self._material, tuple(rows)))
         target = self._file_str()
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}{_TMP_SUFFIX}")
         try:
             os.makedirs(folder, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as fh:
+            with open(tmp, "wb") as fh:
                 fh.write(payload)
             os.replace(tmp, target)
         except OSError:
@@ -304,7 +345,7 @@ class EntryPointIndex:
         for item in scanned:
             try:
                 mtime = item.stat().st_mtime_ns
-                if item.name.startswith(_PREFIX) and item.name.endswith(_SUFFIX):
+                if item.name.startswith(_PREFIX) and item.name.endswith((_SUFFIX, *_LEGACY_SUFFIXES)):
                     files.append((mtime, item.path))
                 elif item.name.startswith(f".{_PREFIX}") and item.name.endswith(_TMP_SUFFIX):
                     if now - mtime > STALE_TMP_NS:
@@ -319,7 +360,7 @@ class EntryPointIndex:
                 pass
 
     def clear(self) -> int:
-        """Remove every cache file (all keys) from :attr:`cache_dir`.
+        """Remove every cache file (all keys, this format and earlier ones) from :attr:`cache_dir`.
 
         Returns the number of files removed; a missing directory removes nothing. The next
         :meth:`read` is cold. Raises nothing for files that vanish concurrently.
@@ -330,7 +371,7 @@ class EntryPointIndex:
         except OSError:
             return 0
         for name in names:
-            if name.startswith((_PREFIX, f".{_PREFIX}")) and name.endswith((_SUFFIX, _TMP_SUFFIX)):
+            if name.startswith((_PREFIX, f".{_PREFIX}")) and name.endswith((_SUFFIX, _TMP_SUFFIX, *_LEGACY_SUFFIXES)):
                 try:
                     os.unlink(os.path.join(self._dir_str(), name))
                     removed += 1
@@ -366,6 +407,28 @@ def read_entry_points(
 # -- helpers ------------------------------------------------------------------------------
 
 
+def _scanner() -> Any:
+    """The scanning code (:mod:`hostapp.discovery._scan`), which a warm read never imports."""
+    from hostapp.discovery import _scan
+
+    return _scan
+
+
+def _records(segments: list[tuple[tuple[str, ...], ...]]) -> list[EntryPointRecord]:
+    from hostapp.discovery._record import EntryPointRecord
+
+    return [
+        EntryPointRecord(dist, version, group, name, value, dist_path or None)
+        for columns in segments
+        for dist, version, group, name, value, dist_path, _ in zip(*columns)
+    ]
+
+
+def _hash64(text: str) -> int:
+    """A stable 64-bit hash of ``text`` (its UTF-8 bytes as one integer, modulo a prime)."""
+    return int.from_bytes(text.encode("utf-8", "surrogatepass"), "little") % _PRIME64
+
+
 def _absolute_entries(path: Iterable[Any]) -> tuple[str, ...]:
     """Absolute, de-duplicated ``str`` entries of ``path`` (non-path objects are skipped)."""
     seen: dict[str, None] = {}
@@ -385,121 +448,72 @@ def _mtime_ns(entry: str) -> int | None:
         return None
 
 
-def _row(entry: str, mtime: int | None, listing: str | None, newest: int, dists: list[Any]) -> dict[str, Any]:
-    """One cache row. ``racy``: the entry's mtime alone cannot be trusted next time (it was
-    modified within :data:`RACY_WINDOW_NS` of now); ``listing_racy``: nor can the listing
-    fingerprint (a metadata child was)."""
+def _row(
+    entry: str,
+    mtime: int | None,
+    listing: str | None,
+    newest: int,
+    norms: tuple[str, ...],
+    records: Sequence[tuple[str, ...]] | tuple[tuple[str, ...], ...],
+    *,
+    columns: bool = False,
+) -> tuple[Any, ...]:
+    """One cache row from record tuples (or, with ``columns=True``, from columns already).
+
+    ``racy``: the entry's mtime alone cannot be trusted next time (it was modified within
+    :data:`RACY_WINDOW_NS` of now); ``listing_racy``: nor can the listing fingerprint (a
+    metadata child was).
+    """
     now = time.time_ns()
-    return {
-        "path": entry,
-        "mtime_ns": mtime,
-        "racy": mtime is not None and now - mtime < RACY_WINDOW_NS,
-        "listing": listing,
-        "listing_racy": listing is not None and now - newest < RACY_WINDOW_NS,
-        "dists": dists,
-    }
+    racy = mtime is not None and now - mtime < RACY_WINDOW_NS
+    listing_racy = listing is not None and now - newest < RACY_WINDOW_NS
+    if not columns:
+        records = tuple(zip(*records)) if records else _NO_COLUMNS
+    return (entry, mtime, racy, listing, listing_racy, norms, records)
 
 
-def _listing(entry: str) -> tuple[str | None, int]:
-    """Fingerprint of the metadata children of directory ``entry``, and their newest mtime.
+def _valid_row(row: Any) -> bool:
+    """Whether ``row`` (from a cache file) has the shape of a row; the per-field checks run at C speed."""
+    if type(row) is not tuple or len(row) != 7:
+        return False
+    path, mtime, racy, listing, listing_racy, norms, columns = row
+    if not (
+        type(path) is str
+        and (mtime is None or type(mtime) is int)
+        and type(racy) is bool
+        and (listing is None or type(listing) is str)
+        and type(listing_racy) is bool
+        and type(norms) is tuple
+        and type(columns) is tuple
+        and len(columns) == _COLUMNS
+        and _TUPLE_ONLY.issuperset(map(type, columns))
+        and len(set(map(len, columns))) == 1
+    ):
+        return False
+    try:  # str.join takes str items only: the cheapest complete type check of a column
+        "".join(norms)
+        for column in columns:
+            "".join(column)
+    except TypeError:
+        return False
+    return True
 
-    The children are those importlib_metadata reads: ``*.dist-info`` and ``*.egg-info``,
-    and ``EGG-INFO`` inside an ``.egg`` directory. Returns ``(None, 0)`` when ``entry`` is
-    not a listable directory (a zip file, say).
+
+def _merge(rows: Sequence[tuple[Any, ...]]) -> list[tuple[tuple[str, ...], ...]]:
+    """Merge per-entry rows in path order, the first distribution of a name winning.
+
+    Returns the rows' columns, one segment per row that contributes records.
     """
-    base_is_egg = entry.lower().endswith(".egg")
-    items: list[str] = []
-    newest = 0
-    try:
-        with os.scandir(entry) as children:
-            for child in children:
-                low = child.name.lower()
-                if low.endswith((".dist-info", ".egg-info")) or (base_is_egg and low == "egg-info"):
-                    try:
-                        child_mtime = child.stat().st_mtime_ns
-                    except OSError:
-                        child_mtime = -1
-                    newest = max(newest, child_mtime)
-                    items.append(f"{child.name}\0{child_mtime}")
-    except OSError:
-        return None, 0
-    data = "\n".join(sorted(items)).encode("utf-8", "surrogateescape")
-    return f"{len(items)}:{zlib.crc32(data):08x}{zlib.adler32(data):08x}", newest
-
-
-def _invalidate_metadata_caches() -> None:
-    """Drop importlib_metadata's in-process directory cache (it is keyed on the same mtimes)."""
-    finder = getattr(sys.modules.get("importlib_metadata"), "MetadataPathFinder", None)
-    if finder is not None:
-        finder.invalidate_caches()
-
-
-def _name_from_stem(dist_path: str | None) -> str | None:
-    """``/x/Foo_Bar-1.0.dist-info`` -> ``"Foo_Bar"``, as importlib_metadata derives it."""
-    if dist_path is None:
-        return None
-    filename, ext = os.path.splitext(os.path.basename(dist_path))
-    if ext not in (".dist-info", ".egg-info"):
-        return None
-    name = filename.partition("-")[0]
-    return name or None
-
-
-def _scan_entry(entry: str, groups: tuple[str, ...]) -> list[list[Any]]:
-    """Scan one path entry: ``[[normalized_name, [record_fields, ...]], ...]`` in discovery order.
-
-    Every distribution is listed (so that it can shadow a same-named one later on the
-    path), even without entry points in ``groups``; ``""`` as normalized name means
-    "unknown" and never shadows anything.
-    """
-    import importlib_metadata  # the cold path only
-
-    headers = tuple(f"[{group}]" for group in groups)
-    out: list[list[Any]] = []
-    for dist in importlib_metadata.distributions(path=[entry]):
-        raw_path = getattr(dist, "_path", None)
-        dist_path = str(raw_path) if raw_path is not None else None
-        stem_name = _name_from_stem(dist_path)
-        eps: list[list[Any]] = []
-        try:
-            text = dist.read_text("entry_points.txt")
-            wanted = bool(text) and any(header in text for header in headers)
-            if wanted or stem_name is None:
-                metadata = dist.metadata  # parsed once: name and version
-                name = metadata["Name"] or stem_name
-            else:
-                name = stem_name
-            if wanted:
-                version = metadata["Version"] or ""
-                for ep in dist.entry_points:
-                    if ep.group in groups:
-                        eps.append([name, version, ep.group, ep.name, ep.value, dist_path])
-        except Exception:  # noqa: BLE001 - a broken distribution is skipped, as importlib does
-            if stem_name is None:
-                continue
-            name, eps = stem_name, []
-        key = stem_name or name  # importlib_metadata de-duplicates on the same key
-        out.append([normalize_name(key) if key else "", eps])
-    return out
-
-
-def _merge(rows: Sequence[dict[str, Any]]) -> list[EntryPointRecord]:
-    """Merge per-entry rows in path order, the first distribution of a name winning."""
     seen: set[str] = set()
-    records: list[EntryPointRecord] = []
+    segments: list[tuple[tuple[str, ...], ...]] = []
     for row in rows:
-        for norm, eps in row["dists"]:
-            if not isinstance(norm, str) or not isinstance(eps, list):
-                raise TypeError("malformed distribution row")
-            if norm:
-                if norm in seen:
-                    continue
-                seen.add(norm)
-            for fields in eps:
-                record = EntryPointRecord(*fields)
-                if not all(isinstance(f, str) for f in fields[:5]) or not isinstance(
-                    fields[5], (str, type(None))
-                ):
-                    raise TypeError("malformed entry-point record")
-                records.append(record)
-    return records
+        norms, columns = row[5], row[6]
+        if columns[0]:
+            if seen.isdisjoint(norms):
+                segments.append(columns)
+            else:
+                kept = [rec for rec in zip(*columns) if rec[6] not in seen]
+                if kept:
+                    segments.append(tuple(zip(*kept)))
+        seen.update(norms)
+    return segments
