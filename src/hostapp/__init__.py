@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         PluginContractError,
         PluginLoadError,
     )
+    from hostapp.events import Event, PermanentError, RetryAfter
+    from hostapp.host import Host, get_host
     from hostapp.lifecycle import PluginInfo, PluginState, Source
     from hostapp.manager import PluginManager
     from hostapp.types import (
@@ -50,18 +52,23 @@ __all__ = [
     "Contribution",
     "Driver",
     "DuplicateNameError",
+    "Event",
     "EventSink",
+    "Host",
     "HostappError",
     "InstrumentType",
     "MissingHookError",
     "PluginContractError",
     "PluginInfo",
     "PluginLoadError",
+    "PermanentError",
     "PluginManager",
     "PluginState",
+    "RetryAfter",
     "Source",
     "TraceProcessor",
     "__version__",
+    "get_host",
     "hookimpl",
     "hookspec",
     "load_config",
@@ -80,6 +87,11 @@ _LAZY = {
     "PluginState": "hostapp.lifecycle",
     "Source": "hostapp.lifecycle",
     "PluginManager": "hostapp.manager",
+    "Host": "hostapp.host",
+    "get_host": "hostapp.host",
+    "Event": "hostapp.events",
+    "RetryAfter": "hostapp.events",
+    "PermanentError": "hostapp.events",
     "Config": "hostapp.config",
     "load_config": "hostapp.config",
     "ConfigError": "hostapp.errors",

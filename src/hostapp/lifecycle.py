@@ -98,8 +98,10 @@ class PluginInfo:
         rule: for ``filtered``: the rule that removed it, e.g. ``"plugins.disable: 'x*'"``.
         shadowed_by: for ``shadowed``: ``"<source> <location or value>"`` of the winner.
         stage: for ``failed``: ``"discover"`` (a malformed meta file), ``"import"``,
-            ``"instantiate"``, ``"register"``,
-            ``"collect"``, ``"configure"``, ``"start"`` or ``"stop"``.
+            ``"instantiate"``, ``"register"``, ``"configure"``, ``"start"`` or
+            ``"sink-open"`` (one of its event sinks could not open). A plugin that breaks a
+            registration hook's contract stays registered; the error is in
+            ``PluginManager.hook_errors`` and ``hostapp plugins``.
         error: for ``failed``: ``"ExceptionType: message"``.
         traceback: for ``failed``: the formatted traceback (a string).
         hooks: names of the hooks it implements, filled at registration.
