@@ -37,7 +37,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from hostapp.errors import ConfigError, HostappError
@@ -406,14 +406,7 @@ class SinkError:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the fields."""
-        return {
-            "sink": self.sink,
-            "plugin": self.plugin,
-            "stage": self.stage,
-            "error": self.error,
-            "traceback": self.traceback,
-            "timestamp_ns": self.timestamp_ns,
-        }
+        return asdict(self)
 
 
 def _describe(exc: BaseException) -> str:
