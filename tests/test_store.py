@@ -38,7 +38,7 @@ def test_a_new_store_is_wal_with_the_current_schema(tmp_path):
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"meta", "runs", "events", "dead_letters", "spill"} <= tables
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"events_run", "events_type", "events_time"} <= indexes
+    assert {"events_run", "events_type"} <= indexes
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
 
