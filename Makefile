@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/hostapp plugins --all
+	$(BIN)/python examples/hello_host.py
+	$(BIN)/hostapp events --last
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
