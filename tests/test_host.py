@@ -269,3 +269,22 @@ def test_jsonl_and_logging_sinks_through_the_host(tmp_path, caplog):
     records = [r for r in caplog.records if r.name == "hostapp.events"]
     assert len(records) == 40 and records[0].getMessage() == 'monitoring_event/tick {"i": 0}'
     assert records[0].hostapp_event.type == "monitoring_event"
+
+
+def test_the_demo_example_stores_its_events(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "hello_host.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / ".cache")
+    done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run([sys.executable, "-m", "hostapp", "events", "--last", "--json"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    events = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["monitoring_event"] * 5 + ["sending_event"]
+    assert events[-1]["data"] == {"order_id": 42, "total_eur": 99.5}
