@@ -1,0 +1,566 @@
+"""The processor runtime every backend shares: selection results in, events out.
+
+A backend finds the calls; this module turns a matched call into events:
+
+* :class:`ProcessorRuntime` holds one processor's spec, its context (``build_context``
+  is called once per run), its counters and its on/off switch;
+* :func:`make_dispatch` returns the two hot functions a backend calls, ``enter`` (the
+  call side: allocates the ``frame_id``, works out the call site, emits ``call`` events)
+  and ``leave`` (``return``, ``unwind``, ``yield``, ``resume``, ``throw``), with the
+  processors' ``call`` filter and ``process`` data, error isolation and switching a
+  failing processor off;
+* the library-code test used for the user-code call site.
+
+Nothing here knows which backend is running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import site
+import struct
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from hostapp.events import FIELDS, Event
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from hostapp.types import Contribution, TraceProcessor
+
+__all__ = [
+    "Dispatch",
+    "ProcessorRuntime",
+    "default_library_paths",
+    "make_dispatch",
+    "normalize_path",
+]
+
+logger = logging.getLogger("hostapp.tracing")
+
+_RETURN_SIDE: Final = frozenset({"return", "unwind", "yield", "resume", "throw"})
+
+
+def normalize_path(path: str) -> str:
+    """``path`` written with ``/`` (what ``path_fragment`` is matched against)."""
+    return path if os.sep == "/" else path.replace(os.sep, "/")
+
+
+# -- processors --------------------------------------------------------------------------
+
+
+class ProcessorRuntime:
+    """One processor for one run: its spec, context, counters and on/off switch.
+
+    Attributes read on the hot path are plain slots, copied out of the spec once.
+    ``off`` is set when ``build_context`` failed or after ``max_errors`` consecutive
+    errors in ``call``/``process``; an ``off`` processor is skipped everywhere.
+    """
+
+    __slots__ = (
+        "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
+        "errors", "events", "fragment", "index", "last_error", "logged", "name", "off",
+        "plugin", "process", "return_type", "simple", "spec", "subtype", "types", "wants",
+        "want_call", "want_return",
+    )
+
+    def __init__(self, contribution: Contribution[TraceProcessor], index: int) -> None:
+        spec = contribution.spec
+        self.contribution = contribution
+        self.spec = spec
+        self.index = index
+        self.name: str = spec.name
+        self.plugin: str = contribution.plugin
+        self.co_names: frozenset[str] = frozenset(spec.co_names)
+        self.fragment: str = spec.path_fragment.replace("\\", "/")
+        self.call = spec.call
+        self.process = spec.process
+        self.subtype = spec.subtype
+        self.call_type: str = spec.call_type
+        self.return_type: str = spec.return_type
+        self.simple: bool = _FAST_EVENTS and spec.call is None and spec.process is None
+        self.wants: frozenset[str] = frozenset(spec.events)
+        self.want_call: bool = "call" in self.wants
+        self.want_return: bool = "return" in self.wants
+        self.types: dict[str, str] = {event: spec.type_for(event) for event in _RETURN_SIDE | {"call"}}
+        self.context: dict[str, Any] = {}
+        self.calls = 0
+        self.events = 0
+        self.errors = 0
+        self.consecutive = 0
+        self.last_error: str | None = None
+        self.logged = False
+        self.off = False
+
+    def describe(self) -> str:
+        """``"trace processor 'x' (plugin 'p')"``, for messages."""
+        return f"trace processor {self.name!r} ({self.contribution.describe()})"
+
+    def build(self, config: Any) -> None:
+        """Call ``build_context(config)`` once; a failure switches the processor off."""
+        factory = self.spec.build_context
+        if factory is None:
+            return
+        try:
+            context = factory(config)
+            if not isinstance(context, dict):
+                raise TypeError(f"build_context() returned {type(context).__name__}, expected a dict")
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"build_context: {type(exc).__name__}: {exc}"
+            self.logged = True
+            self.off = True
+            logger.warning(
+                "%s: build_context(config) raised %s: %s; the processor is switched off for "
+                "this run", self.describe(), type(exc).__name__, exc, exc_info=exc,
+            )
+            return
+        self.context = context
+
+    def needs_frame(self) -> bool:
+        """Whether ``call`` or ``process`` will look at the frame."""
+        return self.call is not None or self.process is not None
+
+    def stats(self) -> dict[str, Any]:
+        """``{"calls", "events", "errors", "disabled", "last_error"}`` plus where it came from."""
+        return {
+            "calls": self.calls,
+            "events": self.events,
+            "errors": self.errors,
+            "disabled": self.off,
+            "last_error": self.last_error,
+            "plugin": self.plugin,
+        }
+
+
+# -- library code ------------------------------------------------------------------------
+
+
+def default_library_paths() -> list[str]:
+    """The directories whose code is *library code* for the call site.
+
+    The standard library, every ``site-packages`` this interpreter knows (system, venv,
+    user) and hostapp's own packages. A call site is the nearest frame whose file is
+    outside all of them.
+    """
+    paths: list[str] = []
+    for scheme_path in ("stdlib", "platstdlib", "purelib", "platlib"):
+        value = sysconfig.get_paths().get(scheme_path)
+        if value:
+            paths.append(value)
+    for prefix in {sys.base_prefix, sys.base_exec_prefix}:
+        vars_ = {"base": prefix, "platbase": prefix, "installed_base": prefix, "installed_platbase": prefix}
+        for scheme_path in ("stdlib", "platstdlib"):
+            try:
+                paths.append(sysconfig.get_path(scheme_path, vars=vars_))
+            except KeyError:  # pragma: no cover - an unusual install scheme
+                pass
+    try:
+        paths.extend(site.getsitepackages())
+    except AttributeError:  # pragma: no cover - old virtualenv's site.py
+        pass
+    if site.ENABLE_USER_SITE and site.USER_SITE:
+        paths.append(site.USER_SITE)
+    import hostapp
+
+    hostapp_dir = os.path.dirname(os.path.abspath(hostapp.__file__))
+    paths.append(hostapp_dir)
+    paths.append(os.path.join(os.path.dirname(hostapp_dir), "hostapp_plugins"))
+    return paths
+
+
+def _prefixes(paths: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for path in paths:
+        if not path:
+            continue
+        for variant in {os.path.abspath(path), os.path.realpath(path)}:
+            variant = normalize_path(variant).rstrip("/") + "/"
+            if variant not in out:
+                out.append(variant)
+    return tuple(out)
+
+
+def _library_test(paths: Sequence[str]) -> Callable[[str], bool]:
+    prefixes = _prefixes(paths)
+
+    def is_library(filename: str) -> bool:
+        if filename.startswith("<"):
+            return filename.startswith("<frozen")
+        return normalize_path(filename).startswith(prefixes)
+
+    return is_library
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+class _EventBuilder:
+    """Same slots as :class:`~hostapp.events.Event`; filled, then re-classed to ``Event``.
+
+    What ``Event.create`` does, without its argument handling and with our own clock
+    reading, so that an event, its id and its ``data["timestamp_ns"]`` share one. (A
+    slot-less subclass of ``Event`` would make the re-classing cheaper, but its attribute
+    stores cannot be specialised by the interpreter, which costs far more.)
+    """
+
+    __slots__ = Event.__slots__
+
+    if TYPE_CHECKING:
+        id: str
+        type: str
+        subtype: str | None
+        data: dict[str, Any]
+        timestamp_ns: int
+        run_id: str | None
+        pid: int
+        thread_id: int
+        source: str | None
+
+
+def _check_builder() -> bool:
+    expected = ("id", "type", "subtype", "data", "timestamp_ns", "run_id", "pid", "thread_id", "source")
+    if tuple(FIELDS) != expected:
+        return False
+    try:
+        probe = _EventBuilder()
+        for name in FIELDS:
+            setattr(probe, name, None)
+        probe.__class__ = Event  # type: ignore[assignment]
+    except TypeError:  # pragma: no cover - a layout we do not know: use Event.create
+        return False
+    return True
+
+
+_threads = threading.local()
+
+
+def _thread_info() -> tuple[int, dict[str, Any]]:
+    """This thread's ``(ident, {"ident", "name"})``, made on its first event and kept in a
+    thread-local (so a thread that reuses a dead thread's ident gets its own name)."""
+    ident = threading.get_ident()
+    info = (ident, {"ident": ident, "name": threading.current_thread().name})
+    _threads.t = info
+    return info
+
+
+def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
+    if exc is None:
+        return {"exception_type": None, "exception_message": None}
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception as err:  # a broken __str__ must not reach the traced program
+        message = f"<str() failed: {type(err).__name__}>"
+    return {"exception_type": name, "exception_message": message}
+
+
+_FAST_EVENTS: Final = _check_builder()
+
+
+class Dispatch:
+    """The call side and return side of a matched call, as two plain functions.
+
+    Attributes:
+        enter: ``enter(procs, frame, caller) -> record``: called when a selected call
+            starts, with the processors that select its code, the frame handed to them
+            and the frame the call site search starts from (the caller).
+        leave: ``leave(record, procs, frame, event, arg)``: called for ``return``,
+            ``unwind`` (``arg`` is the exception), ``yield``, ``resume``, ``throw``.
+        on_disable: set by the backend; called with a processor that was switched off.
+        internal_error: report an unexpected error of the engine itself (logged once).
+    """
+
+    __slots__ = ("__weakref__", "enter", "internal_error", "leave", "on_disable", "pid")
+
+    def __init__(self) -> None:
+        self.enter: Callable[..., tuple[Any, ...]]
+        self.leave: Callable[..., None]
+        self.on_disable: Callable[[ProcessorRuntime], None] = lambda rt: None
+        self.internal_error: Callable[[BaseException], None]
+        self.pid = os.getpid()
+
+
+def make_dispatch(
+    emit: Callable[[Event], None],
+    *,
+    run_id: str | None,
+    library_paths: Sequence[str],
+    max_errors: int,
+) -> Dispatch:
+    """Build the :class:`Dispatch` for one engine (see the module docstring).
+
+    The common case - a processor without ``call``/``process`` - is built inline in
+    ``enter``/``leave``: this is the per-call cost every backend pays on a matched call.
+    """
+    dispatch = Dispatch()
+    time_ns = time.time_ns
+    # Event ids have Event.create's layout: (time_ns << 64) | (sequence << 32) | node,
+    # as 32 hex digits; the low 64 bits come from one counter stepping the sequence.
+    node = int.from_bytes(os.urandom(4), "big")
+    lows = itertools.count(node, 1 << 32)
+    pack = struct.Struct(">QQ").pack  # (time_ns, low 64 bits) -> 16 bytes -> 32 hex digits
+    is_library = _library_test(library_paths)
+    library: dict[str, bool] = {}  # co_filename -> library code?
+    threads = _threads
+    thread_info = _thread_info
+    fast = _FAST_EVENTS
+    builder = _EventBuilder
+    event_cls = Event
+    create = Event.create
+    internal_logged: list[BaseException] = []
+
+    def internal_error(exc: BaseException) -> None:
+        """A bug in the engine itself: logged once, never raised into the traced program."""
+        if not internal_logged:
+            internal_logged.append(exc)
+            logger.error("tracing: internal error (the traced program is not affected)", exc_info=exc)
+
+    # id(code) | f_lasti << 48 -> (code, site): one dict per call site, shared by its
+    # events; the code object is kept (and compared) so that a reused id cannot hit. Keys
+    # are ints: hashing a code object hashes its whole contents, on every lookup, and a
+    # tuple key costs a tuple comparison on every hit.
+    sites: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+    def call_site(frame: FrameType | None) -> dict[str, Any] | None:
+        """``{"file", "line"}`` of the first frame from ``frame`` up that is not library code."""
+        while frame is not None:
+            code = frame.f_code
+            filename = code.co_filename
+            lib = library.get(filename)
+            if lib is None:
+                lib = library[filename] = is_library(filename)
+            if not lib:
+                key = id(code) | frame.f_lasti << 48
+                hit = sites.get(key)
+                if hit is not None and hit[0] is code:
+                    return hit[1]
+                if len(sites) > 100_000:
+                    sites.clear()
+                site = {"file": filename, "line": frame.f_lineno}
+                sites[key] = (code, site)
+                return site
+            frame = frame.f_back
+        return None
+
+    def new_id(ts: int) -> str:
+        nonlocal lows
+        try:
+            return pack(ts, next(lows)).hex()
+        except struct.error:  # 2**32 ids: start the sequence again
+            lows = itertools.count(node, 1 << 32)
+            return pack(ts, next(lows)).hex()
+
+    def failed(rt: ProcessorRuntime, where: str, exc: Exception, frame: FrameType | None) -> None:
+        rt.errors += 1
+        rt.consecutive += 1
+        rt.last_error = f"{where}: {type(exc).__name__}: {exc}"
+        if not rt.logged:
+            rt.logged = True
+            code = frame.f_code if frame is not None else None
+            logger.warning(
+                "%s raised in %s() for %s (%s); the traced program is not affected. "
+                "Further errors are counted (TracingEngine.stats()), not logged; after %d "
+                "in a row the processor is switched off for this run.",
+                rt.describe(), where,
+                code.co_qualname if code is not None else "?",
+                f"{code.co_filename}:{frame.f_lineno}" if code is not None and frame is not None else "?",
+                max_errors, exc_info=exc,
+            )
+        if rt.consecutive >= max_errors and not rt.off:
+            rt.off = True
+            logger.warning(
+                "%s switched off for this run after %d consecutive errors; last: %s",
+                rt.describe(), rt.consecutive, rt.last_error,
+            )
+            try:
+                dispatch.on_disable(rt)
+            except Exception as err:  # pragma: no cover - uninstrumenting is best effort
+                internal_error(err)
+
+    def fire(
+        rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
+        ts: int, event_id: str | None, extra: dict[str, Any] | None,
+    ) -> None:
+        """One event through ``call``/``process``; never raises."""
+        if rt.call is not None:
+            try:
+                ok = rt.call(frame, event, arg, rt.context)  # type: ignore[arg-type]
+            except Exception as exc:
+                failed(rt, "call", exc, frame)
+                return
+            if not ok:
+                rt.consecutive = 0
+                return
+        thread = record[3]
+        data = {
+            "frame_id": record[0], "timestamp_ns": ts, "thread": thread[1],
+            "call_site": record[2], "processor": rt.name,
+        }
+        if extra is not None:
+            data.update(extra)
+        if rt.process is not None:
+            try:
+                out = rt.process(frame, event, arg, rt.context)  # type: ignore[arg-type]
+                if out:
+                    data.update(out)
+            except Exception as exc:
+                failed(rt, "process", exc, frame)
+                return
+        rt.consecutive = 0
+        try:
+            if fast:
+                ev = builder()
+                ev.id = event_id or new_id(ts)
+                ev.type = rt.types[event]
+                ev.subtype = rt.subtype
+                ev.data = data
+                ev.timestamp_ns = ts
+                ev.run_id = run_id
+                ev.pid = dispatch.pid
+                ev.thread_id = thread[0]
+                ev.source = rt.plugin
+                ev.__class__ = event_cls  # type: ignore[assignment]
+            else:  # pragma: no cover - see _check_builder
+                ev = create(  # type: ignore[assignment]
+                    rt.types[event], rt.subtype, data=data, run_id=run_id, source=rt.plugin,
+                )
+            emit(ev)  # type: ignore[arg-type]
+        except Exception as exc:
+            failed(rt, "emit", exc, frame)
+            return
+        rt.events += 1
+
+    def enter(
+        procs: tuple[ProcessorRuntime, ...], frame: FrameType | None, caller: FrameType | None,
+    ) -> tuple[Any, ...]:
+        try:
+            ts = time_ns()
+            try:
+                frame_id = pack(ts, next(lows)).hex()
+            except struct.error:
+                frame_id = new_id(ts)
+            try:
+                thread = threads.t
+            except AttributeError:
+                thread = thread_info()
+            # the call site, inline for the common case (the caller is not library code)
+            site = None
+            if caller is not None:
+                code = caller.f_code
+                lib = library.get(code.co_filename)
+                if lib is False:
+                    hit = sites.get(id(code) | caller.f_lasti << 48)
+                    site = hit[1] if hit is not None and hit[0] is code else call_site(caller)
+                else:
+                    site = call_site(caller)
+            record = (frame_id, ts, site, thread)
+            event_id: str | None = frame_id  # the first call event's id is the frame_id
+            for rt in procs:
+                if rt.off:
+                    continue
+                rt.calls += 1
+                if not rt.want_call:
+                    continue
+                if rt.simple:
+                    ev = builder()
+                    ev.id = event_id or new_id(ts)
+                    ev.type = rt.call_type
+                    ev.subtype = rt.subtype
+                    ev.data = {
+                        "frame_id": frame_id, "timestamp_ns": ts, "thread": thread[1],
+                        "call_site": site, "processor": rt.name,
+                    }
+                    ev.timestamp_ns = ts
+                    ev.run_id = run_id
+                    ev.pid = dispatch.pid
+                    ev.thread_id = thread[0]
+                    ev.source = rt.plugin
+                    ev.__class__ = event_cls  # type: ignore[assignment]
+                    try:
+                        emit(ev)  # type: ignore[arg-type]
+                    except Exception as exc:
+                        failed(rt, "emit", exc, frame)
+                    else:
+                        rt.events += 1
+                else:
+                    fire(rt, record, frame, "call", None, ts, event_id, None)
+                event_id = None
+            return record
+        except Exception as exc:  # an engine bug: never into the traced program
+            internal_error(exc)
+            return ("", 0, None, (0, {}))
+
+    def leave(
+        record: tuple[Any, ...], procs: tuple[ProcessorRuntime, ...], frame: FrameType | None,
+        event: str, arg: Any,
+    ) -> None:
+        try:
+            ts = time_ns()
+            if event == "return":
+                for rt in procs:
+                    if rt.off or not rt.want_return:
+                        continue
+                    if rt.simple:
+                        thread = record[3]
+                        ev = builder()
+                        try:
+                            ev.id = pack(ts, next(lows)).hex()
+                        except struct.error:
+                            ev.id = new_id(ts)
+                        ev.type = rt.return_type
+                        ev.subtype = rt.subtype
+                        ev.data = {
+                            "frame_id": record[0], "timestamp_ns": ts, "thread": thread[1],
+                            "call_site": record[2], "processor": rt.name, "duration_ns": ts - record[1],
+                        }
+                        ev.timestamp_ns = ts
+                        ev.run_id = run_id
+                        ev.pid = dispatch.pid
+                        ev.thread_id = thread[0]
+                        ev.source = rt.plugin
+                        ev.__class__ = event_cls  # type: ignore[assignment]
+                        try:
+                            emit(ev)  # type: ignore[arg-type]
+                        except Exception as exc:
+                            failed(rt, "emit", exc, frame)
+                        else:
+                            rt.events += 1
+                    else:
+                        fire(rt, record, frame, "return", arg, ts, None, {"duration_ns": ts - record[1]})
+                return
+            if event == "unwind":
+                extra: dict[str, Any] | None = {"duration_ns": ts - record[1], **_exception_fields(arg)}
+            elif event == "throw":
+                extra = _exception_fields(arg)
+            else:
+                extra = None
+            for rt in procs:
+                if rt.off or event not in rt.wants:
+                    continue
+                fire(rt, record, frame, event, arg, ts, None, extra)
+        except Exception as exc:  # an engine bug: never into the traced program
+            internal_error(exc)
+
+    dispatch.enter = enter
+    dispatch.leave = leave
+    dispatch.internal_error = internal_error
+    ref = weakref.ref(dispatch)
+
+    def after_fork_in_child() -> None:  # events made in a forked child carry its pid
+        alive = ref()
+        if alive is not None:
+            alive.pid = os.getpid()
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
+    return dispatch
