@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp import events as _events
 from hostapp.events import FIELDS, Event
 
 if TYPE_CHECKING:
@@ -203,41 +204,10 @@ def _library_test(paths: Sequence[str]) -> Callable[[str], bool]:
 # -- events ------------------------------------------------------------------------------
 
 
-class _EventBuilder:
-    """Same slots as :class:`~hostapp.events.Event`; filled, then re-classed to ``Event``.
-
-    What ``Event.create`` does, without its argument handling and with our own clock
-    reading, so that an event, its id and its ``data["timestamp_ns"]`` share one. (A
-    slot-less subclass of ``Event`` would make the re-classing cheaper, but its attribute
-    stores cannot be specialised by the interpreter, which costs far more.)
-    """
-
-    __slots__ = Event.__slots__
-
-    if TYPE_CHECKING:
-        id: str
-        type: str
-        subtype: str | None
-        data: dict[str, Any]
-        timestamp_ns: int
-        run_id: str | None
-        pid: int
-        thread_id: int
-        source: str | None
-
-
-def _check_builder() -> bool:
-    expected = ("id", "type", "subtype", "data", "timestamp_ns", "run_id", "pid", "thread_id", "source")
-    if tuple(FIELDS) != expected:
-        return False
-    try:
-        probe = _EventBuilder()
-        for name in FIELDS:
-            setattr(probe, name, None)
-        probe.__class__ = Event  # type: ignore[assignment]
-    except TypeError:  # pragma: no cover - a layout we do not know: use Event.create
-        return False
-    return True
+# The events module's builder: same slots as ``Event``, filled, then re-classed to
+# ``Event`` (``Event.create`` without its argument handling and with our own clock
+# reading, so that an event, its id and its ``data["timestamp_ns"]`` share one).
+_EventBuilder = _events._EventBuilder
 
 
 _threads = threading.local()
@@ -265,7 +235,9 @@ def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
     return {"exception_type": name, "exception_message": message}
 
 
-_FAST_EVENTS: Final = _check_builder()
+_FAST_EVENTS: Final = _events._FAST_CREATE and tuple(FIELDS) == (
+    "id", "type", "subtype", "data", "timestamp_ns", "run_id", "pid", "thread_id", "source"
+)
 
 
 class Dispatch:
@@ -431,7 +403,7 @@ def make_dispatch(
                 ev.thread_id = thread[0]
                 ev.source = rt.plugin
                 ev.__class__ = event_cls  # type: ignore[assignment]
-            else:  # pragma: no cover - see _check_builder
+            else:  # pragma: no cover - see _FAST_EVENTS
                 ev = create(  # type: ignore[assignment]
                     rt.types[event], rt.subtype, data=data, run_id=run_id, source=rt.plugin,
                 )
