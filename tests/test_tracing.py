@@ -205,7 +205,7 @@ def test_call_and_return_events_carry_the_documented_data(app: App, backend: str
     assert "duration_ns" not in call.data
     assert 0 <= ret.data["duration_ns"] == ret.timestamp_ns - call.timestamp_ns
     assert engine.stats()["p"] == {
-        "calls": 1, "events": 2, "errors": 0, "disabled": False, "last_error": None, "plugin": "test-plugin",
+        "applicable": True, "not_applicable": None, "calls": 1, "events": 2, "errors": 0, "disabled": False, "last_error": None, "plugin": "test-plugin",
     }
 
 
@@ -826,3 +826,23 @@ def test_import_hostapp_does_not_import_the_tracing_package() -> None:
     code = "import hostapp, sys; print(sorted(m for m in sys.modules if m.startswith('hostapp.tracing')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_processor_whose_library_is_missing_is_not_applicable_not_an_error(backend: str) -> None:
+    missing = TraceProcessor(
+        name="nolib", co_names=("anything",), path_fragment="nolib/", call_type="c", return_type="r",
+        requires=("hostapp_no_such_library_xyz",),
+        build_context=lambda config: 1 / 0,  # never called: the processor is skipped first
+    )
+    with tracing(missing, backend=backend) as (engine, seen):
+        pass
+    stats = engine.stats()["nolib"]
+    assert stats["applicable"] is False
+    assert stats["not_applicable"] == "hostapp_no_such_library_xyz is not installed"
+    assert stats["errors"] == 0 and stats["disabled"] is False and stats["last_error"] is None
+    assert seen == []
+
+
+def test_requires_must_be_a_list_of_module_names() -> None:
+    with pytest.raises(ValueError, match="TraceProcessor.requires"):
+        TraceProcessor(name="x", path_fragment="x/", call_type="c", return_type="r", requires="requests")

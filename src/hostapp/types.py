@@ -86,6 +86,10 @@ class TraceProcessor:
             default to ``return_type``, ``call_type``, ``return_type``, ``return_type``
             (Kolo's defaults).
         description: one line for listings.
+        requires: top-level modules the selected code belongs to (``("requests",)``). A
+            processor whose module is not installed is *not applicable*: it is skipped and
+            reported as such (``TracingEngine.stats()``, the run summary), not as an error.
+            Checked with :func:`importlib.util.find_spec`, without importing anything.
 
     Raises:
         ValueError: on construction, naming the field that is missing or malformed.
@@ -106,10 +110,17 @@ class TraceProcessor:
     yield_type: str | None = None
     throw_type: str | None = None
     description: str | None = None
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         kind = "TraceProcessor"
         _check_name(kind, self.name)
+        if isinstance(self.requires, str):
+            raise ValueError(f"{kind}.requires: expected a list of module names, got a string")
+        object.__setattr__(self, "requires", tuple(self.requires))
+        for module in self.requires:
+            if not isinstance(module, str) or not module or module.startswith("."):
+                raise ValueError(f"{kind}.requires: expected absolute module names, got {module!r}")
         if isinstance(self.co_names, str):
             raise ValueError(f"{kind}.co_names: expected a list of function names, got a string")
         object.__setattr__(self, "co_names", tuple(self.co_names))
@@ -176,7 +187,7 @@ class TraceProcessor:
         known = {
             "co_names", "path_fragment", "call_type", "return_type", "subtype", "call",
             "process", "build_context", "events", "unwind_type", "resume_type",
-            "yield_type", "throw_type", "name", "description",
+            "yield_type", "throw_type", "name", "description", "requires",
         }
         unknown = set(config) - known
         if unknown:

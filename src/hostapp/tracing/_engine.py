@@ -138,7 +138,7 @@ class TracingEngine:
                 raise RuntimeError(f"TracingEngine.start(): the engine is {self._state} (start it once)")
             for rt in self._runtimes:
                 rt.build(self._config)
-            selection = Selection(self._runtimes)
+            selection = Selection([rt for rt in self._runtimes if rt.missing is None])
             dispatch = make_dispatch(
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,
                 max_errors=self._max_errors,
@@ -198,6 +198,7 @@ class TracingEngine:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per processor name: ``calls`` (matched calls seen), ``events`` (emitted),
         ``errors`` (in ``build_context``/``call``/``process``/``emit``), ``disabled``
-        (switched off for the run), ``last_error`` (``"where: Type: message"``) and
-        ``plugin``."""
+        (switched off for the run), ``last_error`` (``"where: Type: message"``),
+        ``applicable`` and ``not_applicable`` (why not: a module of ``requires`` is not
+        installed) and ``plugin``."""
         return {rt.name: rt.stats() for rt in self._runtimes}

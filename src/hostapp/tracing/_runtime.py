@@ -68,7 +68,7 @@ class ProcessorRuntime:
 
     __slots__ = (
         "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
-        "errors", "events", "fragment", "index", "last_error", "logged", "name", "off",
+        "errors", "events", "fragment", "index", "last_error", "logged", "missing", "name", "off",
         "plugin", "process", "return_type", "simple", "spec", "subtype", "types", "wants",
         "want_call", "want_return",
     )
@@ -100,13 +100,37 @@ class ProcessorRuntime:
         self.last_error: str | None = None
         self.logged = False
         self.off = False
+        self.missing: str | None = None
 
     def describe(self) -> str:
         """``"trace processor 'x' (plugin 'p')"``, for messages."""
         return f"trace processor {self.name!r} ({self.contribution.describe()})"
 
+    def applicable(self) -> bool:
+        """Whether every module in ``requires`` is installed (no import: ``find_spec``).
+
+        A processor that is not applicable is switched off and :attr:`missing` names the
+        first missing module; that is not an error.
+        """
+        import importlib.util
+
+        for module in self.spec.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                self.missing = module
+                self.off = True
+                return False
+        return True
+
     def build(self, config: Any) -> None:
-        """Call ``build_context(config)`` once; a failure switches the processor off."""
+        """Call ``build_context(config)`` once; a failure switches the processor off.
+
+        A processor that is not :meth:`applicable` is skipped (no ``build_context``)."""
+        if not self.applicable():
+            return
         factory = self.spec.build_context
         if factory is None:
             return
@@ -131,12 +155,16 @@ class ProcessorRuntime:
         return self.call is not None or self.process is not None
 
     def stats(self) -> dict[str, Any]:
-        """``{"calls", "events", "errors", "disabled", "last_error"}`` plus where it came from."""
+        """``{"calls", "events", "errors", "disabled", "last_error", "applicable",
+        "not_applicable"}`` plus where it came from (``plugin``). ``not_applicable`` is the
+        reason (``"requests is not installed"``) or ``None``."""
         return {
+            "applicable": self.missing is None,
+            "not_applicable": None if self.missing is None else f"{self.missing} is not installed",
             "calls": self.calls,
             "events": self.events,
             "errors": self.errors,
-            "disabled": self.off,
+            "disabled": self.off and self.missing is None,
             "last_error": self.last_error,
             "plugin": self.plugin,
         }
