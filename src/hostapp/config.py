@@ -102,6 +102,28 @@ SCHEMA: dict[str, Key] = {
     "events.max_retries": Key("int", 5, "Retries of a failed batch before it is a dead letter.", minimum=0),
     "events.retry_backoff_ms": Key("float", 100.0, "First retry delay in ms (doubles, with jitter).", minimum=0),
     "events.retry_max_backoff_ms": Key("float", 10_000.0, "Longest retry delay in ms.", minimum=0),
+    "tracing.enabled": Key("bool", True, "Trace what the processors select while a host runs."),
+    "tracing.backend": Key(
+        "choice", "auto", "auto (sys.monitoring on 3.12+, trampoline on 3.11), monitoring, trampoline or profile.",
+        choices=("auto", "monitoring", "trampoline", "profile"),
+    ),
+    "tracing.processors": Key("patterns", None, "Only trace processors whose name matches one of these run."),
+    "tracing.disable": Key("patterns", [], "Trace processors whose name matches one of these never run."),
+    "tracing.max_errors": Key(
+        "int", 10, "Consecutive errors after which a processor is switched off for the run.", minimum=1
+    ),
+    "tracing.library_paths": Key("paths", [], "More directories of library code, skipped for the call site."),
+    "tracing.kolo_compat": Key("bool", False, "Also load Kolo processors from entry-point group kolo.processors."),
+    "tracing.kolo_processors": Key("list", [], "Kolo processor configs to load: 'module:attr' (a dict or a list)."),
+    "tracing.max_body_bytes": Key("int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0),
+    "tracing.redact_headers": Key(
+        "list", ["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"],
+        "HTTP headers whose values are replaced by [REDACTED] (case-insensitive).",
+    ),
+    "tracing.redact_params": Key(
+        "list", ["token", "api_key", "password", "secret"],
+        "URL query parameters whose values are replaced by [REDACTED] (case-insensitive).",
+    ),
 }
 
 _META_KEYS: dict[str, Callable[[Any], bool]] = {
@@ -192,7 +214,9 @@ class Config:
             value = self.data[key]
             return None if value is None else tuple(value)
 
+        kolo = bool(self.data["tracing.kolo_compat"])
         return DiscoveryOptions(
+            groups=("hostapp", "kolo.processors") if kolo else ("hostapp",),
             enable=opt("plugins.enable"),
             disable=tuple(self.data["plugins.disable"]),
             enable_locations=opt("plugins.enable_locations"),
@@ -200,7 +224,7 @@ class Config:
             allow_tags=opt("plugins.allow_tags"),
             deny_tags=tuple(self.data["plugins.deny_tags"]),
             paths=tuple(Path(p) for p in self.data["plugins.paths"]),
-            modules=tuple(self.data["plugins.modules"]),
+            modules=(*self.data["plugins.modules"], *self.data["tracing.kolo_processors"]),
             meta=dict(self.data["plugins.meta"]),
             autoload=bool(self.data["plugins.autoload"]),
             use_cache=bool(self.data["plugins.cache"]),

@@ -1154,6 +1154,7 @@ class EventBus:
                 worker.thread = threading.Thread(
                     target=worker.run, name=f"hostapp-sink-{worker.name}", daemon=True
                 )
+                worker.thread.hostapp_untraced = True  # type: ignore[attr-defined]  # never traced
                 worker.thread.start()
         deadline = None if timeout is None else _monotonic() + timeout
         for worker in self._workers:

@@ -370,6 +370,7 @@ class Host:
             loop.run_forever()
 
         thread = threading.Thread(target=run, name="hostapp-loop", daemon=True)
+        thread.hostapp_untraced = True  # type: ignore[attr-defined]  # the tracer skips it
         thread.start()
         ready.wait()
         self._own_loop, self._thread = loop, thread

@@ -176,14 +176,30 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
     return out
 
 
+def plugin_name(group: str, name: str) -> str:
+    """The plugin name of entry point ``name`` in ``group``.
+
+    Entry points of the ``hostapp`` group keep their name; those of Kolo's
+    ``kolo.processors`` group (read with ``tracing.kolo_compat``) become ``kolo.NAME``, so
+    they never shadow a hostapp plugin of the same name; any other group gives
+    ``GROUP:NAME``.
+    """
+    if group == "hostapp":
+        return name
+    if group == "kolo.processors":
+        return f"kolo.{name}"
+    return f"{group}:{name}"
+
+
 def entrypoint_candidates(records: Iterable[EntryPointRecord]) -> list[PluginInfo]:
     """One ``Source.ENTRY_POINT`` record per entry point, in ``sys.path`` order.
 
-    ``location`` is the ``.dist-info`` directory; ``builtin`` is true for distribution ``hostapp``.
+    ``location`` is the ``.dist-info`` directory; ``builtin`` is true for distribution
+    ``hostapp``; the name is :func:`plugin_name` of the group and entry-point name.
     """
     return [
         PluginInfo(
-            name=rec.name,
+            name=plugin_name(rec.group, rec.name),
             source=Source.ENTRY_POINT,
             value=rec.value,
             location=rec.dist_path,
@@ -204,7 +220,9 @@ def _entrypoint_infos(segments: Iterable[tuple[tuple[str, ...], ...]]) -> list[P
     """
     source, state = Source.ENTRY_POINT, PluginState.DISCOVERED
     infos: list[PluginInfo] = []
-    for dists, versions, _groups, names, values, dist_paths, _norms in segments:
+    for dists, versions, groups, names, values, dist_paths, _norms in segments:
+        if groups.count("hostapp") != len(groups):  # C-level check: the common case costs nothing
+            names = [plugin_name(group, name) for group, name in zip(groups, names)]
         # PluginInfo(name, source, value, location, distribution, version, tags, priority,
         #            description, builtin, state)
         infos += [

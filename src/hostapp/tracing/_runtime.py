@@ -241,13 +241,22 @@ _EventBuilder = _events._EventBuilder
 _threads = threading.local()
 
 
-def _thread_info() -> tuple[int, dict[str, Any]]:
-    """This thread's ``(ident, {"ident", "name"})``, made on its first event and kept in a
-    thread-local (so a thread that reuses a dead thread's ident gets its own name)."""
+def _thread_info() -> tuple[int, dict[str, Any], bool]:
+    """This thread's ``(ident, {"ident", "name"}, untraced)``, made on its first event and
+    kept in a thread-local (so a thread that reuses a dead thread's ident gets its own name).
+
+    ``untraced`` is true for hostapp's own threads (the event bus's sink workers, the
+    host's loop thread: ``thread.hostapp_untraced = True``), whose calls - a webhook
+    sink's HTTP requests, say - are never traced."""
     ident = threading.get_ident()
-    info = (ident, {"ident": ident, "name": threading.current_thread().name})
+    current = threading.current_thread()
+    info = (ident, {"ident": ident, "name": current.name}, bool(getattr(current, "hostapp_untraced", False)))
     _threads.t = info
     return info
+
+
+#: The record ``enter`` returns for a call on an untraced thread; ``leave`` ignores it.
+_SKIP: Final = ("", 0, None, (0, {}, True))
 
 
 def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
@@ -319,6 +328,7 @@ def make_dispatch(
     event_cls = Event
     create = Event.create
     internal_logged: list[BaseException] = []
+    skip = _SKIP
 
     def internal_error(exc: BaseException) -> None:
         """A bug in the engine itself: logged once, never raised into the traced program."""
@@ -454,6 +464,8 @@ def make_dispatch(
                 thread = threads.t
             except AttributeError:
                 thread = thread_info()
+            if thread[2]:
+                return skip
             # the call site, inline for the common case (the caller is not library code)
             site = None
             if caller is not None:
@@ -499,12 +511,14 @@ def make_dispatch(
             return record
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
-            return ("", 0, None, (0, {}))
+            return ("", 0, None, (0, {}, False))
 
     def leave(
         record: tuple[Any, ...], procs: tuple[ProcessorRuntime, ...], frame: FrameType | None,
         event: str, arg: Any,
     ) -> None:
+        if record is skip:
+            return
         try:
             ts = time_ns()
             if event == "return":
