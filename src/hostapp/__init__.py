@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     )
     from hostapp.events import Event, PermanentError, RetryAfter
     from hostapp.host import Host, get_host
+    from hostapp.run import trace
     from hostapp.lifecycle import PluginInfo, PluginState, Source
     from hostapp.manager import PluginManager
     from hostapp.types import (
@@ -69,6 +70,7 @@ __all__ = [
     "TraceProcessor",
     "__version__",
     "get_host",
+    "trace",
     "hookimpl",
     "hookspec",
     "load_config",
@@ -89,6 +91,7 @@ _LAZY = {
     "PluginManager": "hostapp.manager",
     "Host": "hostapp.host",
     "get_host": "hostapp.host",
+    "trace": "hostapp.run",
     "Event": "hostapp.events",
     "RetryAfter": "hostapp.events",
     "PermanentError": "hostapp.events",

@@ -417,6 +417,8 @@ def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) 
               help="At most N events, the newest (default: 50 in a table, all with --json; 0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 @click.option("--dead-letters", is_flag=True, help="List the dead letters (events a sink could not take) instead.")
+@click.option("--all", "show_all", is_flag=True, help="Every event, not the HTTP calls view.")
+@click.option("--nested", is_flag=True, help="In the HTTP view, also the calls made inside another HTTP call.")
 @click.pass_context
 def events_command(
     ctx: click.Context,
@@ -429,8 +431,15 @@ def events_command(
     limit: int | None,
     as_json: bool,
     dead_letters: bool,
+    show_all: bool,
+    nested: bool,
 ) -> None:
     """Show stored events (or, with --dead-letters, the dead letters), oldest first.
+
+    By default: the outbound HTTP calls, one row per call (method, URL, status, duration,
+    library, call site); a call made inside another (requests -> urllib3) is shown only
+    with --nested. Where the selection has no HTTP call, and with --all, --type or
+    --subtype: every event. --json prints the same events with every field, one per line.
 
     'hostapp events redeliver' sends the dead letters to their sinks again.
     """
@@ -457,6 +466,11 @@ def events_command(
         effective = limit if limit is not None else (None if as_json else 50)
         if effective == 0:
             effective = None
+        if not (show_all or event_type or subtype):
+            calls = _http_calls(store, run_id, since_ns, effective, nested)
+            if calls is not None:
+                _print_http_calls(calls, as_json)
+                return
         events = store.events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns,
                               limit=effective, newest_first=True)
         events.reverse()
@@ -482,6 +496,96 @@ def events_command(
     _console().print(table)
     if total is not None and total > len(events):
         _warn(f"showing the newest {len(events)} of {total} events; --limit N (0 = all) to see more")
+
+
+_REQUEST = "outbound_http_request"
+_RESPONSE = "outbound_http_response"
+
+
+def _http_calls(
+    store: Any, run_id: str | None, since_ns: int | None, limit: int | None, nested: bool,
+) -> list[tuple[Any, Any]] | None:
+    """The newest ``limit`` HTTP calls as ``(request, response or None)`` pairs, oldest
+    first; ``None`` when the selection has no HTTP request at all."""
+    if not store.count_events(run_id=run_id, type=_REQUEST, since_ns=since_ns):
+        return None
+    requests: list[Any] = []
+    batch = None if limit is None else max(limit * 4, 200)
+    until = None
+    while True:  # newest first, skipping nested calls, until ``limit`` are found
+        chunk = store.events(run_id=run_id, type=_REQUEST, since_ns=since_ns, until_ns=until,
+                             limit=batch, newest_first=True)
+        for event in chunk:
+            if nested or event.data.get("nested_in") is None:
+                requests.append(event)
+        if batch is None or len(chunk) < batch or (limit is not None and len(requests) >= limit):
+            break
+        until = chunk[-1].timestamp_ns
+    if limit is not None:
+        requests = requests[:limit]
+    requests.reverse()
+    if not requests:
+        return []
+    first = requests[0].timestamp_ns
+    responses = {
+        e.data.get("frame_id"): e
+        for e in store.events(run_id=run_id, type=_RESPONSE, since_ns=first)
+    }
+    return [(r, responses.get(r.data.get("frame_id"))) for r in requests]
+
+
+def _site(data: dict[str, Any]) -> str:
+    import os
+
+    site = data.get("call_site") or {}
+    if not site.get("file"):
+        return ""
+    path = site["file"]
+    try:
+        rel = os.path.relpath(path)
+        path = rel if not rel.startswith("..") else path
+    except ValueError:
+        pass
+    return f"{path}:{site.get('line')}"
+
+
+def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
+    if as_json:
+        for request, response in calls:
+            click.echo(json.dumps(request.to_dict(), default=repr))
+            if response is not None:
+                click.echo(json.dumps(response.to_dict(), default=repr))
+        return
+    if not calls:
+        click.echo("No HTTP calls.")
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    table.add_column("Time", no_wrap=True)
+    table.add_column("Method", no_wrap=True)
+    table.add_column("URL", overflow="fold", ratio=1)
+    table.add_column("Status", no_wrap=True, justify="right")
+    table.add_column("Duration", no_wrap=True, justify="right")
+    table.add_column("Library", no_wrap=True)
+    table.add_column("Call site", overflow="fold")
+    for request, response in calls:
+        data = request.data
+        if response is None:
+            status, duration = "…", ""
+        else:
+            rd = response.data
+            status = str(rd.get("status_code")) if rd.get("status_code") is not None else (
+                str(rd.get("exception_type") or "error").rsplit(".", 1)[-1]
+            )
+            ns = rd.get("duration_ns")
+            duration = f"{ns / 1e6:.1f} ms" if isinstance(ns, (int, float)) else ""
+        library = str(data.get("library") or request.subtype or "")
+        if data.get("nested_in"):
+            library = f"  ↳ {library}"
+        table.add_row(_when(request.timestamp_ns), str(data.get("method") or ""), str(data.get("url") or ""),
+                      status, duration, library, _site(data))
+    _console().print(table)
 
 
 def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
@@ -592,6 +696,80 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
             *(str(counters.get(k, "")) for k in counter_names), str(row["dead_letters"]),
         )
     _console().print(table)
+
+
+@cli.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--config", "run_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
+@_db_option
+@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (as 'python -m').")
+@click.option("--processor", "only", multiple=True, metavar="NAME",
+              help="Only this trace processor (repeatable; a glob or re: pattern).")
+@click.option("--no-processor", "disable", multiple=True, metavar="NAME",
+              help="Not this trace processor (repeatable; a glob or re: pattern).")
+@click.option("--json-summary", metavar="FILE", help="Also write the run summary as JSON to FILE.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary on stderr.")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
+@click.pass_obj
+def run_command(
+    state: _State,
+    run_config: str | None,
+    db_path: str | None,
+    module: str | None,
+    only: tuple[str, ...],
+    disable: tuple[str, ...],
+    json_summary: str | None,
+    quiet: bool,
+    argv: tuple[str, ...],
+) -> None:
+    """Run a Python program under the host, exactly as 'python SCRIPT' / 'python -m MODULE'.
+
+    The trace processors (the built-in HTTP and job processors, and any plugin's) select
+    what is recorded; the events go to the configured sinks (by default the SQLite store,
+    .hostapp/hostapp.sqlite3). The program's arguments, stdin, stdout, stderr and exit
+    status are its own. At the end a summary goes to stderr (unless --quiet); then see the
+    calls with 'hostapp events --last'.
+    """
+    import dataclasses
+    import os
+
+    from hostapp.run import prepare, run_program
+
+    if module is None and not argv:
+        raise HostappCliError("hostapp run: expected SCRIPT or -m MODULE (see 'hostapp run --help')", exit_code=2)
+    if run_config:
+        state.config_path = run_config
+    config = state.config()
+    data = dict(config.data)
+    if db_path:
+        data["store.path"] = os.path.abspath(db_path)
+    if only:
+        data["tracing.processors"] = [*(data["tracing.processors"] or []), *only]
+    if disable:
+        data["tracing.disable"] = [*data["tracing.disable"], *disable]
+    if state.strict:
+        data["plugins.strict"] = True
+    config = dataclasses.replace(config, data=data)
+    try:
+        if module is not None:
+            target = prepare(module, argv, module=True)
+        else:
+            target = prepare(argv[0], argv[1:])
+    except SyntaxError as exc:  # printed as python prints it, status 1
+        exc.__traceback__ = None
+        sys.excepthook(type(exc), exc, None)
+        raise SystemExit(1) from None
+    except ImportError as exc:
+        raise HostappCliError(f"hostapp run: {exc}", exit_code=1) from None
+    except OSError as exc:
+        path = os.path.abspath(argv[0]) if argv else module
+        reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+        raise HostappCliError(f"hostapp run: can't open file {path!r}: {reason}", exit_code=2) from None
+    command = ["hostapp", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["hostapp", "run", *(
+        ["-m", module] if module else []), *argv]
+    run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,13 @@ Start order (``start()`` / ``await astart()``)::
     -> hostapp_configure -> components (drivers) -> store and run record
     -> sinks opened (the event bus) -> hostapp_startup -> background tasks -> tracing
 
-``stop()`` / ``await astop()`` runs the reverse: ``hostapp_shutdown``, then the bus drains
-every sink's queue and closes the sinks, then the run record is closed. The whole stop is
+Tracing (``tracing.enabled``, on by default): the trace processors plugins contribute
+(``hostapp_trace_processors()``), less those ``tracing.processors`` / ``tracing.disable``
+leave out, run in a :class:`hostapp.tracing.TracingEngine` whose events go to the bus.
+
+``stop()`` / ``await astop()`` runs the reverse: tracing stops, ``hostapp_shutdown``, then
+the bus drains every sink's queue and closes the sinks, then the run record is closed
+(its summary holds the sink counters and the processor counters). The whole stop is
 bounded by ``host.shutdown_timeout`` seconds, and stopping twice does nothing.
 
 From synchronous code the host runs its asyncio loop on a thread of its own
@@ -37,7 +42,8 @@ if TYPE_CHECKING:
     from hostapp.events import Event, EventBus, SinkError
     from hostapp.manager import HookError, PluginManager
     from hostapp.store import Store
-    from hostapp.types import Contribution, EventSink
+    from hostapp.tracing import TracingEngine
+    from hostapp.types import Contribution, EventSink, TraceProcessor
 
 __all__ = ["Host", "exit_on_signals", "get_host"]
 
@@ -109,6 +115,7 @@ class Host:
             store (dead letters stay in memory, ``spill`` becomes ``drop``).
         command: the command line recorded on the run (default: ``sys.argv``).
         strict: any plugin failure is fatal (default: ``plugins.strict``).
+        tracing: run the trace processors (default: ``tracing.enabled``).
 
     Attributes:
         config: the configuration in use.
@@ -122,6 +129,10 @@ class Host:
             ``"failed"``.
         exit_status: recorded on the run at stop (``hostapp run`` sets the program's).
         stats: the per-sink counters after stop (:meth:`EventBus.stats`).
+        processors: the trace processor contributions in use (after start).
+        tracer: the running :class:`~hostapp.tracing.TracingEngine`, or ``None``.
+        tracing_stats: per processor name, its counters (``TracingEngine.stats()``),
+            kept after stop.
     """
 
     def __init__(
@@ -133,6 +144,7 @@ class Host:
         store: bool = True,
         command: str | Sequence[str] | None = None,
         strict: bool | None = None,
+        tracing: bool | None = None,
     ) -> None:
         from hostapp.manager import PluginManager
 
@@ -150,6 +162,10 @@ class Host:
         self.state = "new"
         self.exit_status: int | None = None
         self.stats: dict[str, dict[str, Any]] = {}
+        self.tracing = bool(self.config["tracing.enabled"]) if tracing is None else tracing
+        self.processors: list[Contribution[TraceProcessor]] = []
+        self.tracer: TracingEngine | None = None
+        self.tracing_stats: dict[str, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -250,6 +266,35 @@ class Host:
         for info in pm.infos.values():
             if info.state is PluginState.REGISTERED:
                 pm.set_state(info, PluginState.STARTED)
+        if self.tracing:
+            await self._start_tracing()
+
+    async def _start_tracing(self) -> None:
+        """Collect the trace processors, filter them by name, start the engine (last)."""
+        from hostapp.tracing import TracingEngine, default_library_paths
+
+        config = self.config
+        found = await self.pm.acollect(
+            "hostapp_trace_processors", on_conflict="raise" if self.strict else "report"
+        )
+        self.processors = select_processors(
+            found, config["tracing.processors"], config["tracing.disable"], source=config.source
+        )
+        if not self.processors:
+            return
+        bus = self.bus
+        assert bus is not None
+        engine = TracingEngine(
+            self.processors,
+            bus.emit,
+            config=config,
+            run_id=self.run_id,
+            backend=config["tracing.backend"],
+            library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
+            max_errors=config["tracing.max_errors"],
+        )
+        engine.start()
+        self.tracer = engine
 
     def _raise_if_strict_failure(self, error: type[Exception]) -> None:
         if not self.strict:
@@ -307,9 +352,22 @@ class Host:
             self._stopped_event.set()
         return self.stats
 
+    def stop_tracing(self) -> dict[str, dict[str, Any]]:
+        """Stop the trace processors now (the host stays up, its sinks drain as usual).
+
+        ``stop()`` does this first; ``hostapp run`` calls it as soon as the program ends.
+        Idempotent. Returns :attr:`tracing_stats`.
+        """
+        engine, self.tracer = self.tracer, None
+        if engine is not None:
+            engine.stop()
+            self.tracing_stats = engine.stats()
+        return self.tracing_stats
+
     async def _teardown(self, exit_status: int | None) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
         pm = self.pm
+        self.stop_tracing()
         if self.bus is not None:
             try:
                 await asyncio.wait_for(
@@ -327,7 +385,10 @@ class Host:
         if self.store is not None:
             try:
                 if self.run_id is not None:
-                    self.store.end_run(self.run_id, exit_status, {"sinks": self.stats})
+                    summary: dict[str, Any] = {"sinks": self.stats}
+                    if self.tracing_stats:
+                        summary["processors"] = self.tracing_stats
+                    self.store.end_run(self.run_id, exit_status, summary)
             finally:
                 self.store.close()
         if self._on_hook_error in pm.error_listeners:
@@ -426,6 +487,37 @@ class Host:
 
     def __repr__(self) -> str:
         return f"<Host {self.state} run={self.run_id}>"
+
+
+def select_processors(
+    found: Sequence[Contribution[TraceProcessor]],
+    only: Sequence[str] | None,
+    disable: Sequence[str],
+    *,
+    source: str = "<config>",
+) -> list[Contribution[TraceProcessor]]:
+    """The processors ``tracing.processors`` (``only``; ``None`` = all) and
+    ``tracing.disable`` leave in, by processor name (glob or ``re:`` patterns, as in
+    ``plugins.enable``/``plugins.disable``).
+
+    Raises:
+        ConfigError: a pattern does not compile (names ``source`` and the key).
+    """
+    from hostapp.discovery.filters import compile_pattern
+
+    keep = (
+        [compile_pattern(p, source=source, key="tracing.processors") for p in only] if only is not None else None
+    )
+    drop = [compile_pattern(p, source=source, key="tracing.disable") for p in disable]
+    out = []
+    for contribution in found:
+        name = contribution.spec.name
+        if keep is not None and not any(match(name) for match in keep):
+            continue
+        if any(match(name) for match in drop):
+            continue
+        out.append(contribution)
+    return out
 
 
 def _left(deadline: float) -> float:

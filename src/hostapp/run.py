@@ -1,0 +1,489 @@
+"""``hostapp run``: run a program under a started host, exactly as ``python`` would; and
+``hostapp.trace()``, the same for a block of code.
+
+``run_program()`` does for ``hostapp run [OPTIONS] SCRIPT [ARGS]...`` and ``hostapp run
+[OPTIONS] -m MODULE [ARGS]...`` what ``python SCRIPT [ARGS]`` / ``python -m MODULE [ARGS]``
+do - it is modelled on CPython's ``pymain_run_file``/``runpy._run_module_as_main`` and on
+coverage.py's runner:
+
+* ``sys.argv`` is ``[SCRIPT, *ARGS]`` (``-m``: the module's file, as ``runpy`` sets it);
+* ``sys.path[0]`` is the script's directory (``-m``: the working directory);
+* the code runs in a new ``__main__`` module (``__file__`` absolute as since Python 3.9,
+  ``__spec__`` ``None`` for a script, the module's spec with ``-m``) that stays in
+  ``sys.modules`` after the run, as it does under ``python``;
+* stdin, stdout and stderr are the process's own, untouched; hostapp's own log records
+  are kept off them while the program runs (they go into the summary);
+* an uncaught exception prints the same traceback (``sys.excepthook``, hostapp's frames
+  taken off) and exits 1; ``sys.exit(N)`` and ``SystemExit`` end the process with the same
+  status and message; ``KeyboardInterrupt`` ends it by ``SIGINT``, as ``python`` does.
+
+When the program's main code ends, non-daemon threads it started are waited for (as the
+interpreter would), then tracing stops, the sinks drain, the run is recorded, and a
+one-screen summary is written to stderr (unless ``quiet``). The program's ``atexit``
+handlers run after that, untraced.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from hostapp.errors import HostappError
+
+if TYPE_CHECKING:
+    from hostapp.config import Config
+    from hostapp.host import Host
+    from hostapp.types import TraceProcessor
+
+__all__ = ["RunTarget", "format_summary", "prepare", "run_program", "run_summary", "trace"]
+
+
+class RunTarget:
+    """What ``hostapp run`` executes: compiled code and the ``__main__`` module it runs in.
+
+    Made by :func:`prepare`.
+
+    Attributes:
+        code: the compiled code object.
+        argv: the program's ``sys.argv``.
+        path0: the program's ``sys.path[0]``.
+        main: the ``__main__`` module the code runs in.
+    """
+
+    def __init__(self, code: types.CodeType, argv: list[str], path0: str, main: types.ModuleType) -> None:
+        self.code = code
+        self.argv = argv
+        self.path0 = path0
+        self.main = main
+
+
+def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTarget:
+    """Find and compile a script or module the way ``python`` would, without running it.
+
+    Args:
+        target: the script path, or the module name with ``module=True``.
+        args: the program's arguments.
+        module: ``target`` is a module name (``python -m``); a package runs its
+            ``__main__`` submodule.
+
+    Raises:
+        FileNotFoundError / OSError: the script cannot be read ("can't open file").
+        ImportError: the module cannot be found or has no code.
+        SyntaxError: the code does not compile (print it with ``sys.excepthook``).
+    """
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    if not module:
+        path = os.path.abspath(target)
+        if os.path.isdir(path) or not os.path.isfile(path) and os.path.exists(path):
+            raise OSError(f"can't open file {path!r}: not a Python source file")
+        with open(path, "rb") as f:
+            source = f.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+        from importlib.machinery import SourceFileLoader
+
+        main.__file__ = path
+        main.__loader__ = SourceFileLoader("__main__", path)
+        main.__spec__ = None
+        main.__package__ = None
+        main.__cached__ = None  # type: ignore[attr-defined]
+        return RunTarget(code, [target, *args], os.path.dirname(path), main)
+
+    import importlib.util
+
+    spec = importlib.util.find_spec(target)
+    if spec is None:
+        raise ImportError(f"No module named {target}")
+    if spec.submodule_search_locations is not None:  # a package: its __main__
+        if target == "__main__" or target.endswith(".__main__"):
+            raise ImportError(f"Cannot use package as __main__ module")
+        spec = importlib.util.find_spec(f"{target}.__main__")
+        if spec is None:
+            raise ImportError(f"No module named {target}.__main__; '{target}' is a package and cannot be directly executed")
+    loader = spec.loader
+    code = loader.get_code(spec.name) if loader is not None and hasattr(loader, "get_code") else None
+    if code is None:
+        raise ImportError(f"No code object available for {target}")
+    main.__file__ = spec.origin
+    main.__loader__ = loader
+    main.__spec__ = spec
+    main.__package__ = spec.parent
+    main.__cached__ = spec.cached  # type: ignore[attr-defined]
+    return RunTarget(code, [spec.origin or target, *args], os.getcwd(), main)
+
+
+class _LogKeeper(logging.Handler):
+    """Keeps hostapp's log records of WARNING and above for the summary."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < 1000:
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def _hostapp_logs_kept() -> Iterator[_LogKeeper]:
+    """Route the ``hostapp`` logger to a keeper, not to the program's stderr or its logging."""
+    logger = logging.getLogger("hostapp")
+    keeper = _LogKeeper()
+    old_handlers, old_propagate = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [keeper]
+    logger.propagate = False
+    try:
+        yield keeper
+    finally:
+        logger.handlers[:] = old_handlers
+        logger.propagate = old_propagate
+
+
+def _strip_own_frames(exc: BaseException) -> Any:
+    """The exception's traceback without this module's frames (what python would print)."""
+    tb = exc.__traceback__
+    here = __file__
+    while tb is not None and tb.tb_frame.f_code.co_filename == here:
+        tb = tb.tb_next
+    return tb
+
+
+def _exit_status(exc: SystemExit) -> int:
+    """The status ``python`` exits with for ``SystemExit(code)``."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF if code >= 0 else code & 0xFF
+    if isinstance(code, bool):
+        return int(code)
+    return 1
+
+
+def _wait_for_threads() -> None:
+    """Wait for the program's non-daemon threads, as the interpreter does at exit.
+
+    Thread-pool workers (``concurrent.futures``, asyncio's default executor) are not
+    waited for: the interpreter stops those through ``atexit`` hooks that run later.
+    """
+    me = threading.current_thread()
+    while True:
+        pending = [
+            t for t in threading.enumerate()
+            if t is not me and not t.daemon and t.is_alive() and not _is_pool_worker(t)
+        ]
+        if not pending:
+            return
+        for t in pending:
+            t.join()
+
+
+def _is_pool_worker(thread: threading.Thread) -> bool:
+    target = getattr(thread, "_target", None)
+    return getattr(target, "__module__", None) == "concurrent.futures.thread"
+
+
+def run_program(
+    target: RunTarget,
+    *,
+    config: Config,
+    command: Sequence[str],
+    quiet: bool = False,
+    json_summary: str | None = None,
+    summary_stream: Any = None,
+) -> NoReturn:
+    """Run ``target`` under a started host with tracing on, then exit as ``python`` would.
+
+    Args:
+        target: from :func:`prepare`.
+        config: the configuration (``tracing.*``, ``events.*``, ``store.path``...).
+        command: the command line recorded on the run.
+        quiet: no summary on stderr.
+        json_summary: also write the summary (:func:`run_summary`) to this file.
+        summary_stream: where the summary goes (default ``sys.stderr``).
+
+    Raises:
+        SystemExit: always, with the program's exit status (``KeyboardInterrupt`` ends the
+            process by ``SIGINT`` instead, after the run is recorded).
+        ConfigError, HostappError: the host cannot start (nothing of the program ran).
+    """
+    from hostapp.host import Host
+
+    host = Host(config, command=list(command), tracing=True)
+    started = time.monotonic()
+    with _hostapp_logs_kept() as keeper:
+        host.start()
+        sys.argv[:] = target.argv
+        if sys.path:
+            sys.path[0] = target.path0
+        else:
+            sys.path.append(target.path0)
+        sys.modules["__main__"] = target.main
+        status = 0
+        exit_exc: SystemExit | None = None
+        interrupted = False
+        try:
+            exec(target.code, target.main.__dict__)
+        except SystemExit as exc:
+            exit_exc = exc
+            status = _exit_status(exc)
+        except KeyboardInterrupt as exc:
+            interrupted = True
+            status = 130
+            _print_exception(exc)
+        except BaseException as exc:  # noqa: BLE001 - the program's uncaught exception
+            status = 1
+            _print_exception(exc)
+        try:
+            _wait_for_threads()
+        except KeyboardInterrupt:
+            interrupted, status = True, 130
+        host.exit_status = status
+        host.stop_tracing()
+        host.stop()
+    summary = run_summary(host, time.monotonic() - started, keeper.records)
+    if json_summary:
+        with open(json_summary, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, default=repr)
+    if not quiet:
+        stream = summary_stream if summary_stream is not None else sys.stderr
+        with contextlib.suppress(Exception):
+            stream.write(format_summary(summary))
+            stream.flush()
+    if interrupted:
+        _die_by_sigint()
+    if exit_exc is not None:
+        exit_exc.__traceback__ = None
+        raise exit_exc
+    raise SystemExit(status)
+
+
+def _print_exception(exc: BaseException) -> None:
+    exc.__traceback__ = _strip_own_frames(exc)
+    try:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+    except Exception:  # a broken excepthook: python falls back to the default one
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+
+
+def _die_by_sigint() -> NoReturn:
+    """End the process as ``python`` does after an uncaught ``KeyboardInterrupt``."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    raise SystemExit(130)
+
+
+# -- the summary ---------------------------------------------------------------------------
+
+
+def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord] = ()) -> dict[str, Any]:
+    """The summary of a finished run, as a JSON-ready dict.
+
+    Keys: ``run_id``, ``exit_status``, ``duration_s``, ``store`` (the SQLite file, or
+    ``None``), ``events`` (count per type, from the store: the run's events that reached
+    the ``sqlite`` sink), ``http`` (the slowest HTTP calls, at most 5: ``method``,
+    ``url``, ``status_code``, ``duration_ns``, ``library``, ``call_site``), ``processors``
+    (per processor: ``calls``, ``events``, ``errors``, ``disabled``, ``last_error``,
+    ``applicable``, ``not_applicable``, ``plugin``), ``sinks`` (the bus counters per
+    sink), ``failed_plugins`` (``{name: "stage: error"}``) and ``warnings`` (hostapp's log
+    messages of the run, at most 20).
+    """
+    from hostapp.lifecycle import PluginState
+
+    events: dict[str, int] = {}
+    slowest: list[dict[str, Any]] = []
+    store_path = None
+    if host.store is not None and host.run_id is not None:
+        store_path = str(host.store.path)
+        events, slowest = _stored_counts(store_path, host.run_id)
+    return {
+        "run_id": host.run_id,
+        "exit_status": host.exit_status,
+        "duration_s": round(seconds, 3),
+        "store": store_path,
+        "events": events,
+        "http": slowest,
+        "processors": host.tracing_stats,
+        "sinks": host.stats,
+        "failed_plugins": {
+            name: f"{info.stage}: {info.error}"
+            for name, info in host.pm.infos.items()
+            if info.state is PluginState.FAILED
+        },
+        "warnings": [record.getMessage().splitlines()[0] for record in records[:20]],
+    }
+
+
+def _stored_counts(path: str, run_id: str) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return {}, []
+    try:
+        counts = dict(con.execute(
+            "SELECT type, count(*) FROM events WHERE run_id = ? GROUP BY type ORDER BY count(*) DESC, type",
+            (run_id,),
+        ).fetchall())
+        rows = con.execute(
+            "SELECT data FROM events WHERE run_id = ? AND type = 'outbound_http_response' "
+            "AND json_extract(data, '$.nested_in') IS NULL "
+            "ORDER BY json_extract(data, '$.duration_ns') DESC LIMIT 5",
+            (run_id,),
+        ).fetchall()
+    except sqlite3.Error:
+        return {}, []
+    finally:
+        con.close()
+    slowest = []
+    for (raw,) in rows:
+        data = json.loads(raw)
+        slowest.append({k: data.get(k) for k in (
+            "method", "url", "status_code", "duration_ns", "library", "call_site", "exception_type",
+        )})
+    return counts, slowest
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The summary as the lines ``hostapp run`` writes to stderr (one screen at most)."""
+    lines = []
+    status = summary["exit_status"]
+    head = f"hostapp run {summary['run_id']}: exit status {status}, {summary['duration_s']:.2f} s"
+    lines.append(f"── {head} " + "─" * max(0, 78 - len(head)))
+    events = summary["events"]
+    total = sum(events.values())
+    if summary["store"] is None:
+        lines.append("events: not stored (no store)")
+    else:
+        shown = ", ".join(f"{t} {n}" for t, n in list(events.items())[:6])
+        more = f", +{len(events) - 6} more types" if len(events) > 6 else ""
+        lines.append(f"events: {total}" + (f" ({shown}{more})" if shown else ""))
+    if summary["http"]:
+        lines.append("slowest HTTP calls:")
+        for call in summary["http"]:
+            ms = (call.get("duration_ns") or 0) / 1e6
+            status_s = call.get("status_code") or call.get("exception_type") or "-"
+            site = call.get("call_site") or {}
+            where = f"{os.path.basename(site['file'])}:{site['line']}" if site.get("file") else ""
+            url = str(call.get("url") or "")
+            if len(url) > 60:
+                url = url[:57] + "..."
+            lines.append(f"  {ms:9.1f} ms  {call.get('method') or '':6} {url}  {status_s}  {call.get('library') or ''}  {where}".rstrip())
+    problems = []
+    quiet_ok = []
+    for name, stats in summary["processors"].items():
+        if not stats.get("applicable", True):
+            quiet_ok.append(name)
+        elif stats.get("errors") or stats.get("disabled"):
+            state = "switched off" if stats.get("disabled") else "still on"
+            problems.append(
+                f"  processor {name!r} (plugin {stats.get('plugin')!r}): {stats['errors']} error(s), "
+                f"{state}; last: {stats.get('last_error')}"
+            )
+    active = [n for n, s in summary["processors"].items() if s.get("applicable", True)]
+    line = f"processors: {len(active)} on"
+    if quiet_ok:
+        line += f"; not applicable (library not installed): {', '.join(quiet_ok)}"
+    lines.append(line)
+    if problems:
+        lines.append("processor errors:")
+        lines.extend(problems)
+    for name, error in summary["failed_plugins"].items():
+        lines.append(f"plugin {name!r} failed at {error}")
+    for name, stats in summary["sinks"].items():
+        kept = stats.get("dead_letters", 0) or 0
+        dropped = stats.get("dropped", 0) or 0
+        if kept or dropped:
+            lines.append(f"sink {name!r}: {kept} event(s) kept as dead letters, {dropped} dropped")
+    for warning in summary["warnings"][:5]:
+        lines.append(f"warning: {warning}")
+    if summary["store"] is not None:
+        lines.append(f"stored in {summary['store']}; see them with: hostapp events --last")
+    return "\n".join(lines) + "\n"
+
+
+# -- hostapp.trace() -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def trace(
+    config: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    processors: Sequence[TraceProcessor] = (),
+    plugins: Sequence[object | tuple[str, object]] = (),
+    store: bool = True,
+    command: str | Sequence[str] | None = None,
+) -> Iterator[Host]:
+    """Trace a block of code: a started :class:`~hostapp.Host` with tracing on.
+
+    ``hostapp run`` for a block instead of a program: the plugins' trace processors (the
+    built-in HTTP and job processors among them) plus ``processors`` select what is
+    traced; the events go to the configured sinks (by default the SQLite store, where
+    ``hostapp events --last`` shows them). The run's exit status is 0, or 1 when the block
+    raises (the exception is not swallowed).
+
+    Example::
+
+        import hostapp, requests
+
+        with hostapp.trace() as host:
+            requests.get("https://example.org")
+        print(host.run_id, host.tracing_stats["requests"]["events"])
+
+    Args:
+        config: as for :class:`~hostapp.Host` (``None``: ``hostapp.toml`` / environment).
+        processors: extra :class:`~hostapp.TraceProcessor` objects for this block only
+            (contributed by an explicit plugin named ``trace``).
+        plugins: more plugins registered explicitly.
+        store: open the SQLite store (``False``: events reach only the other sinks).
+        command: recorded on the run (default ``sys.argv``).
+
+    Yields:
+        the started host (``host.run_id``; after the block ``host.tracing_stats`` and
+        ``host.stats``).
+
+    Raises:
+        HostappError, ConfigError, MissingHookError: the host cannot start.
+    """
+    from hostapp._markers import hookimpl
+    from hostapp.host import Host
+
+    explicit = list(plugins)
+    if processors:
+        extra = list(processors)
+
+        class _BlockProcessors:
+            @hookimpl
+            def hostapp_trace_processors(self) -> list[Any]:
+                return extra
+
+        explicit.append(("trace", _BlockProcessors()))
+    host = Host(config, explicit, store=store, command=command, tracing=True)
+    if host.state != "new":  # pragma: no cover - a fresh host
+        raise HostappError("trace(): the host was already started")
+    host.start()
+    try:
+        yield host
+    except BaseException:
+        host.exit_status = 1
+        raise
+    else:
+        host.exit_status = 0
+    finally:
+        host.stop()
