@@ -58,13 +58,79 @@ class RunTarget:
         argv: the program's ``sys.argv``.
         path0: the program's ``sys.path[0]``.
         main: the ``__main__`` module the code runs in.
+        source: the source text (``None`` when only compiled code is available).
+        filename: the file name the code is compiled with.
     """
 
-    def __init__(self, code: types.CodeType, argv: list[str], path0: str, main: types.ModuleType) -> None:
+    def __init__(
+        self, code: types.CodeType, argv: list[str], path0: str, main: types.ModuleType,
+        source: bytes | str | None = None, filename: str | None = None,
+    ) -> None:
         self.code = code
         self.argv = argv
         self.path0 = path0
         self.main = main
+        self.source = source
+        self.filename = filename or code.co_filename
+
+
+# The program being run and the engine tracing it, for the calls compile_for_tracing() adds.
+_main_hook: tuple[types.ModuleType, Any] | None = None
+
+
+def _main_defined() -> None:
+    """Called by the ``__main__`` code after each top-level ``def``/``class`` (see
+    :func:`compile_for_tracing`): the new functions are instrumented before they can run."""
+    hook = _main_hook
+    if hook is not None:
+        with contextlib.suppress(Exception):
+            hook[1].add_module(hook[0])
+
+
+def compile_for_tracing(source: bytes | str, filename: str) -> types.CodeType:
+    """Compile a ``__main__`` script so that its functions can be traced as they are defined.
+
+    The ``__main__`` module does not come through the import system, so the tracing
+    engine's import hook never sees it, and its functions are created while it runs. After
+    every ``def`` and ``class`` statement at module level (also inside module-level
+    ``if``/``for``/``while``/``try``/``with`` blocks) a call to hostapp is added, which
+    instruments the selected functions at once. Nothing else changes: every other node keeps
+    its position, so tracebacks and line numbers are those of the file. Only used when a
+    processor's ``path_fragment`` is in the script's path.
+
+    Raises:
+        SyntaxError: as ``compile()``.
+    """
+    import ast
+
+    tree = ast.parse(source, filename, "exec")
+
+    def hook_after(node: ast.stmt) -> ast.stmt:
+        call = ast.parse("__import__('hostapp.run').run._main_defined()", mode="exec").body[0]
+        for sub in ast.walk(call):
+            sub.lineno = sub.end_lineno = node.end_lineno or node.lineno  # type: ignore[attr-defined]
+            sub.col_offset = sub.end_col_offset = 0  # type: ignore[attr-defined]
+        return call
+
+    def visit(body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for node in body:
+            for field in ("body", "orelse", "finalbody"):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    inner = getattr(node, field, None)
+                    if isinstance(inner, list) and inner and isinstance(inner[0], ast.stmt):
+                        setattr(node, field, visit(inner))
+            for handler in getattr(node, "handlers", []) or []:
+                handler.body = visit(handler.body)
+            for case in getattr(node, "cases", []) or []:
+                case.body = visit(case.body)
+            out.append(node)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                out.append(hook_after(node))
+        return out
+
+    tree.body = visit(tree.body)
+    return compile(tree, filename, "exec", dont_inherit=True)
 
 
 def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTarget:
@@ -74,7 +140,8 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
         target: the script path, or the module name with ``module=True``.
         args: the program's arguments.
         module: ``target`` is a module name (``python -m``); a package runs its
-            ``__main__`` submodule.
+            ``__main__`` submodule. ``sys.path[0]`` becomes the working directory first,
+            as under ``python -m``, so that the module is found there.
 
     Raises:
         FileNotFoundError / OSError: the script cannot be read ("can't open file").
@@ -97,10 +164,15 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
         main.__spec__ = None
         main.__package__ = None
         main.__cached__ = None  # type: ignore[attr-defined]
-        return RunTarget(code, [target, *args], os.path.dirname(path), main)
+        return RunTarget(code, [target, *args], os.path.dirname(path), main, source, path)
 
     import importlib.util
 
+    cwd = os.getcwd()
+    if sys.path:  # as python -m: the module is looked up with the working directory first
+        sys.path[0] = cwd
+    else:
+        sys.path.append(cwd)
     spec = importlib.util.find_spec(target)
     if spec is None:
         raise ImportError(f"No module named {target}")
@@ -119,7 +191,10 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
     main.__spec__ = spec
     main.__package__ = spec.parent
     main.__cached__ = spec.cached  # type: ignore[attr-defined]
-    return RunTarget(code, [spec.origin or target, *args], os.getcwd(), main)
+    source = None
+    with contextlib.suppress(Exception):
+        source = loader.get_source(spec.name)  # type: ignore[union-attr]
+    return RunTarget(code, [spec.origin or target, *args], cwd, main, source, code.co_filename)
 
 
 class _LogKeeper(logging.Handler):
@@ -221,19 +296,27 @@ def run_program(
 
     host = Host(config, command=list(command), tracing=True)
     started = time.monotonic()
+    # the program's sys.argv and sys.path first: plugins and Kolo processors named in
+    # the configuration are found next to the program, as they would be inside it
+    sys.argv[:] = target.argv
+    if sys.path:
+        sys.path[0] = target.path0
+    else:
+        sys.path.append(target.path0)
+    global _main_hook
     with _hostapp_logs_kept() as keeper:
         host.start()
-        sys.argv[:] = target.argv
-        if sys.path:
-            sys.path[0] = target.path0
-        else:
-            sys.path.append(target.path0)
+        code = target.code
+        tracer = host.tracer
+        if tracer is not None and target.source is not None and tracer.selects_path(target.filename):
+            code = compile_for_tracing(target.source, target.filename)
+            _main_hook = (target.main, tracer)
         sys.modules["__main__"] = target.main
         status = 0
         exit_exc: SystemExit | None = None
         interrupted = False
         try:
-            exec(target.code, target.main.__dict__)
+            exec(code, target.main.__dict__)
         except SystemExit as exc:
             exit_exc = exc
             status = _exit_status(exc)
@@ -249,6 +332,7 @@ def run_program(
         except KeyboardInterrupt:
             interrupted, status = True, 130
         host.exit_status = status
+        _main_hook = None
         host.stop_tracing()
         host.stop()
     summary = run_summary(host, time.monotonic() - started, keeper.records)

@@ -98,6 +98,7 @@ class TracingEngine:
             ProcessorRuntime(c, i) for i, c in enumerate(self._contributions)
         )
         self._backend: Any = None
+        self._selection: Selection | None = None
         self._lock = threading.Lock()
         self._state = "new"
         self.backend: str = available[0] if backend == "auto" else backend
@@ -143,6 +144,7 @@ class TracingEngine:
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,
                 max_errors=self._max_errors,
             )
+            self._selection = selection
             self._backend = self._install(selection, dispatch)
             self.backend = self._backend.name
             self._state = "running"
@@ -182,6 +184,25 @@ class TracingEngine:
             backend.stop()
             raise
         return backend
+
+    def selects_path(self, path: str) -> bool:
+        """Whether some processor's ``path_fragment`` is in ``path`` (a file whose code
+        may be selected). ``False`` before ``start()``."""
+        selection = getattr(self, "_selection", None)
+        return selection is not None and selection.path_matches(path)
+
+    def add_module(self, module: Any) -> None:
+        """Instrument the selected functions of ``module`` now.
+
+        Modules imported after ``start()`` are found by the import hook; this is for code
+        that does not come through the import system - ``hostapp run`` calls it for the
+        program's ``__main__`` module after each top-level ``def``/``class``. Does nothing
+        on the ``profile`` backend (it sees every call anyway) or when not running.
+        """
+        backend = self._backend
+        if self._state == "running" and backend is not None and hasattr(backend, "add_module"):
+            with self._lock:
+                backend.add_module(module)
 
     def stop(self) -> None:
         """Uninstall completely: no code stays instrumented, tool ids and profile functions
