@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hostapp plugins --all
-	$(BIN)/python examples/hello_host.py
+	$(BIN)/hostapp run examples/outbound_http.py
 	$(BIN)/hostapp events --last
 
 test: $(STAMP)
