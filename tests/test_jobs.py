@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
+import os
+import re
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import huey
@@ -84,10 +89,6 @@ def of(events: list[Event], *types: str) -> list[Event]:
     return [e for e in events if e.type in types]
 
 
-def jobs_of(events: list[Event]) -> list[tuple[str, str | None]]:
-    return [(e.type, e.data.get("name")) for e in events]
-
-
 def eager_app(**conf: Any) -> Celery:
     """A celery app that runs tasks in ``apply_async`` (``task_always_eager``)."""
     app = Celery("t", broker="memory://", backend="cache+memory://", set_as_current=False)
@@ -112,8 +113,9 @@ def test_celery_delay_gives_enqueue_and_execution_events(backend: str) -> None:
     with tracing(celery_plugin, backend=backend) as events:
         result = app.tasks["add"].delay(2, 3)
     assert result.get() == 5
-    sent, started, finished, sent_end = events
+    # exactly these four: not the tracer closure (also named trace_task) that apply() runs
     assert [e.type for e in events] == [ENQUEUE[0], EXECUTE[0], EXECUTE[1], ENQUEUE[1]]
+    sent, started, finished, sent_end = events
     assert {(e.subtype, e.source) for e in events} == {("celery", "celery")}
     assert [e.data["processor"] for e in events] == ["celery", "celery.execute", "celery.execute", "celery"]
     job = {"name": "add", "args": [2, 3], "kwargs": {}, "queue": None, "truncated": False}
@@ -193,10 +195,14 @@ def celery_worker(optimized: bool) -> Iterator[Celery]:
     def wake() -> None:
         return None
 
+    environ = {k: os.environ.get(k) for k in ("CELERY_LOG_LEVEL", "CELERY_LOG_FILE")}
     if optimized:
         celery_trace.setup_worker_optimizations(app)
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        # start_worker sets up logging: warning filters and captureWarnings, put back after
+        with warnings.catch_warnings(), start_worker(
+            app, pool="solo", perform_ping_check=False, loglevel="WARNING",
+        ):
             try:
                 yield app
             finally:
@@ -208,6 +214,12 @@ def celery_worker(optimized: bool) -> Iterator[Celery]:
     finally:
         if optimized:
             celery_trace.reset_worker_optimizations(app)
+        logging.captureWarnings(False)
+        for key, value in environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.mark.parametrize("optimized", [False, True], ids=["trace_task", "fast_trace_task"])
@@ -239,16 +251,13 @@ def test_celery_worker_execution_and_send_task(backend: str, optimized: bool) ->
     assert [e.data["name"] for e in started] == ["mul", "mul", "fail"]
     assert {e.data["routing_key"] for e in started} == {"celery"}
     assert [e.data["state"] for e in finished] == ["SUCCESS", "SUCCESS", "FAILURE"]
+    assert [e.data["result_type"] for e in finished] == ["int", "int", None]
     assert (finished[2].data["exception_type"], finished[2].data["exception_message"]) == (
         "KeyError", "'missing'",
     )
-    arguments = [([6, 7], {}), ([2, 5], {}), ([], {})]
-    if optimized:  # fast_trace_task decodes the message itself: the arguments come at the end
-        assert {(e.data["args"], e.data["kwargs"]) for e in started} == {(None, None)}
-        assert [(e.data["args"], e.data["kwargs"]) for e in finished] == arguments
-    else:
-        assert [(e.data["args"], e.data["kwargs"]) for e in started] == arguments
-        assert all("args" not in e.data for e in finished)
+    # fast_trace_task gets the body still serialized: the worker's request has them decoded
+    assert [(e.data["args"], e.data["kwargs"]) for e in started] == [([6, 7], {}), ([2, 5], {}), ([], {})]
+    assert all("args" not in e.data for e in finished)
 
 
 # -- huey ------------------------------------------------------------------------------------
@@ -284,6 +293,18 @@ def test_huey_immediate_gives_enqueue_and_execution_events(backend: str) -> None
     assert (finished.data["state"], finished.data["result_type"]) == ("complete", "int")
     assert finished.data["job_id"] == sent_end.data["job_id"] == result.id
     assert sent.data["call_site"]["file"] == __file__
+
+
+def test_huey_group_is_one_job_per_member_and_pipelines_enqueue_the_next(backend: str) -> None:
+    h, multiply, _ = huey_app(immediate=True)
+    with tracing(huey_plugin, backend=backend) as events:
+        h.enqueue(huey.group([multiply.s(1), multiply.s(2, b=3)]))
+        h.enqueue(multiply.s(2).then(multiply, 10))  # 2*2, then multiply(10, 4)
+    assert [(e.data["args"], e.data["kwargs"]) for e in of(events, ENQUEUE[0])] == [
+        ([1], {}), ([2], {"b": 3}), ([2], {}), ([10, 4], {}),
+    ]
+    assert len(of(events, ENQUEUE[1])) == 4
+    assert [e.data["state"] for e in of(events, EXECUTE[1])] == ["complete"] * 4
 
 
 def test_huey_consumer_worker_runs_the_job_on_its_thread(backend: str) -> None:
@@ -476,3 +497,24 @@ def test_without_the_library_the_processors_are_not_applicable() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"celery": False, "celery.execute": False}
+
+
+# -- the documentation ---------------------------------------------------------------------------
+
+
+def test_the_example_in_docs_jobs_md_prints_what_the_page_shows(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "jobs.md").read_text(encoding="utf-8")
+    example = re.search(r"^\*\*`trace_jobs.py`\*\*\n```python\n(.*?)^```$", page, re.M | re.S)
+    shown = re.search(r"^It prints.*?\n```\n(.*?)^```$", page, re.M | re.S)
+    assert example and shown, "docs/jobs.md lost its example or its output"
+    (tmp_path / "trace_jobs.py").write_text(example[1], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    done = subprocess.run(
+        [sys.executable, "trace_jobs.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+    def ids_hidden(text: str) -> list[str]:
+        return re.sub(r'"job_id": "[^"]+"', '"job_id": "<id>"', text).splitlines()
+
+    assert ids_hidden(done.stdout) == ids_hidden(shown[1])

@@ -462,3 +462,14 @@ def test_the_demo_program(tmp_path: Path) -> None:
     assert "demo-secret-token" not in json.dumps(events)
     table = hostapp(["events", "--last"], tmp_path).stdout.decode()
     assert "outbound_http.py:" in table and "404" in table
+
+
+def test_a_backend_this_python_lacks_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "prog.py").write_text("print('never')\n")
+    lacking = "monitoring" if sys.version_info < (3, 12) else "trampoline"
+    (tmp_path / "hostapp.toml").write_text(f'[tracing]\nbackend = "{lacking}"\n')
+    result = hostapp(["run", "prog.py"], tmp_path)
+    assert result.returncode == 2, result.stderr.decode()
+    [line] = result.stderr.decode().strip().splitlines()
+    assert line.startswith("hostapp: error: ") and "tracing.backend" in line and lacking in line
+    assert result.stdout == b""

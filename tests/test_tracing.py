@@ -846,3 +846,49 @@ def test_a_processor_whose_library_is_missing_is_not_applicable_not_an_error(bac
 def test_requires_must_be_a_list_of_module_names() -> None:
     with pytest.raises(ValueError, match="TraceProcessor.requires"):
         TraceProcessor(name="x", path_fragment="x/", call_type="c", return_type="r", requires="requests")
+
+
+@pytest.mark.parametrize("queue_size", [100_000, 1])
+def test_deferred_events_through_a_real_bus_are_the_same_events(app: App, backend: str, queue_size: int) -> None:
+    """A processor without call/process hands raw items to the bus (EventBus.raw_emitter);
+    the sink gets the same events the direct path makes - also when a full queue makes the
+    emitting thread build them (queue_size=1, spill to dead letters is not involved)."""
+    from hostapp import EventSink
+    from hostapp.config import Config
+    from hostapp.events import EventBus
+
+    module, fragment = app
+    got: list[Event] = []
+    sink = Contribution(EventSink(name="keep", handle=got.extend), "test-plugin")
+    config = Config.from_dict(
+        {"events": {"sinks": {"keep": {}}, "queue_size": queue_size, "full_policy": "block",
+                    "max_block_ms": 1000}},
+        environ={},
+    )
+    bus = EventBus([sink], config, run_id="run-raw")
+    bus.start()
+    direct: list[Event] = []
+    proc = processor(fragment, subtype="raw")
+    engine = TracingEngine([Contribution(proc, "test-plugin")], bus.emit, backend=backend, run_id="run-raw",
+                           raw_emitter=bus.raw_emitter)
+    engine.start()
+    try:
+        for i in range(5):
+            module.send(f"u{i}")
+    finally:
+        engine.stop()
+    bus.stop(10)
+    with tracing(proc, backend=backend, run_id="run-raw") as (_, direct):
+        module.send("u0")
+    assert [e.type for e in got] == ["p_call", "p_return"] * 5
+    assert len({e.id for e in got}) == 10
+    for call, ret in zip(got[::2], got[1::2]):
+        assert type(call) is Event and type(ret) is Event
+        assert call.id == call.data["frame_id"] == ret.data["frame_id"]
+        assert call.subtype == ret.subtype == "raw" and call.run_id == "run-raw" and call.source == "test-plugin"
+        assert ret.data["duration_ns"] == ret.timestamp_ns - call.timestamp_ns >= 0
+        assert call.data["timestamp_ns"] == call.timestamp_ns
+        assert set(call.data) == set(direct[0].data)
+        assert set(ret.data) == set(direct[1].data)
+        assert call.data["call_site"]["file"] == __file__
+    assert engine.stats()["p"]["events"] == 10

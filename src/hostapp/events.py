@@ -409,6 +409,14 @@ class SinkError:
         return asdict(self)
 
 
+def _materialize(batch: list[Any]) -> list[Event]:
+    """Build the events of the raw items in ``batch`` (see :meth:`EventBus.raw_emitter`)."""
+    for i, item in enumerate(batch):
+        if type(item) is tuple:
+            batch[i] = item[0](item)
+    return batch
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -710,7 +718,7 @@ class _Worker:
             self.stalled = False
             if self.waiters:
                 self.not_full.notify_all()
-        return batch
+        return _materialize(batch)
 
     def _take_spilled(self) -> tuple[list[Event], list[int] | None]:
         store = self.bus._store
@@ -859,7 +867,7 @@ class _Worker:
         store = self.bus._store
         with self.spill_lock, self.lock:
             queue = self.queue
-            rest = [queue.popleft() for _ in range(len(queue))]
+            rest = _materialize([queue.popleft() for _ in range(len(queue))])
             self.taken += len(rest)
             self.dead_letter(rest, error, 0, in_flight=False)
             buffered, self.spill_buf = self.spill_buf, []
@@ -1080,6 +1088,57 @@ class EventBus:
                     worker.wake.set()
             else:
                 self._overflow(worker, event)
+
+    def raw_emitter(self, event_type: str) -> Callable[[tuple[Any, ...]], None]:
+        """A fast ``emit`` for events of one type whose :class:`Event` is built later.
+
+        The returned function takes a *raw item*: a tuple whose first element is a
+        function that turns the whole tuple into the :class:`Event` (``item[0](item)``), and
+        queues it like :meth:`emit` would queue the event, for every sink accepting
+        ``event_type``. The event is built on each sink's worker thread when the batch is
+        taken (or at once, on the emitting thread, when a queue is full), so the emitting
+        thread pays for a tuple and a queue append only. The builder must give the same
+        event (same ``id``) every time it is called, must not raise, and must return an
+        event of type ``event_type``. The tracing engine uses this for its call and return
+        events.
+
+        Raises:
+            TypeError: ``event_type`` is not a string.
+        """
+        workers = self._route(event_type) if event_type not in self._routes else self._routes[event_type]
+        overflow = self._overflow
+        bus = self
+
+        def emit_none(item: tuple[Any, ...]) -> None:
+            return None
+
+        if not workers:
+            return emit_none
+        if len(workers) == 1:
+            [worker] = workers
+            queue = worker.queue
+
+            def emit_one(item: tuple[Any, ...]) -> None:
+                if len(queue) < worker.fast_limit and not bus._closed:
+                    queue.append(item)
+                    if worker.waiting and len(queue) >= worker.wake_at:
+                        worker.wake.set()
+                else:
+                    overflow(worker, item[0](item))
+
+            return emit_one
+
+        def emit_many(item: tuple[Any, ...]) -> None:
+            for worker in workers:
+                queue = worker.queue
+                if len(queue) < worker.fast_limit and not bus._closed:
+                    queue.append(item)
+                    if worker.waiting and len(queue) >= worker.wake_at:
+                        worker.wake.set()
+                else:
+                    overflow(worker, item[0](item))
+
+        return emit_many
 
     def publish(
         self,

@@ -284,16 +284,29 @@ class Host:
             return
         bus = self.bus
         assert bus is not None
-        engine = TracingEngine(
-            self.processors,
-            bus.emit,
-            config=config,
-            run_id=self.run_id,
-            backend=config["tracing.backend"],
-            library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
-            max_errors=config["tracing.max_errors"],
-        )
-        engine.start()
+        from hostapp.errors import ConfigError
+
+        try:
+            engine = TracingEngine(
+                self.processors,
+                bus.emit,
+                config=config,
+                run_id=self.run_id,
+                backend=config["tracing.backend"],
+                library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
+                max_errors=config["tracing.max_errors"],
+                raw_emitter=bus.raw_emitter,
+            )
+        except ValueError as exc:  # a backend this interpreter lacks, two processors of one name
+            message = str(exc)
+            key = "tracing.backend" if message.startswith("tracing.backend") else None
+            if key:
+                message = message.split(": ", 1)[1]
+            raise ConfigError(config.source, message, key=key) from None
+        try:
+            engine.start()
+        except RuntimeError as exc:  # e.g. no free sys.monitoring tool id for backend = "monitoring"
+            raise HostappError(f"tracing could not start: {exc}") from None
         self.tracer = engine
 
     def _raise_if_strict_failure(self, error: type[Exception]) -> None:

@@ -480,8 +480,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"  processor {name!r} (plugin {stats.get('plugin')!r}): {stats['errors']} error(s), "
                 f"{state}; last: {stats.get('last_error')}"
             )
-    active = [n for n, s in summary["processors"].items() if s.get("applicable", True)]
+    active = [n for n, s in summary["processors"].items() if s.get("applicable", True) and not s.get("disabled")]
     line = f"processors: {len(active)} on"
+    off = [n for n, s in summary["processors"].items() if s.get("disabled")]
+    if off:
+        line += f", {len(off)} switched off ({', '.join(off)})"
     if quiet_ok:
         line += f"; not applicable (library not installed): {', '.join(quiet_ok)}"
     lines.append(line)

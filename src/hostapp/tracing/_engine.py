@@ -46,6 +46,10 @@ class TracingEngine:
             library, site-packages, hostapp).
         max_errors: a processor whose ``call``/``process`` raises this many times in a row
             is switched off for the run.
+        raw_emitter: ``EventBus.raw_emitter`` of the bus ``emit`` belongs to. With it, the
+            events of processors without ``call``/``process`` are handed to the bus as raw
+            items and built on the sinks' threads (the fast path: see
+            :meth:`hostapp.events.EventBus.raw_emitter`).
 
     Raises:
         ValueError: an unknown or unavailable ``backend``, ``max_errors`` < 1, or two
@@ -66,6 +70,7 @@ class TracingEngine:
         backend: str = "auto",
         library_paths: Sequence[str] | None = None,
         max_errors: int = 10,
+        raw_emitter: Callable[[str], Callable[[tuple[Any, ...]], None]] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"tracing.backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -94,6 +99,7 @@ class TracingEngine:
         self._requested = backend
         self._library_paths = list(default_library_paths() if library_paths is None else library_paths)
         self._max_errors = max_errors
+        self._raw_emitter = raw_emitter
         self._runtimes: tuple[ProcessorRuntime, ...] = tuple(
             ProcessorRuntime(c, i) for i, c in enumerate(self._contributions)
         )
@@ -139,6 +145,9 @@ class TracingEngine:
                 raise RuntimeError(f"TracingEngine.start(): the engine is {self._state} (start it once)")
             for rt in self._runtimes:
                 rt.build(self._config)
+                if self._raw_emitter is not None and rt.simple:
+                    rt.raw_call = self._raw_emitter(rt.call_type)
+                    rt.raw_return = self._raw_emitter(rt.return_type)
             selection = Selection([rt for rt in self._runtimes if rt.missing is None])
             dispatch = make_dispatch(
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,

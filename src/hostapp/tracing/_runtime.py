@@ -48,6 +48,7 @@ __all__ = [
 logger = logging.getLogger("hostapp.tracing")
 
 _RETURN_SIDE: Final = frozenset({"return", "unwind", "yield", "resume", "throw"})
+_M64: Final = (1 << 64) - 1
 
 
 def normalize_path(path: str) -> str:
@@ -69,8 +70,8 @@ class ProcessorRuntime:
     __slots__ = (
         "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
         "errors", "events", "fragment", "index", "last_error", "logged", "missing", "name", "off",
-        "plugin", "process", "return_type", "simple", "spec", "subtype", "types", "wants",
-        "want_call", "want_return",
+        "plugin", "process", "raw_call", "raw_return", "return_type", "simple", "spec", "subtype",
+        "types", "wants", "want_call", "want_return",
     )
 
     def __init__(self, contribution: Contribution[TraceProcessor], index: int) -> None:
@@ -101,6 +102,10 @@ class ProcessorRuntime:
         self.logged = False
         self.off = False
         self.missing: str | None = None
+        # set by the engine for a simple processor when its events can be deferred to the
+        # bus (EventBus.raw_emitter): called with a raw item instead of an Event
+        self.raw_call: Callable[[tuple[Any, ...]], None] | None = None
+        self.raw_return: Callable[[tuple[Any, ...]], None] | None = None
 
     def describe(self) -> str:
         """``"trace processor 'x' (plugin 'p')"``, for messages."""
@@ -256,7 +261,7 @@ def _thread_info() -> tuple[int, dict[str, Any], bool]:
 
 
 #: The record ``enter`` returns for a call on an untraced thread; ``leave`` ignores it.
-_SKIP: Final = ("", 0, None, (0, {}, True))
+_SKIP: Final = (0, 0, None, (0, {}, True))
 
 
 def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
@@ -309,8 +314,14 @@ def make_dispatch(
 ) -> Dispatch:
     """Build the :class:`Dispatch` for one engine (see the module docstring).
 
-    The common case - a processor without ``call``/``process`` - is built inline in
-    ``enter``/``leave``: this is the per-call cost every backend pays on a matched call.
+    A call record is ``(seq, ts, site, thread)``: the sequence number and ``time_ns()`` that
+    make the ``frame_id``, the call site, and the thread's ``(ident, info, untraced)``.
+
+    The common case - a processor without ``call``/``process``, whose runtime has
+    ``raw_call``/``raw_return`` (set by the engine from ``EventBus.raw_emitter``) - hands the
+    bus a small tuple and lets the sink's worker thread build the :class:`Event`: the id,
+    the data dict and the event object are made off the traced thread. This is the
+    per-call cost every backend pays on a matched call.
     """
     dispatch = Dispatch()
     time_ns = time.time_ns
@@ -363,13 +374,9 @@ def make_dispatch(
             frame = frame.f_back
         return None
 
-    def new_id(ts: int) -> str:
-        nonlocal lows
-        try:
-            return pack(ts, next(lows)).hex()
-        except struct.error:  # 2**32 ids: start the sequence again
-            lows = itertools.count(node, 1 << 32)
-            return pack(ts, next(lows)).hex()
+    def frame_id_of(record: tuple[Any, ...]) -> str:
+        """The ``frame_id`` of a call record ``(seq, ts, site, thread)``: 32 hex digits."""
+        return pack(record[1], record[0] & _M64).hex()
 
     def failed(rt: ProcessorRuntime, where: str, exc: Exception, frame: FrameType | None) -> None:
         rt.errors += 1
@@ -398,9 +405,51 @@ def make_dispatch(
             except Exception as err:  # pragma: no cover - uninstrumenting is best effort
                 internal_error(err)
 
+    def build(
+        rt: ProcessorRuntime, event: str, data: dict[str, Any], ts: int, seq: int, thread_id: int,
+    ) -> Event:
+        """An :class:`Event` of ``rt`` (the builder: same slots as ``Event``, re-classed)."""
+        if fast:
+            ev = builder()
+            ev.id = pack(ts, seq & _M64).hex()
+            ev.type = rt.types[event]
+            ev.subtype = rt.subtype
+            ev.data = data
+            ev.timestamp_ns = ts
+            ev.run_id = run_id
+            ev.pid = dispatch.pid
+            ev.thread_id = thread_id
+            ev.source = rt.plugin
+            ev.__class__ = event_cls  # type: ignore[assignment]
+            return ev  # type: ignore[return-value]
+        return create(  # pragma: no cover - see _FAST_EVENTS
+            rt.types[event], rt.subtype, data=data, run_id=run_id, source=rt.plugin,
+        )
+
+    # Deferred events: for a processor without call/process, the traced thread hands the
+    # bus a tuple (materialize, rt, record, event seq[, ts]); the sink's worker thread
+    # builds the Event from it (same id, data and fields as the direct path builds).
+    def materialize_call(item: tuple[Any, ...]) -> Event:
+        rt, record = item[1], item[2]
+        thread = record[3]
+        data = {
+            "frame_id": frame_id_of(record), "timestamp_ns": record[1], "thread": thread[1],
+            "call_site": record[2], "processor": rt.name,
+        }
+        return build(rt, "call", data, record[1], item[3], thread[0])
+
+    def materialize_return(item: tuple[Any, ...]) -> Event:
+        rt, record, ts = item[1], item[2], item[4]
+        thread = record[3]
+        data = {
+            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
+            "call_site": record[2], "processor": rt.name, "duration_ns": ts - record[1],
+        }
+        return build(rt, "return", data, ts, item[3], thread[0])
+
     def fire(
         rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
-        ts: int, event_id: str | None, extra: dict[str, Any] | None,
+        ts: int, seq: int, extra: dict[str, Any] | None,
     ) -> None:
         """One event through ``call``/``process``; never raises."""
         if rt.call is not None:
@@ -414,7 +463,7 @@ def make_dispatch(
                 return
         thread = record[3]
         data = {
-            "frame_id": record[0], "timestamp_ns": ts, "thread": thread[1],
+            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
             "call_site": record[2], "processor": rt.name,
         }
         if extra is not None:
@@ -429,23 +478,7 @@ def make_dispatch(
                 return
         rt.consecutive = 0
         try:
-            if fast:
-                ev = builder()
-                ev.id = event_id or new_id(ts)
-                ev.type = rt.types[event]
-                ev.subtype = rt.subtype
-                ev.data = data
-                ev.timestamp_ns = ts
-                ev.run_id = run_id
-                ev.pid = dispatch.pid
-                ev.thread_id = thread[0]
-                ev.source = rt.plugin
-                ev.__class__ = event_cls  # type: ignore[assignment]
-            else:  # pragma: no cover - see _FAST_EVENTS
-                ev = create(  # type: ignore[assignment]
-                    rt.types[event], rt.subtype, data=data, run_id=run_id, source=rt.plugin,
-                )
-            emit(ev)  # type: ignore[arg-type]
+            emit(build(rt, event, data, ts, seq, thread[0]))
         except Exception as exc:
             failed(rt, "emit", exc, frame)
             return
@@ -456,10 +489,7 @@ def make_dispatch(
     ) -> tuple[Any, ...]:
         try:
             ts = time_ns()
-            try:
-                frame_id = pack(ts, next(lows)).hex()
-            except struct.error:
-                frame_id = new_id(ts)
+            seq = next(lows)
             try:
                 thread = threads.t
             except AttributeError:
@@ -476,42 +506,29 @@ def make_dispatch(
                     site = hit[1] if hit is not None and hit[0] is code else call_site(caller)
                 else:
                     site = call_site(caller)
-            record = (frame_id, ts, site, thread)
-            event_id: str | None = frame_id  # the first call event's id is the frame_id
+            record = (seq, ts, site, thread)
+            event_seq = seq  # the first call event's id is the frame_id
             for rt in procs:
                 if rt.off:
                     continue
                 rt.calls += 1
                 if not rt.want_call:
                     continue
-                if rt.simple:
-                    ev = builder()
-                    ev.id = event_id or new_id(ts)
-                    ev.type = rt.call_type
-                    ev.subtype = rt.subtype
-                    ev.data = {
-                        "frame_id": frame_id, "timestamp_ns": ts, "thread": thread[1],
-                        "call_site": site, "processor": rt.name,
-                    }
-                    ev.timestamp_ns = ts
-                    ev.run_id = run_id
-                    ev.pid = dispatch.pid
-                    ev.thread_id = thread[0]
-                    ev.source = rt.plugin
-                    ev.__class__ = event_cls  # type: ignore[assignment]
+                raw = rt.raw_call
+                if raw is not None:
                     try:
-                        emit(ev)  # type: ignore[arg-type]
+                        raw((materialize_call, rt, record, event_seq))
                     except Exception as exc:
                         failed(rt, "emit", exc, frame)
                     else:
                         rt.events += 1
                 else:
-                    fire(rt, record, frame, "call", None, ts, event_id, None)
-                event_id = None
+                    fire(rt, record, frame, "call", None, ts, event_seq, None)
+                event_seq = next(lows)
             return record
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
-            return ("", 0, None, (0, {}, False))
+            return (0, 0, None, (0, {}, False))
 
     def leave(
         record: tuple[Any, ...], procs: tuple[ProcessorRuntime, ...], frame: FrameType | None,
@@ -525,33 +542,16 @@ def make_dispatch(
                 for rt in procs:
                     if rt.off or not rt.want_return:
                         continue
-                    if rt.simple:
-                        thread = record[3]
-                        ev = builder()
+                    raw = rt.raw_return
+                    if raw is not None:
                         try:
-                            ev.id = pack(ts, next(lows)).hex()
-                        except struct.error:
-                            ev.id = new_id(ts)
-                        ev.type = rt.return_type
-                        ev.subtype = rt.subtype
-                        ev.data = {
-                            "frame_id": record[0], "timestamp_ns": ts, "thread": thread[1],
-                            "call_site": record[2], "processor": rt.name, "duration_ns": ts - record[1],
-                        }
-                        ev.timestamp_ns = ts
-                        ev.run_id = run_id
-                        ev.pid = dispatch.pid
-                        ev.thread_id = thread[0]
-                        ev.source = rt.plugin
-                        ev.__class__ = event_cls  # type: ignore[assignment]
-                        try:
-                            emit(ev)  # type: ignore[arg-type]
+                            raw((materialize_return, rt, record, next(lows), ts))
                         except Exception as exc:
                             failed(rt, "emit", exc, frame)
                         else:
                             rt.events += 1
                     else:
-                        fire(rt, record, frame, "return", arg, ts, None, {"duration_ns": ts - record[1]})
+                        fire(rt, record, frame, "return", arg, ts, next(lows), {"duration_ns": ts - record[1]})
                 return
             if event == "unwind":
                 extra: dict[str, Any] | None = {"duration_ns": ts - record[1], **_exception_fields(arg)}
@@ -562,7 +562,7 @@ def make_dispatch(
             for rt in procs:
                 if rt.off or event not in rt.wants:
                     continue
-                fire(rt, record, frame, event, arg, ts, None, extra)
+                fire(rt, record, frame, event, arg, ts, next(lows), extra)
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
 

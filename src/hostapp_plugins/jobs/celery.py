@@ -12,10 +12,11 @@ every backend (``monitoring``, ``trampoline``, ``profile``) instruments them:
     ``AsyncResult``.
 ``celery.execute`` (``background_job_start`` / ``background_job_finish``)
     ``Task.apply`` (``celery/app/task.py``): eager execution (``task_always_eager``,
-    ``task.apply()``); and, in a worker, the module-level ``trace_task`` (``solo``,
-    ``threads``, ``eventlet``/``gevent`` pools and ``celery.contrib.testing`` workers,
-    through ``trace_task_ret``) and ``fast_trace_task`` (what ``celery worker`` uses once
-    it has set up its optimisations) in ``celery/app/trace.py``. Not the tracer closure
+    ``task.apply()``); and, in a worker, ``fast_trace_task`` (what ``celery worker`` runs
+    every task through, whatever the pool, after ``setup_worker_optimizations``) and the
+    module-level ``trace_task`` (workers set up without those optimisations, such as
+    ``celery.contrib.testing``'s ``start_worker``, through ``trace_task_ret``; and
+    ``Request.execute``) in ``celery/app/trace.py``. Not the tracer closure
     ``build_tracer`` returns - the one function that runs every task - because the
     ``trampoline`` backend (3.11) cannot reach nested functions; a ``call`` filter on
     ``co_qualname`` drops that closure on the other backends, where it also matches
@@ -30,8 +31,9 @@ event with the engine's ``exception_type``/``exception_message``.
 Limits: ``queue`` is the ``queue`` option or the task's ``queue`` attribute, else
 ``None`` (routing by ``task_routes`` happens later, inside ``send_task``); in a worker it is
 ``None`` and ``routing_key`` gives the message's routing key instead. ``fast_trace_task``
-receives the serialized message: its call event has ``args``/``kwargs`` ``None`` and its
-return event carries them, decoded. Tasks run in the processes of the ``prefork`` pool
+receives the message body still serialized: ``args``/``kwargs`` come from the worker's
+request dict, which holds them decoded (celery 5); where it does not, they are ``None``
+rather than decoded a second time. Tasks run in the processes of the ``prefork`` pool
 are traced only by an engine running in those processes; run the worker with ``--pool
 solo`` or ``--pool threads`` to trace execution in the process that started the engine.
 """
@@ -67,7 +69,7 @@ _APPLY_ASYNC: Final = "Task.apply_async"
 _SEND_TASK: Final = "Celery.send_task"
 _APPLY: Final = "Task.apply"
 _TRACE_TASK: Final = "trace_task"
-_FAST_TRACE: Final = ("fast_trace_task", "_fast_trace_task")  # the latter: celery < 5.1
+_FAST_TRACE: Final = ("fast_trace_task", "_fast_trace_task")  # the latter: older releases
 
 #: Frames looked at above ``send_task`` for ``Task.apply_async``: its own caller, or on the
 #: ``trampoline`` backend the dispatcher and trampoline frames, then the caller.
@@ -185,11 +187,15 @@ def _execute(frame: FrameType, event: str, arg: Any, context: dict[str, Any]) ->
     job_id = uuid if isinstance(uuid, str) else None
     fast = qualname != _TRACE_TASK
     if event == "call":
-        if fast:
+        if fast:  # the body may still be serialized; the worker's request has the payload
             name = f_locals.get("task")
-            body, decoded = f_locals.get("body"), not f_locals.get("content_type")
-            args = body[0] if decoded and isinstance(body, (tuple, list)) and len(body) >= 2 else NOT_DECODED
-            kwargs = body[1] if args is not NOT_DECODED else NOT_DECODED
+            request = f_locals.get("request")
+            args = request.get("args", NOT_DECODED) if isinstance(request, dict) else NOT_DECODED
+            kwargs = request.get("kwargs", NOT_DECODED) if isinstance(request, dict) else NOT_DECODED
+            if args is NOT_DECODED:
+                body = f_locals.get("body")
+                if not f_locals.get("content_type") and isinstance(body, (tuple, list)) and len(body) >= 2:
+                    args, kwargs = body[0], body[1]
         else:
             name = attr(f_locals.get("task"), "name")
             args, kwargs = f_locals.get("args"), f_locals.get("kwargs")
@@ -202,16 +208,15 @@ def _execute(frame: FrameType, event: str, arg: Any, context: dict[str, Any]) ->
     data = {"job_id": job_id}
     if event != "return":
         return data
-    if fast:
+    # trace_task returns (R, I, T, Rstr); fast_trace_task has R and I as locals and
+    # returns (failed, R or Rstr, T). I is the TraceInfo of anything but a success.
+    if fast and "I" in f_locals:
         info, value = f_locals.get("I"), f_locals.get("R")
-        if f_locals.get("content_type"):  # the call event could not show them
-            decoded_fields = job_fields(context, None, f_locals.get("args"), f_locals.get("kwargs"))
-            data.update(args=decoded_fields["args"], kwargs=decoded_fields["kwargs"],
-                        truncated=decoded_fields["truncated"])
-    elif isinstance(arg, tuple) and len(arg) >= 2:
+    elif not fast and isinstance(arg, tuple) and len(arg) >= 2:
         value, info = arg[0], arg[1]
-    else:
-        value = info = None
+    else:  # an unknown celery version: say only what is certain
+        data.update(_outcome(None, None))
+        return data
     state = attr(info, "state") if info is not None else "SUCCESS"
     data.update(_outcome(state, value, attr(info, "retval")))
     return data
