@@ -514,6 +514,8 @@ def make_dispatch(
                 rt.calls += 1
                 if not rt.want_call:
                     continue
+                if event_seq < 0:
+                    event_seq = next(lows)
                 raw = rt.raw_call
                 if raw is not None:
                     try:
@@ -524,7 +526,7 @@ def make_dispatch(
                         rt.events += 1
                 else:
                     fire(rt, record, frame, "call", None, ts, event_seq, None)
-                event_seq = next(lows)
+                event_seq = -1
             return record
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
