@@ -227,3 +227,23 @@ def test_another_connection_reads_while_the_store_writes(tmp_path):
     with Store(path) as writer, Store(path) as reader:
         writer.add_events([Event.create("t") for _ in range(10)])
         assert reader.count_events() == 10
+
+
+def test_reports_keep_the_latest_state_per_name_and_the_newest_run(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    first = store.begin_run("one")
+    second = store.begin_run("two")
+    store.put_reports(first, "component", [("cache", "available", {"driver": "redis"})], updated_ns=1)
+    store.put_reports(second, "component", [("db", "unavailable", {"error": "refused"})], updated_ns=2)
+    store.put_reports(second, "component", [("db", "available", {"error": None})], updated_ns=3)
+    store.put_reports(second, "task", [("beat", "running", {"restarts": 2})], updated_ns=3)
+    store.close()
+
+    reopened = Store(tmp_path / "s.sqlite3")   # another process would see the same rows
+    [db] = reopened.reports("component")
+    assert (db.run_id, db.name, db.state, db.data) == (second, "db", "available", {"error": None})
+    assert [r.to_dict() for r in reopened.reports("component", first)] == [
+        {"name": "cache", "state": "available", "run_id": first, "updated_ns": 1, "driver": "redis"}
+    ]
+    assert [r.name for r in reopened.reports("task")] == ["beat"]
+    assert reopened.reports("nothing") == []

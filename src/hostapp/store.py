@@ -22,6 +22,11 @@ Tables (schema version :data:`SCHEMA_VERSION`):
 ``spill``
     ``seq``, ``owner`` (the spilling bus), ``sink``, ``event`` (JSON), ``created_ns``:
     events that overflowed a sink's queue, waiting for its worker.
+``reports`` (version 2)
+    ``run_id``, ``kind`` (``"component"``, ``"task"``), ``name``, ``state``, ``data``
+    (JSON), ``updated_ns``; primary key ``(run_id, kind, name)``: the latest state a
+    running host reported for each of its components and background tasks, which
+    ``hostapp components`` and ``hostapp tasks`` read from another process.
 
 Schema changes are forward migrations: :data:`MIGRATIONS` is a list of functions, the
 ``n``-th brings a store from version ``n`` to ``n + 1``; opening a store applies the
@@ -44,7 +49,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "Report",
     "Run",
     "Store",
     "StoreError",
@@ -152,8 +158,24 @@ def _migration_1(con: sqlite3.Connection) -> None:
     con.execute("CREATE INDEX spill_owner ON spill (owner, sink, seq)")
 
 
+def _migration_2(con: sqlite3.Connection) -> None:
+    """Version 2: the ``reports`` table (component and background-task states per run)."""
+    con.execute(
+        """CREATE TABLE reports (
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            updated_ns INTEGER NOT NULL,
+            PRIMARY KEY (run_id, kind, name)
+        )"""
+    )
+    con.execute("CREATE INDEX reports_kind ON reports (kind, updated_ns)")
+
+
 #: The forward migrations; ``MIGRATIONS[n]`` brings a store from version ``n`` to ``n + 1``.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1,)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2)
 
 #: The schema version this hostapp writes.
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -203,6 +225,33 @@ class Run:
             "pid": self.pid,
             "summary": self.summary,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The latest state a host reported for one component or background task.
+
+    Attributes:
+        run_id: the reporting host's run.
+        kind: ``"component"`` or ``"task"``.
+        name: the component's or task's name.
+        state: e.g. ``"available"`` / ``"unavailable"`` (components), ``"running"`` /
+            ``"failed"`` / ``"stopped"`` (tasks).
+        data: the rest of the report (error, restarts, ...), a JSON dict.
+        updated_ns: when it was written, ``time.time_ns()``.
+    """
+
+    run_id: str
+    kind: str
+    name: str
+    state: str
+    data: dict[str, Any]
+    updated_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict: ``name``, ``state``, ``run_id``, ``updated_ns``, then ``data``."""
+        return {"name": self.name, "state": self.state, "run_id": self.run_id,
+                "updated_ns": self.updated_ns, **self.data}
 
 
 def resolve_store_path(config: Config) -> Path:
@@ -514,6 +563,60 @@ class Store:
         """The most recently started run, or ``None`` when there is none."""
         runs = self.runs(1)
         return runs[0] if runs else None
+
+    # -- reports ---------------------------------------------------------------------
+
+    def put_reports(
+        self,
+        run_id: str,
+        kind: str,
+        reports: Iterable[tuple[str, str, Mapping[str, Any]]],
+        *,
+        updated_ns: int | None = None,
+    ) -> int:
+        """Record the latest state of named things of one kind for a run (upsert).
+
+        Args:
+            run_id: the run the reporting host belongs to.
+            kind: what is reported: ``"component"`` or ``"task"``.
+            reports: ``(name, state, data)`` triples; ``data`` is a JSON-serialisable dict
+                (values JSON cannot encode become ``repr()``).
+            updated_ns: time of the report, ``time.time_ns()`` (default: now).
+
+        Returns:
+            the number of rows written.
+        """
+        now = time.time_ns() if updated_ns is None else updated_ns
+        statements = [
+            (
+                "INSERT INTO reports (run_id, kind, name, state, data, updated_ns) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, kind, name) DO UPDATE SET state = excluded.state,"
+                " data = excluded.data, updated_ns = excluded.updated_ns",
+                (run_id, kind, name, state, json.dumps(dict(data), default=repr), now),
+            )
+            for name, state, data in reports
+        ]
+        return self._write(statements) if statements else 0
+
+    def reports(self, kind: str, run_id: str | None = None) -> list[Report]:
+        """The reports of ``kind`` for ``run_id`` (default: the newest run that has any).
+
+        Returns:
+            :class:`Report` objects in name order; ``[]`` when no run reported ``kind``.
+        """
+        if run_id is None:
+            rows = self._read(
+                "SELECT run_id FROM reports WHERE kind = ? ORDER BY updated_ns DESC LIMIT 1", (kind,)
+            )
+            if not rows:
+                return []
+            run_id = rows[0][0]
+        rows = self._read(
+            "SELECT run_id, kind, name, state, data, updated_ns FROM reports"
+            " WHERE kind = ? AND run_id = ? ORDER BY name",
+            (kind, run_id),
+        )
+        return [Report(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     # -- events ----------------------------------------------------------------------
 
