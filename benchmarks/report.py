@@ -3,7 +3,8 @@
 ``python -m benchmarks`` calls :func:`write_report` after its suites; ``python -m
 benchmarks.report`` rewrites the page from the results already on disk. Each suite's
 section is its module docstring (what is measured, how, the goals), the environment of the
-run (Python, machine, date, load) and the table the suite printed.
+run (Python, machine, date, load; and, for a suite that measures several interpreters such
+as ``tracing``, the list it records under ``runs_on``) and the table the suite printed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def _section(name: str, module: str, result: dict) -> str:
         f"{env.get('date', '?')}" + (f", load average at start {load[0]:.2f}" if load else "")
         + (" — **quick run, indicative only**" if result.get("quick") else "") + "."
     )
+    runs_on = result.get("runs_on")
+    if runs_on:  # a suite that measures several interpreters (tracing) names them
+        lines.append("")
+        lines.append("Interpreters measured: " + "; ".join(runs_on) + ".")
     lines.append("")
     table = result.get("table")
     lines.append(table if table else "_(no table recorded in this result file; rerun the suite)_")

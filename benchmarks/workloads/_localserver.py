@@ -1,0 +1,41 @@
+"""A small local HTTP server for the workload scripts (imported by them, not a workload).
+
+``start()`` serves ``GET`` on 127.0.0.1 (a free port) from a daemon thread of the calling
+process: every request gets ``200`` with a 2-byte body (``ok``) and a ``Content-Length``,
+over HTTP/1.1 so that a ``requests.Session`` keeps its connection open (one buffered
+send per response and ``TCP_NODELAY``, so no Nagle/delayed-ACK stalls). Request logging is
+silenced. The workloads never shut it down (``shutdown()`` waits up to 0.5 s for the
+poll loop): the daemon thread ends with the process. The server runs in the measured
+process, so its CPU is part of the workload on both sides of every comparison.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BODY = b"ok"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = 64 * 1024  # headers and body leave in one send (flushed after each request)
+    disable_nagle_algorithm = True  # no 40 ms Nagle/delayed-ACK stall on kept-alive connections
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base name
+        pass
+
+
+def start() -> tuple[ThreadingHTTPServer, str]:
+    """Start the server; return it and its base URL (``http://127.0.0.1:PORT``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="bench-http-server", daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
