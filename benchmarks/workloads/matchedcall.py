@@ -16,8 +16,12 @@ its file) and makes a call and a return event per call. Three variants, each in 
     ``{"x": frame.f_locals["x"]}`` on the call and ``{"result": arg}`` on the return (the
     shape of a real processor), into the same bus;
 ``engine_only``
-    the ``bus`` processor with ``emit`` a function that does nothing: the engine's own
-    share (selection, frame ids, call site, building the events).
+    the ``bus`` processor with ``emit`` (and the deferred emitter) a function that does
+    nothing: the engine's own share (selection, frame ids, call site, the raw items).
+
+As in a host, the engine gets the bus's ``raw_emitter``: a processor without ``call`` and
+``process`` hands the bus a small tuple per event and the :class:`~hostapp.events.Event`
+is built on the sink's worker thread.
 
 ``VARIANTS`` (comma-separated) measures only those; default all three.
 
@@ -99,7 +103,16 @@ def main() -> None:
     def discard(event: Any) -> None:
         pass
 
-    variants = {"bus": (bare, bus.emit), "bus_process": (with_process, bus.emit), "engine_only": (bare, discard)}
+    def discard_raw(event_type: str) -> Any:
+        return discard
+
+    # (spec, emit, raw_emitter): the host hands the engine the bus's raw_emitter, so a
+    # processor without call/process defers building its events to the sink's thread
+    variants = {
+        "bus": (bare, bus.emit, bus.raw_emitter),
+        "bus_process": (with_process, bus.emit, bus.raw_emitter),
+        "engine_only": (bare, discard, discard_raw),
+    }
     if len(sys.argv) > 5:
         chosen = sys.argv[5].split(",")
         unknown = set(chosen) - set(variants)
@@ -107,8 +120,10 @@ def main() -> None:
             raise SystemExit(f"unknown variant(s) {sorted(unknown)}; choose from {sorted(variants)}")
         variants = {name: variants[name] for name in chosen}
 
-    def traced(spec: TraceProcessor, emit: Any, count: int) -> tuple[float, float, dict[str, Any]]:
-        engine = TracingEngine([Contribution(spec, "bench")], emit, config=config, run_id="bench", backend=backend)
+    def traced(spec: TraceProcessor, emit: Any, raw: Any, count: int) -> tuple[float, float, dict[str, Any]]:
+        engine = TracingEngine(
+            [Contribution(spec, "bench")], emit, config=config, run_id="bench", backend=backend, raw_emitter=raw,
+        )
         engine.start()
         try:
             if engine.backend != backend:
@@ -126,14 +141,14 @@ def main() -> None:
     plain_cpu: list[float] = []
     plain_wall: list[float] = []
     _loop(target, n // 10)
-    for spec, emit in variants.values():  # warm-up: first-use costs out of the timings
-        traced(spec, emit, n // 10)
+    for spec, emit, raw in variants.values():  # warm-up: first-use costs out of the timings
+        traced(spec, emit, raw, n // 10)
     for _ in range(repeats):
         off_cpu, off_wall = _loop(target, n)
         plain_cpu.append(off_cpu)
         plain_wall.append(off_wall)
-        for name, (spec, emit) in variants.items():
-            on_cpu, on_wall, stats = traced(spec, emit, n)
+        for name, (spec, emit, raw) in variants.items():
+            on_cpu, on_wall, stats = traced(spec, emit, raw, n)
             per[name]["us_cpu"].append((on_cpu - off_cpu) / n * 1e6)
             per[name]["us_wall"].append((on_wall - off_wall) / n * 1e6)
             per[name]["stats"] = stats

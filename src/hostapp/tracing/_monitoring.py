@@ -41,6 +41,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp.tracing._runtime import fast_processor
 from hostapp.tracing._select import ImportHook, Selection, loaded_modules, module_functions, nested_codes
 
 if TYPE_CHECKING:
@@ -88,11 +89,13 @@ class MonitoringBackend:
     def __init__(self, selection: Selection, dispatch: Dispatch) -> None:
         self._selection = selection
         self._dispatch = dispatch
-        # id(code) -> (processors, kind): kind 0 = call events only, 1 = a call has a
-        # return side (its record is kept until then), 2 = the same for a generator or
-        # coroutine (whose records are also capped). Keyed by id: hashing a code object
-        # hashes its contents. The code objects are kept in _codes, so an id stays theirs.
-        self._targets: dict[int, tuple[tuple[ProcessorRuntime, ...], int]] = {}
+        # id(code) -> (processors, kind, fast): kind 0 = call events only, 1 = a call has
+        # a return side (its record is kept until then), 2 = the same for a generator or
+        # coroutine (whose records are also capped); fast = the one processor when the
+        # callbacks can run the inline fast path (_runtime.FastPath), else None. Keyed by
+        # id: hashing a code object hashes its contents. The code objects are kept in
+        # _codes, so an id stays theirs.
+        self._targets: dict[int, tuple[tuple[ProcessorRuntime, ...], int, ProcessorRuntime | None]] = {}
         self._codes: dict[int, types.CodeType] = {}
         self._active: dict[types.FrameType, tuple[Any, ...]] = {}
         self._hook: ImportHook | None = None
@@ -163,13 +166,13 @@ class MonitoringBackend:
             logger.debug("tracing: cannot monitor %s: %s", code.co_qualname, exc)
             return
         self._codes[id(code)] = code
-        self._targets[id(code)] = (procs, kind)
+        self._targets[id(code)] = (procs, kind, fast_processor(procs))
 
     def _on_disable(self, rt: ProcessorRuntime) -> None:
         tool = self.tool_id
         if tool is None:
             return
-        for key, (procs, _) in list(self._targets.items()):
+        for key, (procs, _, _) in list(self._targets.items()):
             if rt in procs and all(p.off for p in procs):
                 sys.monitoring.set_local_events(tool, self._codes[key], 0)
                 del self._targets[key]
@@ -220,12 +223,48 @@ class MonitoringBackend:
             for frame in list(itertools.islice(active, len(active) // 2)):
                 active.pop(frame, None)
 
+        fast = self._dispatch.fast
+        threads, thread_info, sites, call_site = fast.threads, fast.thread_info, fast.sites, fast.call_site
+        lows, time_ns, call_item, return_item, failed = (
+            fast.lows, fast.time_ns, fast.call_item, fast.return_item, fast.failed,
+        )
+        internal_error = self._dispatch.internal_error
+
         def on_start(code: types.CodeType, offset: int) -> None:
             target = targets.get(id(code))
             if target is None:
                 return
             frame = getframe(1)
-            record = enter(target[0], frame, frame.f_back)
+            rt = target[2]
+            if rt is None or rt.off:
+                record = enter(target[0], frame, frame.f_back)
+            else:  # one processor, events deferred to the bus: Dispatch.enter, inline
+                try:
+                    try:
+                        thread = threads.t
+                    except AttributeError:
+                        thread = thread_info()
+                    if thread[2]:
+                        return
+                    caller = frame.f_back
+                    site = None
+                    if caller is not None:
+                        ccode = caller.f_code
+                        hit = sites.get(id(ccode) | caller.f_lasti << 48)
+                        site = hit[1] if hit is not None and hit[0] is ccode else call_site(caller)
+                    seq = next(lows)
+                    record = (seq, time_ns(), site, thread)
+                    rt.calls += 1
+                    if rt.want_call:
+                        try:
+                            rt.raw_call((call_item, rt, record, seq))
+                        except Exception as exc:
+                            failed(rt, "emit", exc, frame)
+                        else:
+                            rt.events += 1
+                except Exception as exc:  # an engine bug: never into the traced program
+                    internal_error(exc)
+                    return
             kind = target[1]
             if kind:
                 active[frame] = record
@@ -238,8 +277,18 @@ class MonitoringBackend:
                 return
             frame = getframe(1)
             record = active.pop(frame, None)
-            if record is not None:
+            if record is None:
+                return
+            rt = target[2]
+            if rt is None:
                 leave(record, target[0], frame, "return", value)
+            elif rt.want_return and not rt.off:
+                try:
+                    rt.raw_return((return_item, rt, record, next(lows), time_ns()))
+                except Exception as exc:
+                    failed(rt, "emit", exc, frame)
+                else:
+                    rt.events += 1
 
         def on_unwind(code: types.CodeType, offset: int, exc: BaseException) -> None:
             target = targets.get(id(code))

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Dispatch",
+    "FastPath",
     "ProcessorRuntime",
     "default_library_paths",
+    "fast_processor",
     "make_dispatch",
     "normalize_path",
 ]
@@ -295,14 +297,64 @@ class Dispatch:
         internal_error: report an unexpected error of the engine itself (logged once).
     """
 
-    __slots__ = ("__weakref__", "enter", "internal_error", "leave", "on_disable", "pid")
+    __slots__ = ("__weakref__", "enter", "fast", "internal_error", "leave", "on_disable", "pid")
 
     def __init__(self) -> None:
         self.enter: Callable[..., tuple[Any, ...]]
         self.leave: Callable[..., None]
         self.on_disable: Callable[[ProcessorRuntime], None] = lambda rt: None
         self.internal_error: Callable[[BaseException], None]
+        self.fast: FastPath
         self.pid = os.getpid()
+
+
+class FastPath:
+    """The pieces a backend inlines for a call selected by **one** processor whose
+    events are deferred to the bus (no ``call``/``process``; ``raw_call``/``raw_return``
+    set): the same records, ids and raw items as :class:`Dispatch` makes, without its two
+    extra Python calls and its loop over processors.
+
+    A backend's call side for such a call does, inline::
+
+        thread = threads.t            # AttributeError: thread_info()
+        if thread[2]: return          # hostapp's own threads are never traced
+        site = sites.get(...) / call_site(caller)
+        seq = next(lows)
+        record = (seq, time_ns(), site, thread)
+        rt.calls += 1
+        if rt.want_call: rt.raw_call((call_item, rt, record, seq)); rt.events += 1
+
+    and its return side ``rt.raw_return((return_item, rt, record, next(lows), time_ns()))``.
+
+    Attributes:
+        lows: the event-id sequence (``next(lows)``).
+        time_ns: ``time.time_ns``.
+        threads: the thread-local holding ``t = (ident, info, untraced)``.
+        thread_info: makes and stores ``threads.t`` for the calling thread.
+        sites: ``id(code) | f_lasti << 48 -> (code, site)`` for user-code call sites.
+        call_site: the full call-site search from a frame.
+        call_item, return_item: the builders (``item[0]``) of the raw items.
+        failed: ``failed(rt, where, exc, frame)``, the error accounting of the slow path.
+    """
+
+    __slots__ = (
+        "call_item", "call_site", "failed", "lows", "return_item", "sites", "thread_info",
+        "threads", "time_ns",
+    )
+
+    def __init__(self, **parts: Any) -> None:
+        for name, value in parts.items():
+            setattr(self, name, value)
+
+
+def fast_processor(procs: tuple[ProcessorRuntime, ...]) -> ProcessorRuntime | None:
+    """The processor of :class:`FastPath` when ``procs`` qualifies for it, else ``None``."""
+    if len(procs) != 1:
+        return None
+    rt = procs[0]
+    if rt.raw_call is None or rt.raw_return is None:
+        return None
+    return rt
 
 
 def make_dispatch(
@@ -571,6 +623,11 @@ def make_dispatch(
     dispatch.enter = enter
     dispatch.leave = leave
     dispatch.internal_error = internal_error
+    dispatch.fast = FastPath(
+        lows=lows, time_ns=time_ns, threads=threads, thread_info=thread_info, sites=sites,
+        call_site=call_site, call_item=materialize_call, return_item=materialize_return,
+        failed=failed,
+    )
     ref = weakref.ref(dispatch)
 
     def after_fork_in_child() -> None:  # events made in a forked child carry its pid
