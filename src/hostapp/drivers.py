@@ -51,10 +51,15 @@ from hostapp.errors import ComponentError, ConfigError, HostappError
 
 if TYPE_CHECKING:
     from hostapp.config import Config
+    from collections.abc import Callable
+
     from hostapp.manager import PluginManager
+    from hostapp.store import Report, Run, Store
     from hostapp.types import Contribution, DriverSpec
 
-__all__ = ["LOAD_VALUES", "ComponentOptions", "ComponentRecord", "ComponentSet", "dry_run"]
+__all__ = [
+    "LOAD_VALUES", "ComponentOptions", "ComponentRecord", "ComponentSet", "adry_run", "component_rows", "dry_run",
+]
 
 logger = logging.getLogger("hostapp")
 
@@ -467,6 +472,79 @@ async def adry_run(config: Config, pm: PluginManager) -> ComponentSet:
 def dry_run(config: Config, pm: PluginManager) -> ComponentSet:
     """:func:`adry_run` from synchronous code (a loop of its own). Raises as ``adry_run``."""
     return asyncio.run(adry_run(config, pm))
+
+
+def component_rows(
+    config: Config, plugin_manager: Callable[[], PluginManager], store: Store | None
+) -> tuple[list[dict[str, Any]], str]:
+    """What ``hostapp components`` shows: the rows and a one-line title.
+
+    The component reports of a running host (its run has not ended and its process is
+    alive), else of the newest run that reported components; when the store has none (or
+    ``store`` is ``None``), a dry build (:func:`dry_run`).
+
+    Args:
+        config: the configuration (for the dry build).
+        plugin_manager: returns a loaded plugin manager (its drivers are checked against
+            the configuration).
+        store: the open store, or ``None`` for "dry build only".
+
+    Returns:
+        ``(rows, title)``: each row the fields of :meth:`ComponentRecord.to_dict` plus
+        ``run_id`` (``None`` for a dry build), ``updated_ns``, ``source`` (``"report"`` or
+        ``"dry-run"``) and ``live`` (the reporting host is running).
+
+    Raises:
+        ConfigError: a component names an unknown driver.
+    """
+    if store is not None:
+        pm = plugin_manager()  # an unknown driver is a configuration error in every mode
+        ComponentSet.from_config(config).resolve(asyncio.run(pm.acollect("hostapp_drivers", on_conflict="report")))
+        run, reports, live = _reported(store)
+        if reports:
+            rows = [{**r.to_dict(), "source": "report", "live": live} for r in reports]
+            if live:
+                status = "live"
+            elif run is not None and run.ended_ns is None:
+                status = "its process is gone"
+            else:
+                status = "ended"
+            return rows, f"run {reports[0].run_id} ({status})"
+    components = dry_run(config, plugin_manager())
+    now = time.time_ns()
+    rows = [
+        {**record.to_dict(), "run_id": None, "updated_ns": now, "source": "dry-run", "live": False}
+        for record in components.values()
+    ]
+    return rows, "dry run (built, checked and closed now)"
+
+
+def _reported(store: Store) -> tuple[Run | None, list[Report], bool]:
+    """The component reports of a live run, else of the newest reporting run."""
+    for run in store.runs(50):
+        if run.ended_ns is None and _alive(run.pid):
+            reports = store.reports("component", run.id)
+            if reports:
+                return run, reports, True
+    reports = store.reports("component")
+    if not reports:
+        return None, [], False
+    run = store.run(reports[0].run_id)
+    return run, reports, run is not None and run.ended_ns is None and _alive(run.pid)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 class _ReturnedFalse(Exception):

@@ -96,8 +96,7 @@ class ComponentError(HostappError):
     """A component is not there: unavailable, disabled (``load = "no"``), closed, or not
     configured; or a ``load = "yes"`` component is unavailable at start.
 
-    Raised by ``host.component(NAME)`` (which also is a :class:`LookupError` for callers
-    that only want "missing") and by ``Host.start()`` for ``load = "yes"``. The message
+    Raised by ``host.component(NAME)`` and by ``Host.start()`` for ``load = "yes"``. The message
     is one line naming the component, its driver and the cause.
 
     Attributes:
