@@ -186,7 +186,7 @@ def test_every_hookspec_is_in_hooks_md():
 
 @pytest.mark.parametrize(
     "spec_type",
-    [hostapp.TraceProcessor, hostapp.EventSink, hostapp.Driver, hostapp.BackgroundTask,
+    [hostapp.TraceProcessor, hostapp.EventSink, hostapp.DriverSpec, hostapp.BackgroundTask,
      hostapp.InstrumentType, hostapp.CliCommand, hostapp.Contribution, PluginInfo],
 )
 def test_every_spec_type_field_is_in_hooks_md(spec_type):
@@ -222,7 +222,7 @@ def test_cli_json_fields_are_in_cli_md():
 # -- code blocks ------------------------------------------------------------------------------
 
 
-PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md"]
+PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -252,7 +252,7 @@ def test_hook_examples_register_and_contribute(block):
 
 def config_blocks() -> list[Block]:
     found = []
-    for page in ("configuration.md", "writing-plugins.md", "cli.md"):
+    for page in ("configuration.md", "writing-plugins.md", "cli.md", "drivers.md"):
         for block in blocks(page, "toml"):
             if "[project]" in block.text or "[build-system]" in block.text:
                 continue  # a distribution's pyproject.toml, not a hostapp configuration

@@ -23,6 +23,7 @@ from hostapp._version import __version__
 if TYPE_CHECKING:
     from hostapp.config import Config, load_config
     from hostapp.errors import (
+        ComponentError,
         ConfigError,
         DuplicateNameError,
         HostappError,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
         BackgroundTask,
         CliCommand,
         Contribution,
-        Driver,
+        DriverSpec,
         EventSink,
         InstrumentType,
         TraceProcessor,
@@ -48,10 +49,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BackgroundTask",
     "CliCommand",
+    "ComponentError",
     "Config",
     "ConfigError",
     "Contribution",
-    "Driver",
+    "DriverSpec",
     "DuplicateNameError",
     "Event",
     "EventSink",
@@ -81,7 +83,7 @@ _LAZY = {
     "BackgroundTask": "hostapp.types",
     "CliCommand": "hostapp.types",
     "Contribution": "hostapp.types",
-    "Driver": "hostapp.types",
+    "DriverSpec": "hostapp.types",
     "EventSink": "hostapp.types",
     "InstrumentType": "hostapp.types",
     "TraceProcessor": "hostapp.types",
@@ -97,6 +99,7 @@ _LAZY = {
     "PermanentError": "hostapp.events",
     "Config": "hostapp.config",
     "load_config": "hostapp.config",
+    "ComponentError": "hostapp.errors",
     "ConfigError": "hostapp.errors",
     "DuplicateNameError": "hostapp.errors",
     "HostappError": "hostapp.errors",

@@ -698,6 +698,55 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
     _console().print(table)
 
 
+@cli.command("components")
+@_db_option
+@click.option("--dry-run", is_flag=True, help="Build, check and close every component now, whatever the store holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def components_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+    """Show the components ([components.NAME]): driver, load, state, error and health.
+
+    From the store: what a running host last reported (or, when none runs, the last run
+    that had components). When the store has no report, or with --dry-run: a dry build
+    (each component built, connected, validated, checked and closed now). Exit status 0
+    even when components are unavailable; 2 for a configuration error.
+    """
+    from hostapp.drivers import component_rows
+
+    from pathlib import Path
+
+    from hostapp.store import Store, resolve_store_path
+
+    config = state.config()
+    path = Path(db_path) if db_path else resolve_store_path(config)
+    if dry_run or not path.exists():
+        rows, title = component_rows(config, state.plugin_manager, None)
+    else:
+        with Store(path) as store:
+            rows, title = component_rows(config, state.plugin_manager, store)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=repr))
+        return
+    from rich.table import Table
+
+    if not rows:
+        click.echo("No components configured ([components.NAME] in the configuration).")
+        return
+    table = Table(header_style="bold", title=title)
+    for column in ("Component", "Driver", "Load", "State", "Error", "Health"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("Component", "Load", "State"))
+    colours = {"available": "green", "unavailable": "red", "closed": "white", "disabled": "yellow"}
+    for row in rows:
+        health = row.get("health") or {}
+        shown = "" if not health else ("ok" if health.get("ok") else f"failing: {health.get('error')}")
+        if health.get("ok") and health.get("detail") is not None:
+            shown += f" {json.dumps(health['detail'], default=repr)}"
+        error = " ".join((row.get("error") or "").split())
+        table.add_row(row["name"], row["driver"], row["load"],
+                      f"[{colours.get(row['state'], 'white')}]{row['state']}[/]", error, shown)
+    _console().print(table)
+
+
 @cli.command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},

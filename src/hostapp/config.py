@@ -102,6 +102,9 @@ SCHEMA: dict[str, Key] = {
     "events.max_retries": Key("int", 5, "Retries of a failed batch before it is a dead letter.", minimum=0),
     "events.retry_backoff_ms": Key("float", 100.0, "First retry delay in ms (doubles, with jitter).", minimum=0),
     "events.retry_max_backoff_ms": Key("float", 10_000.0, "Longest retry delay in ms.", minimum=0),
+    "components": Key(
+        "tables", {}, "Components built by drivers, [components.NAME]: driver, load, options."
+    ),
     "tracing.enabled": Key("bool", True, "Trace what the processors select while a host runs."),
     "tracing.backend": Key(
         "choice", "auto", "auto (sys.monitoring on 3.12+, trampoline on 3.11), monitoring, trampoline or profile.",
@@ -185,6 +188,9 @@ class Config:
         for key, value in flat.items():
             data[key] = _validate(key, value, source, root)
         for key, value in _env_overrides(env, found).items():
+            if key.startswith("components."):
+                data["components"] = _component_override(data["components"], key, value)
+                continue
             data[key] = _validate(key, value, key_env(key), root)
         for message in found:
             warnings.warn(message, ConfigWarning, stacklevel=3)
@@ -338,6 +344,9 @@ def _flatten(raw: Mapping[str, Any], source: str, found: list[str]) -> dict[str,
             continue
         if not isinstance(table, dict):
             raise ConfigError(source, f"expected a table, got {_tname(table)}", key=section)
+        if section in SCHEMA:  # a section that is one key, a table of tables ([components.NAME])
+            out[section] = table
+            continue
         for name, value in table.items():
             key = f"{section}.{name}"
             if key not in SCHEMA:
@@ -353,6 +362,9 @@ def _env_overrides(env: Mapping[str, str], found: list[str]) -> dict[str, Any]:
         if not var.startswith("HOSTAPP_") or "__" not in var:
             continue
         key = var[len("HOSTAPP_") :].lower().replace("__", ".")
+        if key.startswith("components.") and key.count(".") == 2 and key.rsplit(".", 1)[1] in ("driver", "load"):
+            out[key] = value.strip()  # HOSTAPP_COMPONENTS__NAME__LOAD=no
+            continue
         spec = SCHEMA.get(key)
         if spec is None or spec.type == "tables":
             found.append(f"{var}: unknown configuration key {key!r} (ignored)")
@@ -456,8 +468,63 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
                         )
                     if not check(meta_value):
                         raise ConfigError(source, f"invalid value {meta_value!r}", key=where)
+        if key == "components":
+            return _check_components(value, source)
         tables = {name: dict(table) for name, table in value.items()}
         if key == "events.sinks":  # the defaults stay enabled unless `enabled = false`
             tables = {**{n: dict(t) for n, t in spec.default.items()}, **tables}
         return tables
     raise AssertionError(f"unknown schema type {kind!r} for {key}")
+
+
+_COMPONENT_KEYS = ("driver", "load", "options")
+
+
+def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Validate ``[components.NAME]`` tables: ``driver`` (required string), ``load``
+    (``auto`` | ``yes`` | ``no``, default ``auto``), ``options`` (a table, default ``{}``).
+
+    Raises:
+        ConfigError: an unknown key, a missing driver or a bad value, naming
+            ``components.NAME.KEY``.
+    """
+    from hostapp.drivers import LOAD_VALUES
+
+    out: dict[str, Any] = {}
+    for name, table in value.items():
+        for item in table:
+            if item not in _COMPONENT_KEYS:
+                raise ConfigError(
+                    source, "unknown key; expected driver, load or options", key=f"components.{name}.{item}"
+                )
+        driver = table.get("driver")
+        if not isinstance(driver, str) or not driver.strip():
+            got = "nothing" if driver is None else _tname(driver)
+            raise ConfigError(
+                source, f"required: the name of a driver (a string), got {got}", key=f"components.{name}.driver"
+            )
+        load = table.get("load", "auto")
+        if load not in LOAD_VALUES:
+            raise ConfigError(
+                source, f"expected one of {', '.join(LOAD_VALUES)}; got {load!r}", key=f"components.{name}.load"
+            )
+        options = table.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(source, f"expected a table, got {_tname(options)}", key=f"components.{name}.options")
+        out[name] = {"driver": driver, "load": load, "options": dict(options)}
+    return out
+
+
+def _component_override(tables: Mapping[str, Any], key: str, value: str) -> dict[str, Any]:
+    """Apply ``HOSTAPP_COMPONENTS__NAME__LOAD`` / ``__DRIVER`` to the configured components.
+
+    Raises:
+        ConfigError: no component ``NAME`` is configured, or the value is invalid.
+    """
+    var = key_env(key)
+    _, name, item = key.split(".")
+    if name not in tables:
+        raise ConfigError(var, f"no component {name!r} is configured ([components.{name}])")
+    merged = {n: dict(t) for n, t in tables.items()}
+    merged[name][item] = value
+    return _check_components(merged, var)

@@ -7,6 +7,7 @@ The CLI maps them to exit statuses: :class:`ConfigError` -> 2, every other
 from __future__ import annotations
 
 __all__ = [
+    "ComponentError",
     "ConfigError",
     "DuplicateNameError",
     "HostappError",
@@ -89,3 +90,22 @@ class PluginContractError(HostappError):
 
     The message names the plugin, its provenance, the hook and what was expected.
     """
+
+
+class ComponentError(HostappError):
+    """A component is not there: unavailable, disabled (``load = "no"``), closed, or not
+    configured; or a ``load = "yes"`` component is unavailable at start.
+
+    Raised by ``host.component(NAME)`` and by ``Host.start()`` for ``load = "yes"``. The message
+    is one line naming the component, its driver and the cause.
+
+    Attributes:
+        component: the component name.
+        state: ``"unavailable"``, ``"disabled"``, ``"closed"``, ``"pending"`` or
+            ``"unknown"`` (not configured).
+    """
+
+    def __init__(self, component: str, state: str, message: str) -> None:
+        self.component = component
+        self.state = state
+        super().__init__(message)

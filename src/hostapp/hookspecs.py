@@ -23,7 +23,7 @@ from hostapp._markers import hookspec
 from hostapp.types import (
     BackgroundTask,
     CliCommand,
-    Driver,
+    DriverSpec,
     EventSink,
     InstrumentType,
     TraceProcessor,
@@ -127,37 +127,65 @@ def hostapp_event_sinks() -> EventSink | Iterable[EventSink]:
     """
 
 
-@hookspec(isolate=True, collect=Driver)
-def hostapp_drivers() -> Driver | Iterable[Driver]:
-    """Contribute drivers: named factories of components, with connect/validate (opa-stack).
+@hookspec(isolate=True, collect=DriverSpec)
+def hostapp_drivers() -> DriverSpec | Iterable[DriverSpec]:
+    """Contribute drivers: named factories of components (opa-stack's drivers).
 
-    Called once at host start. A component configured as ``[components.NAME]`` with
-    ``driver = "redis"`` is validated and built by the driver named ``redis``.
+    Called once at host start, after ``hostapp_configure``. Each ``[components.NAME]``
+    table names a driver (``driver = "..."``); the host calls that driver's
+    ``factory(options)``, then the component's ``connect()`` and ``validate()`` (each may
+    be ``async def``). ``load = "auto"`` (the default): a component that fails is marked
+    unavailable with its error and the host goes on; ``load = "yes"``: the host does not
+    start; ``load = "no"``: not built. ``host.component("NAME")`` returns the component;
+    ``close()`` is called at stop, in reverse build order. See ``docs/drivers.md``.
 
     Returns:
-        a ``Driver``, an iterable of them, or ``None``.
+        a ``DriverSpec``, an iterable of them, or ``None``.
 
     Errors:
         isolated — see :func:`hostapp_trace_processors`. Duplicate driver names are a
-        ``DuplicateNameError``.
+        ``DuplicateNameError``. A component that cannot connect does not mark the
+        driver's plugin failed (the resource is at fault, not the plugin). A component
+        table naming a driver nobody contributes is a ``ConfigError`` (exit status 2).
 
     Example::
 
-        import sqlite3
+        import json
+        import pathlib
+
         import hostapp
 
-        def validate(config):
-            if "path" not in config:
-                raise ValueError("path: required")
+        class JsonFile:
+            "A component: one JSON document on disk."
+
+            def __init__(self, options):
+                self.path = pathlib.Path(options["path"])
+
+            def connect(self):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.exists():
+                    self.path.write_text("{}")
+
+            def validate(self):
+                json.loads(self.path.read_text())  # raises when the file is not JSON
+
+            def health(self):
+                return {"bytes": self.path.stat().st_size}
+
+            def close(self):
+                pass
 
         @hostapp.hookimpl
         def hostapp_drivers():
-            return hostapp.Driver(
-                name="sqlite",
-                validate=validate,
-                connect=lambda config: sqlite3.connect(config["path"]),
-                close=lambda conn: conn.close(),
-            )
+            return hostapp.DriverSpec(name="jsonfile", factory=JsonFile,
+                                      description="a JSON document on disk")
+
+    configured as::
+
+        [components.settings]
+        driver = "jsonfile"
+        load = "yes"
+        options = { path = "var/settings.json" }
     """
 
 

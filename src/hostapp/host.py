@@ -10,9 +10,14 @@ Tracing (``tracing.enabled``, on by default): the trace processors plugins contr
 (``hostapp_trace_processors()``), less those ``tracing.processors`` / ``tracing.disable``
 leave out, run in a :class:`hostapp.tracing.TracingEngine` whose events go to the bus.
 
+Components (``[components.NAME]``, built by the drivers plugins contribute; see
+:mod:`hostapp.drivers`) are built before the store opens; their records are written to the
+store (``reports``, kind ``"component"``) once it is open, and again at stop.
+
 ``stop()`` / ``await astop()`` runs the reverse: tracing stops, ``hostapp_shutdown``, then
-the bus drains every sink's queue and closes the sinks, then the run record is closed
-(its summary holds the sink counters and the processor counters). The whole stop is
+the bus drains every sink's queue and closes the sinks, then the components are closed
+(reverse build order), then the run record is closed (its summary holds the sink
+counters and the processor counters). The whole stop is
 bounded by ``host.shutdown_timeout`` seconds, and stopping twice does nothing.
 
 From synchronous code the host runs its asyncio loop on a thread of its own
@@ -39,11 +44,12 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from hostapp.config import Config
+    from hostapp.drivers import ComponentSet
     from hostapp.events import Event, EventBus, SinkError
     from hostapp.manager import HookError, PluginManager
     from hostapp.store import Store
     from hostapp.tracing import TracingEngine
-    from hostapp.types import Contribution, EventSink, TraceProcessor
+    from hostapp.types import Contribution, DriverSpec, EventSink, TraceProcessor
 
 __all__ = ["Host", "exit_on_signals", "get_host"]
 
@@ -124,7 +130,10 @@ class Host:
         store: the open :class:`~hostapp.store.Store`, or ``None``.
         bus: the :class:`~hostapp.events.EventBus` (set at start).
         sinks: the sink contributions collected at start.
-        components: components built by drivers, by name.
+        components: the :class:`~hostapp.drivers.ComponentSet`: every configured
+            component's :class:`~hostapp.drivers.ComponentRecord` (state, error, health,
+            ``instance``) by name. The component objects: :meth:`component`.
+        drivers: the driver contributions collected at start.
         state: ``"new"``, ``"starting"``, ``"running"``, ``"stopping"``, ``"stopped"`` or
             ``"failed"``.
         exit_status: recorded on the run at stop (``hostapp run`` sets the program's).
@@ -158,7 +167,10 @@ class Host:
         self.store: Store | None = None
         self.bus: EventBus | None = None
         self.sinks: list[Contribution[EventSink]] = []
-        self.components: dict[str, Any] = {}
+        from hostapp.drivers import ComponentSet
+
+        self.components: ComponentSet = ComponentSet.from_config(self.config)
+        self.drivers: list[Contribution[DriverSpec]] = []
         self.state = "new"
         self.exit_status: int | None = None
         self.stats: dict[str, dict[str, Any]] = {}
@@ -183,6 +195,16 @@ class Host:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The asyncio loop the host runs on (its own thread's, or the caller's)."""
         return self._loop
+
+    def component(self, name: str) -> Any:
+        """The component ``[components.NAME]`` built by its driver (opa-stack's
+        ``get_component``).
+
+        Raises:
+            ComponentError: it is not configured, not built yet, disabled (``load =
+                "no"``), unavailable (the message holds its error) or closed.
+        """
+        return self.components.instance(name)
 
     # -- emitting ------------------------------------------------------------------------
 
@@ -221,7 +243,10 @@ class Host:
         Raises:
             MissingHookError: a ``required=True`` hook has no implementation.
             PluginLoadError: a plugin failed while strict mode is on.
-            ConfigError: a sink's configuration is invalid.
+            ConfigError: a sink's configuration is invalid, or a component names a driver
+                no plugin contributes.
+            ComponentError: a ``load = "yes"`` component is unavailable (one line naming
+                the component, its driver and the cause).
             HostappError: the host was already started or stopped.
         """
         if self.state != "new":
@@ -249,12 +274,15 @@ class Host:
         pm.error_listeners.append(self._on_hook_error)
         await pm.ahook.hostapp_configure(config=self.config)
         self._raise_if_strict_failure(PluginLoadError)
+        self.drivers = await pm.acollect("hostapp_drivers", on_conflict="raise" if self.strict else "report")
+        await self.components.abuild(self.drivers)
         self.sinks = await pm.acollect(
             "hostapp_event_sinks", on_conflict="raise" if self.strict else "report"
         )
         if self._use_store:
             self.store = Store(resolve_store_path(self.config))
             self.run_id = self.store.begin_run(self._command)
+            self.store.put_reports(self.run_id, "component", self.components.reports())
         else:
             self.run_id = new_id()
         self.bus = EventBus(
@@ -395,9 +423,11 @@ class Host:
         for info in pm.infos.values():
             if info.state is PluginState.STARTED:
                 pm.set_state(info, PluginState.STOPPED)
+        await self.components.aclose(max(0.0, _left(deadline)))
         if self.store is not None:
             try:
                 if self.run_id is not None:
+                    self.store.put_reports(self.run_id, "component", self.components.reports())
                     summary: dict[str, Any] = {"sinks": self.stats}
                     if self.tracing_stats:
                         summary["processors"] = self.tracing_stats

@@ -26,7 +26,7 @@ __all__ = [
     "BackgroundTask",
     "CliCommand",
     "Contribution",
-    "Driver",
+    "DriverSpec",
     "EventSink",
     "InstrumentType",
     "TraceProcessor",
@@ -255,39 +255,51 @@ class EventSink:
 
 
 @dataclass(frozen=True, slots=True)
-class Driver:
-    """Builds a named component from configuration (opa-stack's drivers).
+class DriverSpec:
+    """A driver: builds named components from configuration (opa-stack's drivers).
 
-    A component is a client, a connection pool or any object the application uses
-    through ``host.components[name]``. Components are configured under
-    ``[components.NAME]`` with ``driver = "<Driver.name>"``.
+    A *component* is the object a driver's ``factory`` returns for one
+    ``[components.NAME]`` table (``driver = "<DriverSpec.name>"``, ``load``, ``options``):
+    a database handle, a cache client, a connection pool. It has opa-stack's Driver class
+    shape: ``connect()``, and optionally ``validate()``, ``close()`` and ``health()``; each
+    may be a plain or an ``async def`` method. The host builds every configured component
+    at start, between ``hostapp_configure`` and the store (see ``docs/drivers.md``), and
+    the application reaches it with ``host.component("NAME")``.
 
     Attributes:
-        name: the driver name (``"sqlite"``, ``"redis"``).
-        connect: ``connect(config: dict) -> component`` (or async); raises when it cannot.
-        validate: ``validate(config: dict) -> None``; raises :class:`ValueError` naming the
-            key when the component's config is invalid. Called before ``connect``.
-        close: ``close(component) -> None`` (or async), called at stop in reverse order.
-        load: ``"auto"`` (connect when configured), ``"yes"`` (always; a failure stops the
-            host), ``"no"`` (never). opa-stack's ``load`` setting.
-        description: one line for listings.
+        name: the driver name, the ``driver`` value of a component table (``"sqlite"``,
+            ``"redis"``).
+        factory: ``factory(options: dict) -> component`` (or ``async def``): the
+            component's ``options`` table (a :class:`hostapp.drivers.ComponentOptions`, a
+            ``dict`` that also knows the component's ``name`` and the config ``root``).
+            Usually the component class itself. Raising (``TypeError``/``ValueError`` for
+            bad options) makes the component unavailable with that error.
+        description: one line for listings (``hostapp plugins``, ``hostapp components``).
+
+    The component's methods (all optional but ``connect``; sync or async):
+
+    * ``connect()``: open the connection; raising or returning ``False`` means the
+      component is unavailable (opa-stack's ``connect``).
+    * ``validate()``: called after a successful ``connect``; raising or returning
+      ``False`` means unavailable (a ping, a schema check).
+    * ``close()``: called once at stop, components in reverse build order.
+    * ``health()``: a health check: ``False`` or raising is unhealthy, any other return
+      value is healthy and kept as the detail (JSON-able: ``True``, a dict, a string).
+
+    Raises:
+        ValueError: on construction, naming the field that is missing or malformed.
     """
 
     name: str
-    connect: Callable[[dict[str, Any]], Any]
-    validate: Callable[[dict[str, Any]], None] | None = None
-    close: Callable[[Any], Any] | None = None
-    load: Literal["auto", "yes", "no"] = "auto"
+    factory: Callable[[dict[str, Any]], Any]
     description: str | None = None
 
     def __post_init__(self) -> None:
-        kind = "Driver"
+        kind = "DriverSpec"
         _check_name(kind, self.name)
-        _check_callable(kind, "connect", self.connect, optional=False)
-        _check_callable(kind, "validate", self.validate)
-        _check_callable(kind, "close", self.close)
-        if self.load not in ("auto", "yes", "no"):
-            raise ValueError(f"{kind}.load: expected 'auto', 'yes' or 'no', got {self.load!r}")
+        _check_callable(kind, "factory", self.factory, optional=False)
+        if self.description is not None and not isinstance(self.description, str):
+            raise ValueError(f"{kind}.description: expected a string, got {type(self.description).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +418,7 @@ class Contribution(Generic[T]):
 KIND_NAMES: dict[type, str] = {
     TraceProcessor: "trace processor",
     EventSink: "event sink",
-    Driver: "driver",
+    DriverSpec: "driver",
     BackgroundTask: "background task",
     InstrumentType: "instrument type",
     CliCommand: "CLI command",

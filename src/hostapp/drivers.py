@@ -1,0 +1,567 @@
+"""Components built by drivers from configuration (opa-stack's drivers, ``load = auto|yes|no``).
+
+A plugin contributes drivers (:class:`hostapp.DriverSpec`, hook ``hostapp_drivers()``);
+the configuration names components, one table each::
+
+    [components.cache]
+    driver = "redis"                  # a DriverSpec.name
+    load = "auto"                     # auto (default) | yes | no
+    options = { url = "redis://127.0.0.1:6379/0" }
+
+At start the host builds every component in configuration order (:meth:`ComponentSet.abuild`):
+the driver's ``factory(options)``, then the component's ``connect()``, then its
+``validate()`` when it has one; each may be ``async def``. ``False`` or an exception from
+``connect``/``validate`` (or an exception from the factory) makes the component
+*unavailable*:
+
+========  ===========================================================================
+``load``  when the component is unavailable
+========  ===========================================================================
+``auto``  recorded with its error (``hostapp components``), a warning is logged, the
+          host goes on; ``host.component(NAME)`` raises :class:`ComponentError` saying why
+``yes``   the host does not start: :class:`ComponentError`, one line naming the
+          component, its driver and the cause
+``no``    never built (state ``disabled``)
+========  ===========================================================================
+
+Whatever happens, the driver's *plugin* is not marked failed: a database that is down is
+the resource's fault, not the plugin's. A component table whose ``driver`` no plugin
+contributes is a :class:`~hostapp.errors.ConfigError` naming the component, the driver
+and the drivers that exist (``hostapp`` exits with status 2).
+
+At stop, after the sinks drained, ``close()`` is called on every built component in
+reverse build order (errors are logged and recorded, never raised). Sync methods run on
+the host's loop thread, async ones are awaited on the host's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+import traceback as traceback_module
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hostapp.errors import ComponentError, ConfigError, HostappError
+
+if TYPE_CHECKING:
+    from hostapp.config import Config
+    from collections.abc import Callable
+
+    from hostapp.manager import PluginManager
+    from hostapp.store import Report, Run, Store
+    from hostapp.types import Contribution, DriverSpec
+
+__all__ = [
+    "LOAD_VALUES", "ComponentOptions", "ComponentRecord", "ComponentSet", "adry_run", "component_rows", "dry_run",
+]
+
+logger = logging.getLogger("hostapp")
+
+#: The values of a component's ``load`` key (opa-stack's ``LOAD``).
+LOAD_VALUES: tuple[str, ...] = ("auto", "yes", "no")
+
+
+class ComponentOptions(dict):  # type: ignore[type-arg]
+    """The ``options`` table handed to a driver's ``factory``: a plain ``dict`` of the
+    component's options, plus where they came from.
+
+    Args:
+        options: the ``[components.NAME] options`` table.
+        name: the component's name (``NAME``).
+        root: the directory relative paths are resolved against (the configuration
+            file's directory, else the working directory: ``Config.root``).
+    """
+
+    def __init__(self, options: Mapping[str, Any], *, name: str, root: str | os.PathLike[str]) -> None:
+        super().__init__(options)
+        self.name = name
+        self.root = Path(root)
+
+    def path(self, key: str, default: str | None = None) -> Path | None:
+        """Option ``key`` as a path: ``~`` expanded, relative ones against :attr:`root`.
+
+        Returns:
+            the absolute path, or ``None`` when the option is absent and ``default`` is
+            ``None``.
+
+        Raises:
+            TypeError: the option is not a string.
+        """
+        value = self.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"option {key!r} of component {self.name!r}: expected a path string, got {value!r}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+
+@dataclass(eq=False)
+class ComponentRecord:
+    """One configured component: its configuration, its state and, when available, the
+    component object itself.
+
+    Attributes:
+        name: the component name (``[components.NAME]``).
+        driver: the driver name (``driver = "..."``).
+        load: ``"auto"``, ``"yes"`` or ``"no"``.
+        options: the ``options`` table (not written to the store: it may hold secrets).
+        plugin: the plugin that contributes the driver (``None`` until resolved).
+        distribution: that plugin's distribution, or ``None``.
+        state: ``"pending"`` (not built yet), ``"available"``, ``"unavailable"``,
+            ``"disabled"`` (``load = "no"``) or ``"closed"`` (after stop).
+        error: why it is unavailable (``"ConnectionError: ..."``), or why ``close()``
+            failed; ``None`` otherwise.
+        traceback: the formatted traceback of ``error`` when an exception caused it.
+        stage: where it failed: ``"factory"``, ``"connect"`` or ``"validate"``
+            (``"close"`` for a failed close), or ``None``.
+        health: the last health check, ``{"ok": bool, "detail": ..., "error": str | None,
+            "checked_ns": int}``; ``None`` when the component has no ``health()`` or was
+            never checked.
+        instance: the component object while it is available, else ``None``.
+    """
+
+    name: str
+    driver: str
+    load: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+    plugin: str | None = None
+    distribution: str | None = None
+    state: str = "pending"
+    error: str | None = None
+    traceback: str | None = None
+    stage: str | None = None
+    health: dict[str, Any] | None = None
+    instance: Any = field(default=None, repr=False)
+
+    @property
+    def available(self) -> bool:
+        """Whether :attr:`instance` is usable (state ``available``)."""
+        return self.state == "available"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the fields but ``options`` and ``instance``."""
+        return {
+            "name": self.name,
+            "driver": self.driver,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "load": self.load,
+            "state": self.state,
+            "stage": self.stage,
+            "error": self.error,
+            "traceback": self.traceback,
+            "health": self.health,
+        }
+
+    def report(self) -> tuple[str, str, dict[str, Any]]:
+        """``(name, state, data)`` for :meth:`hostapp.store.Store.put_reports` (kind ``"component"``)."""
+        data = self.to_dict()
+        del data["name"], data["state"]
+        return self.name, self.state, data
+
+
+class ComponentSet(Mapping[str, ComponentRecord]):
+    """Every configured component, by name, in configuration order (``host.components``).
+
+    A read-only mapping of name to :class:`ComponentRecord`; the component objects are
+    ``record.instance`` or, raising when they are not there, :meth:`instance`.
+
+    Args:
+        tables: the validated ``components`` configuration: ``{NAME: {"driver": str,
+            "load": "auto" | "yes" | "no", "options": dict}}``.
+        source: the configuration's source, named in errors (``"hostapp.toml"``).
+        root: the directory relative option paths are resolved against.
+    """
+
+    def __init__(
+        self,
+        tables: Mapping[str, Mapping[str, Any]],
+        *,
+        source: str = "<config>",
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.source = source
+        self.root = Path(root) if root is not None else Path.cwd()
+        self._records: dict[str, ComponentRecord] = {
+            name: ComponentRecord(
+                name=name,
+                driver=str(table["driver"]),
+                load=str(table.get("load", "auto")),
+                options=dict(table.get("options", {})),
+                state="disabled" if table.get("load") == "no" else "pending",
+            )
+            for name, table in tables.items()
+        }
+        self._built: list[ComponentRecord] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ComponentSet:
+        """The components ``config`` names (its ``components`` key), none built yet."""
+        return cls(config.get("components") or {}, source=config.source, root=config.root)
+
+    # -- the mapping -----------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> ComponentRecord:
+        return self._records[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{r.name}={r.state}" for r in self._records.values())
+        return f"<ComponentSet {states}>"
+
+    def instance(self, name: str) -> Any:
+        """The component object of ``name``.
+
+        Raises:
+            ComponentError: ``name`` is not configured (the message lists those that are),
+                or the component is pending (the host has not started), disabled
+                (``load = "no"``), unavailable (the message holds its error) or closed.
+        """
+        record = self._records.get(name)
+        if record is None:
+            known = ", ".join(self._records) or "none"
+            raise ComponentError(
+                name, "unknown",
+                f"no component {name!r} is configured ([components.{name}] in {self.source}); "
+                f"configured components: {known}",
+            )
+        if record.state == "available":
+            return record.instance
+        reasons = {
+            "pending": "the host has not built it yet (start the host first)",
+            "disabled": 'it is disabled (load = "no")',
+            "closed": "it was closed when the host stopped",
+            "unavailable": f"it is unavailable: {record.error}",
+        }
+        raise ComponentError(
+            name, record.state,
+            f"component {name!r} (driver {record.driver!r}): {reasons.get(record.state, record.state)}",
+        )
+
+    def reports(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every record as ``(name, state, data)``, for ``store.put_reports(run_id, "component", ...)``."""
+        return [record.report() for record in self._records.values()]
+
+    # -- building ----------------------------------------------------------------------------
+
+    def resolve(self, drivers: Sequence[Contribution[DriverSpec]]) -> dict[str, Contribution[DriverSpec]]:
+        """Match every component to its driver (before anything is built).
+
+        Args:
+            drivers: the contributions of ``hostapp_drivers()``
+                (``PluginManager.acollect``).
+
+        Returns:
+            component name -> its driver's contribution (every component, ``load = "no"``
+            included; sets ``plugin`` and ``distribution`` on the records).
+
+        Raises:
+            ConfigError: a component names a driver that no plugin contributes; the
+                message names the component (key ``components.NAME.driver``), the driver
+                and the drivers that exist.
+        """
+        by_name = {c.spec.name: c for c in drivers}
+        out: dict[str, Contribution[DriverSpec]] = {}
+        for record in self._records.values():
+            contribution = by_name.get(record.driver)
+            if contribution is None:
+                exist = ", ".join(sorted(by_name)) or "none"
+                raise ConfigError(
+                    self.source,
+                    f"unknown driver {record.driver!r} for component {record.name!r}; "
+                    f"the drivers that exist: {exist}",
+                    key=f"components.{record.name}.driver",
+                )
+            record.plugin, record.distribution = contribution.plugin, contribution.distribution
+            out[record.name] = contribution
+        return out
+
+    async def abuild(self, drivers: Sequence[Contribution[DriverSpec]], *, required: bool = True) -> None:
+        """Build every component in configuration order, on the running loop.
+
+        Args:
+            drivers: the contributions of ``hostapp_drivers()``.
+            required: ``True`` (the host): a ``load = "yes"`` component that is unavailable
+                raises; ``False`` (``hostapp components``' dry run): it is only recorded.
+
+        Raises:
+            ConfigError: an unknown driver (see :meth:`resolve`); nothing was built.
+            ComponentError: a ``load = "yes"`` component is unavailable (``required``);
+                the components built before it stay built, for :meth:`aclose`.
+        """
+        self._loop = asyncio.get_running_loop()
+        resolved = self.resolve(drivers)
+        for record in self._records.values():
+            if record.load == "no":
+                record.state = "disabled"
+                continue
+            await self._build(record, resolved[record.name].spec)
+            if record.state == "available":
+                self._built.append(record)
+                await self._check(record)
+                continue
+            message = (
+                f"component {record.name!r} (driver {record.driver!r}, plugin {record.plugin!r}) "
+                f"is unavailable: {_one_line(record.error)}"
+            )
+            if record.load == "yes" and required:
+                raise ComponentError(record.name, record.state, message + ' (load = "yes")')
+            logger.warning("%s; the host goes on without it (load = %r)", message, record.load)
+
+    async def _build(self, record: ComponentRecord, spec: DriverSpec) -> None:
+        options = ComponentOptions(record.options, name=record.name, root=self.root)
+        stage = "factory"
+        instance = None
+        try:
+            instance = await _maybe_await(spec.factory(options))
+            for stage in ("connect", "validate"):
+                method = getattr(instance, stage, None)
+                if method is None:
+                    continue
+                if await _maybe_await(method()) is False:
+                    raise _ReturnedFalse(f"{stage}() returned False")
+        except Exception as exc:  # noqa: BLE001 - a resource that is not there
+            record.state, record.stage = "unavailable", stage
+            if isinstance(exc, _ReturnedFalse):
+                record.error, record.traceback = str(exc), None
+            else:
+                record.error = _describe(exc)
+                record.traceback = "".join(traceback_module.format_exception(exc))
+            if instance is not None:
+                await self._close_quietly(record, instance)
+            return
+        record.state, record.instance = "available", instance
+        record.error = record.traceback = record.stage = None
+
+    async def _close_quietly(self, record: ComponentRecord, instance: Any) -> None:
+        """Release what a half-built component holds; its error is logged only."""
+        close = getattr(instance, "close", None)
+        if close is None:
+            return
+        try:
+            await _maybe_await(close())
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("component %r: close() after a failed start raised %s", record.name, _describe(exc))
+
+    async def _check(self, record: ComponentRecord, timeout: float = 10.0) -> dict[str, Any] | None:
+        """Run ``record``'s ``health()`` (bounded by ``timeout`` s when it is async)."""
+        method = getattr(record.instance, "health", None)
+        if record.state != "available" or method is None:
+            return record.health
+        result: dict[str, Any] = {"ok": True, "detail": None, "error": None, "checked_ns": 0}
+        try:
+            value = method()
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(value, timeout)
+        except Exception as exc:  # noqa: BLE001
+            result.update(ok=False, error=_describe(exc))
+        else:
+            if value is False:
+                result.update(ok=False, error="health() returned False")
+            elif value is not True and value is not None:
+                result["detail"] = value
+        result["checked_ns"] = time.time_ns()
+        record.health = result
+        return result
+
+    async def ahealth(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
+        """Check the health of one component (``name``) or of every available one.
+
+        Args:
+            name: a component name; ``None`` for all of them.
+            timeout: seconds an ``async def health()`` may take (a sync one cannot be
+                interrupted).
+
+        Returns:
+            component name -> its health (``record.health``): ``None`` for a component
+            without ``health()`` or one that is not available.
+
+        Raises:
+            ComponentError: ``name`` is not configured.
+        """
+        if name is not None and name not in self._records:
+            self.instance(name)  # raises, naming the configured ones
+        names = [name] if name is not None else list(self._records)
+        return {n: await self._check(self._records[n], timeout) for n in names}
+
+    def health(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
+        """:meth:`ahealth` from synchronous code: run on the host's loop (thread-safe).
+
+        Raises:
+            HostappError: called on a running event loop (use ``await components.ahealth()``).
+            ComponentError: ``name`` is not configured.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise HostappError("components.health() was called on a running loop; use 'await components.ahealth()'")
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(self.ahealth(name, timeout=timeout), loop).result()
+        return asyncio.run(self.ahealth(name, timeout=timeout))
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close every built component, in reverse build order; idempotent.
+
+        Args:
+            timeout: seconds all the closes may take together (an ``async def close()``
+                is cancelled when its share runs out; a sync one cannot be interrupted).
+                ``None``: no bound.
+
+        Errors in ``close()`` are logged and recorded (``error``, ``stage = "close"``);
+        every component is marked ``closed`` either way.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        built, self._built = self._built, []
+        for record in reversed(built):
+            instance, record.instance = record.instance, None
+            close = getattr(instance, "close", None)
+            try:
+                if close is not None:
+                    result = close()
+                    if inspect.isawaitable(result):
+                        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                        await asyncio.wait_for(result, left)
+            except Exception as exc:  # noqa: BLE001 - TimeoutError included
+                record.error, record.stage = _describe(exc), "close"
+                record.traceback = "".join(traceback_module.format_exception(exc))
+                logger.warning("component %r (driver %r): close() raised %s", record.name, record.driver, record.error)
+            record.state = "closed"
+
+
+async def adry_run(config: Config, pm: PluginManager) -> ComponentSet:
+    """Build, check and close every component of ``config`` once, as a host would at start
+    (``hostapp components`` when no host reported); ``load = "yes"`` failures are only
+    recorded. The records keep the states the components had before closing (a failed
+    ``close()`` shows as ``stage = "close"`` with its error).
+
+    Args:
+        config: the configuration (its ``components``).
+        pm: a loaded plugin manager (its ``hostapp_drivers()`` are collected).
+
+    Raises:
+        ConfigError: a component names an unknown driver.
+    """
+    drivers = await pm.acollect("hostapp_drivers", on_conflict="report")
+    components = ComponentSet.from_config(config)
+    try:
+        await components.abuild(drivers, required=False)
+    finally:
+        states = {name: record.state for name, record in components.items()}
+        await components.aclose(timeout=30.0)
+        for name, record in components.items():
+            record.state = states[name]
+    return components
+
+
+def dry_run(config: Config, pm: PluginManager) -> ComponentSet:
+    """:func:`adry_run` from synchronous code (a loop of its own). Raises as ``adry_run``."""
+    return asyncio.run(adry_run(config, pm))
+
+
+def component_rows(
+    config: Config, plugin_manager: Callable[[], PluginManager], store: Store | None
+) -> tuple[list[dict[str, Any]], str]:
+    """What ``hostapp components`` shows: the rows and a one-line title.
+
+    The component reports of a running host (its run has not ended and its process is
+    alive), else of the newest run that reported components; when the store has none (or
+    ``store`` is ``None``), a dry build (:func:`dry_run`).
+
+    Args:
+        config: the configuration (for the dry build).
+        plugin_manager: returns a loaded plugin manager (its drivers are checked against
+            the configuration).
+        store: the open store, or ``None`` for "dry build only".
+
+    Returns:
+        ``(rows, title)``: each row the fields of :meth:`ComponentRecord.to_dict` plus
+        ``run_id`` (``None`` for a dry build), ``updated_ns``, ``source`` (``"report"`` or
+        ``"dry-run"``) and ``live`` (the reporting host is running).
+
+    Raises:
+        ConfigError: a component names an unknown driver.
+    """
+    if store is not None:
+        pm = plugin_manager()  # an unknown driver is a configuration error in every mode
+        ComponentSet.from_config(config).resolve(asyncio.run(pm.acollect("hostapp_drivers", on_conflict="report")))
+        run, reports, live = _reported(store)
+        if reports:
+            rows = [{**r.to_dict(), "source": "report", "live": live} for r in reports]
+            if live:
+                status = "live"
+            elif run is not None and run.ended_ns is None:
+                status = "its process is gone"
+            else:
+                status = "ended"
+            return rows, f"run {reports[0].run_id} ({status})"
+    components = dry_run(config, plugin_manager())
+    now = time.time_ns()
+    rows = [
+        {**record.to_dict(), "run_id": None, "updated_ns": now, "source": "dry-run", "live": False}
+        for record in components.values()
+    ]
+    return rows, "dry run (built, checked and closed now)"
+
+
+def _reported(store: Store) -> tuple[Run | None, list[Report], bool]:
+    """The component reports of a live run, else of the newest reporting run."""
+    for run in store.runs(50):
+        if run.ended_ns is None and _alive(run.pid):
+            reports = store.reports("component", run.id)
+            if reports:
+                return run, reports, True
+    reports = store.reports("component")
+    if not reports:
+        return None, [], False
+    run = store.run(reports[0].run_id)
+    return run, reports, run is not None and run.ended_ns is None and _alive(run.pid)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class _ReturnedFalse(Exception):
+    """``connect()`` or ``validate()`` returned ``False``."""
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
