@@ -870,7 +870,7 @@ def test_deferred_events_through_a_real_bus_are_the_same_events(app: App, backen
     direct: list[Event] = []
     proc = processor(fragment, subtype="raw")
     engine = TracingEngine([Contribution(proc, "test-plugin")], bus.emit, backend=backend, run_id="run-raw",
-                           raw_emitter=bus.raw_emitter)
+                           bus=bus)
     engine.start()
     try:
         for i in range(5):

@@ -16,12 +16,12 @@ its file) and makes a call and a return event per call. Three variants, each in 
     ``{"x": frame.f_locals["x"]}`` on the call and ``{"result": arg}`` on the return (the
     shape of a real processor), into the same bus;
 ``engine_only``
-    the ``bus`` processor with ``emit`` (and the deferred emitter) a function that does
-    nothing: the engine's own share (selection, frame ids, call site, the raw items).
+    the ``bus`` processor on a bus with no sink (its raw items go nowhere): the engine's
+    own share (selection, frame ids, call site, the raw items).
 
-As in a host, the engine gets the bus's ``raw_emitter``: a processor without ``call`` and
-``process`` hands the bus a small tuple per event and the :class:`~hostapp.events.Event`
-is built on the sink's worker thread.
+As in a host, the engine gets the bus (``TracingEngine(..., bus=bus)``): a processor
+without ``call`` and ``process`` hands the bus a small tuple per event and the
+:class:`~hostapp.events.Event` is built on the sink's worker thread.
 
 ``VARIANTS`` (comma-separated) measures only those; default all three.
 
@@ -103,15 +103,15 @@ def main() -> None:
     def discard(event: Any) -> None:
         pass
 
-    def discard_raw(event_type: str) -> Any:
-        return discard
+    # the engine-only variant: a bus with no sink for the events (raw items go nowhere)
+    nowhere = EventBus([], config, run_id="bench")
 
-    # (spec, emit, raw_emitter): the host hands the engine the bus's raw_emitter, so a
-    # processor without call/process defers building its events to the sink's thread
+    # (spec, emit, bus): the host hands the engine its bus, so a processor without
+    # call/process defers building its events to the sink's thread
     variants = {
-        "bus": (bare, bus.emit, bus.raw_emitter),
-        "bus_process": (with_process, bus.emit, bus.raw_emitter),
-        "engine_only": (bare, discard, discard_raw),
+        "bus": (bare, bus.emit, bus),
+        "bus_process": (with_process, bus.emit, bus),
+        "engine_only": (bare, discard, nowhere),
     }
     if len(sys.argv) > 5:
         chosen = sys.argv[5].split(",")
@@ -122,7 +122,7 @@ def main() -> None:
 
     def traced(spec: TraceProcessor, emit: Any, raw: Any, count: int) -> tuple[float, float, dict[str, Any]]:
         engine = TracingEngine(
-            [Contribution(spec, "bench")], emit, config=config, run_id="bench", backend=backend, raw_emitter=raw,
+            [Contribution(spec, "bench")], emit, config=config, run_id="bench", backend=backend, bus=raw,
         )
         engine.start()
         try:

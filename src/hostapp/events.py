@@ -409,11 +409,11 @@ class SinkError:
         return asdict(self)
 
 
-def _materialize(batch: list[Any]) -> list[Event]:
+def _materialize(batch: list[Any], builders: list[Callable[[tuple[Any, ...]], Event]]) -> list[Event]:
     """Build the events of the raw items in ``batch`` (see :meth:`EventBus.raw_emitter`)."""
     for i, item in enumerate(batch):
         if type(item) is tuple:
-            batch[i] = item[0](item)
+            batch[i] = builders[item[0]](item)
     return batch
 
 
@@ -718,7 +718,7 @@ class _Worker:
             self.stalled = False
             if self.waiters:
                 self.not_full.notify_all()
-        return _materialize(batch)
+        return _materialize(batch, self.bus._builders)
 
     def _take_spilled(self) -> tuple[list[Event], list[int] | None]:
         store = self.bus._store
@@ -867,7 +867,7 @@ class _Worker:
         store = self.bus._store
         with self.spill_lock, self.lock:
             queue = self.queue
-            rest = _materialize([queue.popleft() for _ in range(len(queue))])
+            rest = _materialize([queue.popleft() for _ in range(len(queue))], self.bus._builders)
             self.taken += len(rest)
             self.dead_letter(rest, error, 0, in_flight=False)
             buffered, self.spill_buf = self.spill_buf, []
@@ -980,6 +980,34 @@ class _Worker:
 # -- the bus -----------------------------------------------------------------------------
 
 
+class RawChannel:
+    """One sink's queue, for appending raw items inline (:meth:`EventBus.raw_channel`).
+
+    The protocol (what :meth:`EventBus.raw_emitter`'s function does, without the call)::
+
+        if len(channel.queue) < channel.worker.fast_limit and not channel.bus._closed:
+            channel.queue.append(item)
+            if channel.worker.waiting and len(channel.queue) >= channel.worker.wake_at:
+                channel.worker.wake.set()
+        else:
+            channel.emit(item)          # full queue or closed bus: the slow path
+
+    Attributes:
+        queue: the sink's ``collections.deque``.
+        worker: the sink's worker (``fast_limit``, ``waiting``, ``wake_at``, ``wake``).
+        bus: the bus (``_closed``).
+        emit: the :meth:`EventBus.raw_emitter` function of the same event type.
+    """
+
+    __slots__ = ("bus", "emit", "queue", "worker")
+
+    def __init__(self, worker: _Worker, emit: Callable[[tuple[Any, ...]], None]) -> None:
+        self.worker = worker
+        self.queue = worker.queue
+        self.bus = worker.bus
+        self.emit = emit
+
+
 class EventBus:
     """Routes events to sinks, one worker thread and one bounded queue per sink.
 
@@ -1053,6 +1081,8 @@ class EventBus:
                     "a full queue drops events (counted)", worker.name,
                 )
         self._routes: dict[str, tuple[_Worker, ...]] = {}
+        #: raw_builder() keys -> the functions that build an Event from a raw item
+        self._builders: list[Callable[[tuple[Any, ...]], Event]] = []
         self._memory: list[DeadLetter] = []
         self._memory_lock = threading.Lock()
         self._memory_ids = itertools.count(1)
@@ -1089,24 +1119,39 @@ class EventBus:
             else:
                 self._overflow(worker, event)
 
+    def raw_builder(self, build: Callable[[tuple[Any, ...]], Event]) -> int:
+        """Register a builder of raw items and return its key (see :meth:`raw_emitter`).
+
+        Args:
+            build: ``build(item) -> Event``; it must give the same event (same ``id``)
+                every time it is called for an item, must not raise, and must return an
+                event of the type the item was emitted for.
+
+        Returns:
+            the key to put first in the raw items this function builds (an ``int``, so
+            that an item made only of ints and strings is not tracked by the garbage
+            collector once it has been seen by it: a queue of such items costs the
+            traced program nothing at collection time).
+        """
+        self._builders.append(build)
+        return len(self._builders) - 1
+
     def raw_emitter(self, event_type: str) -> Callable[[tuple[Any, ...]], None]:
         """A fast ``emit`` for events of one type whose :class:`Event` is built later.
 
-        The returned function takes a *raw item*: a tuple whose first element is a
-        function that turns the whole tuple into the :class:`Event` (``item[0](item)``), and
-        queues it like :meth:`emit` would queue the event, for every sink accepting
-        ``event_type``. The event is built on each sink's worker thread when the batch is
-        taken (or at once, on the emitting thread, when a queue is full), so the emitting
-        thread pays for a tuple and a queue append only. The builder must give the same
-        event (same ``id``) every time it is called, must not raise, and must return an
-        event of type ``event_type``. The tracing engine uses this for its call and return
-        events.
+        The returned function takes a *raw item*: a tuple whose first element is a key
+        from :meth:`raw_builder`, and queues it like :meth:`emit` would queue the event,
+        for every sink accepting ``event_type``. The event is built on each sink's
+        worker thread when the batch is taken (or at once, on the emitting thread, when
+        a queue is full), so the emitting thread pays for a tuple and a queue append
+        only. The tracing engine uses this for its call and return events.
 
         Raises:
             TypeError: ``event_type`` is not a string.
         """
         workers = self._route(event_type) if event_type not in self._routes else self._routes[event_type]
         overflow = self._overflow
+        builders = self._builders
         bus = self
 
         def emit_none(item: tuple[Any, ...]) -> None:
@@ -1124,7 +1169,7 @@ class EventBus:
                     if worker.waiting and len(queue) >= worker.wake_at:
                         worker.wake.set()
                 else:
-                    overflow(worker, item[0](item))
+                    overflow(worker, builders[item[0]](item))
 
             return emit_one
 
@@ -1136,9 +1181,22 @@ class EventBus:
                     if worker.waiting and len(queue) >= worker.wake_at:
                         worker.wake.set()
                 else:
-                    overflow(worker, item[0](item))
+                    overflow(worker, builders[item[0]](item))
 
         return emit_many
+
+    def raw_channel(self, event_type: str) -> RawChannel | None:
+        """The one sink queue raw items of ``event_type`` go to, for a caller that appends
+        to it inline (the tracing engine's per-call fast path), or ``None`` when no sink
+        or more than one accepts the type (use :meth:`raw_emitter`).
+
+        Raises:
+            TypeError: ``event_type`` is not a string.
+        """
+        workers = self._route(event_type) if event_type not in self._routes else self._routes[event_type]
+        if len(workers) != 1:
+            return None
+        return RawChannel(workers[0], self.raw_emitter(event_type))
 
     def publish(
         self,

@@ -323,7 +323,7 @@ class Host:
                 backend=config["tracing.backend"],
                 library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
                 max_errors=config["tracing.max_errors"],
-                raw_emitter=bus.raw_emitter,
+                bus=bus,
             )
         except ValueError as exc:  # a backend this interpreter lacks, two processors of one name
             message = str(exc)

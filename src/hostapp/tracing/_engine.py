@@ -11,7 +11,7 @@ from hostapp.tracing._runtime import ProcessorRuntime, default_library_paths, lo
 from hostapp.tracing._select import Selection
 
 if TYPE_CHECKING:
-    from hostapp.events import Event
+    from hostapp.events import Event, EventBus
     from hostapp.types import Contribution, TraceProcessor
 
 __all__ = ["BACKENDS", "TracingEngine", "available_backends"]
@@ -46,7 +46,7 @@ class TracingEngine:
             library, site-packages, hostapp).
         max_errors: a processor whose ``call``/``process`` raises this many times in a row
             is switched off for the run.
-        raw_emitter: ``EventBus.raw_emitter`` of the bus ``emit`` belongs to. With it, the
+        bus: the :class:`~hostapp.events.EventBus` ``emit`` belongs to. With it, the
             events of processors without ``call``/``process`` are handed to the bus as raw
             items and built on the sinks' threads (the fast path: see
             :meth:`hostapp.events.EventBus.raw_emitter`).
@@ -70,7 +70,7 @@ class TracingEngine:
         backend: str = "auto",
         library_paths: Sequence[str] | None = None,
         max_errors: int = 10,
-        raw_emitter: Callable[[str], Callable[[tuple[Any, ...]], None]] | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"tracing.backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -99,7 +99,7 @@ class TracingEngine:
         self._requested = backend
         self._library_paths = list(default_library_paths() if library_paths is None else library_paths)
         self._max_errors = max_errors
-        self._raw_emitter = raw_emitter
+        self._bus = bus
         self._runtimes: tuple[ProcessorRuntime, ...] = tuple(
             ProcessorRuntime(c, i) for i, c in enumerate(self._contributions)
         )
@@ -143,15 +143,19 @@ class TracingEngine:
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"TracingEngine.start(): the engine is {self._state} (start it once)")
+            bus = self._bus
             for rt in self._runtimes:
                 rt.build(self._config)
-                if self._raw_emitter is not None and rt.simple:
-                    rt.raw_call = self._raw_emitter(rt.call_type)
-                    rt.raw_return = self._raw_emitter(rt.return_type)
+                if bus is not None and rt.simple:
+                    rt.raw_call = bus.raw_emitter(rt.call_type)
+                    rt.raw_return = bus.raw_emitter(rt.return_type)
+                    rt.call_channel = bus.raw_channel(rt.call_type)
+                    rt.return_channel = bus.raw_channel(rt.return_type)
             selection = Selection([rt for rt in self._runtimes if rt.missing is None])
             dispatch = make_dispatch(
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,
-                max_errors=self._max_errors,
+                max_errors=self._max_errors, runtimes=self._runtimes,
+                raw_builder=bus.raw_builder if bus is not None else None,
             )
             self._selection = selection
             self._backend = self._install(selection, dispatch)

@@ -225,11 +225,13 @@ class MonitoringBackend:
 
         fast = self._dispatch.fast
         threads, thread_info, sites, call_site = fast.threads, fast.thread_info, fast.sites, fast.call_site
-        lows, time_ns, call_item, return_item, failed = (
-            fast.lows, fast.time_ns, fast.call_item, fast.return_item, fast.failed,
+        lows, time_ns, call_key, return_key, failed = (
+            fast.lows, fast.time_ns, fast.call_key, fast.return_key, fast.failed,
         )
         internal_error = self._dispatch.internal_error
 
+        # The fast path (one processor, events deferred to the bus) is Dispatch.enter /
+        # leave and emit_raw written out inline: no Python call beyond the callback itself.
         def on_start(code: types.CodeType, offset: int) -> None:
             target = targets.get(id(code))
             if target is None:
@@ -238,16 +240,16 @@ class MonitoringBackend:
             rt = target[2]
             if rt is None or rt.off:
                 record = enter(target[0], frame, frame.f_back)
-            else:  # one processor, events deferred to the bus: Dispatch.enter, inline
+            else:
                 try:
                     try:
                         thread = threads.t
                     except AttributeError:
                         thread = thread_info()
-                    if thread[2]:
+                    if thread < 0:
                         return
                     caller = frame.f_back
-                    site = None
+                    site = -1
                     if caller is not None:
                         ccode = caller.f_code
                         hit = sites.get(id(ccode) | caller.f_lasti << 48)
@@ -256,14 +258,22 @@ class MonitoringBackend:
                     record = (seq, time_ns(), site, thread)
                     rt.calls += 1
                     if rt.want_call:
-                        try:
-                            rt.raw_call((call_item, rt, record, seq))
-                        except Exception as exc:
-                            failed(rt, "emit", exc, frame)
+                        item = (call_key, rt.index, record, seq)
+                        channel = rt.call_channel
+                        if channel is not None:
+                            queue = channel.queue
+                            worker = channel.worker
+                            if len(queue) < worker.fast_limit and not channel.bus._closed:
+                                queue.append(item)
+                                if worker.waiting and len(queue) >= worker.wake_at:
+                                    worker.wake.set()
+                            else:
+                                channel.emit(item)
                         else:
-                            rt.events += 1
-                except Exception as exc:  # an engine bug: never into the traced program
-                    internal_error(exc)
+                            rt.raw_call(item)
+                        rt.events += 1
+                except Exception as exc:
+                    failed(rt, "emit", exc, frame)
                     return
             kind = target[1]
             if kind:
@@ -284,11 +294,22 @@ class MonitoringBackend:
                 leave(record, target[0], frame, "return", value)
             elif rt.want_return and not rt.off:
                 try:
-                    rt.raw_return((return_item, rt, record, next(lows), time_ns()))
+                    item = (return_key, rt.index, record, next(lows), time_ns())
+                    channel = rt.return_channel
+                    if channel is not None:
+                        queue = channel.queue
+                        worker = channel.worker
+                        if len(queue) < worker.fast_limit and not channel.bus._closed:
+                            queue.append(item)
+                            if worker.waiting and len(queue) >= worker.wake_at:
+                                worker.wake.set()
+                        else:
+                            channel.emit(item)
+                    else:
+                        rt.raw_return(item)
+                    rt.events += 1
                 except Exception as exc:
                     failed(rt, "emit", exc, frame)
-                else:
-                    rt.events += 1
 
         def on_unwind(code: types.CodeType, offset: int, exc: BaseException) -> None:
             target = targets.get(id(code))

@@ -42,6 +42,7 @@ __all__ = [
     "FastPath",
     "ProcessorRuntime",
     "default_library_paths",
+    "emit_raw",
     "fast_processor",
     "make_dispatch",
     "normalize_path",
@@ -70,10 +71,10 @@ class ProcessorRuntime:
     """
 
     __slots__ = (
-        "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
-        "errors", "events", "fragment", "index", "last_error", "logged", "missing", "name", "off",
-        "plugin", "process", "raw_call", "raw_return", "return_type", "simple", "spec", "subtype",
-        "types", "wants", "want_call", "want_return",
+        "call", "call_channel", "call_type", "calls", "co_names", "consecutive", "context",
+        "contribution", "errors", "events", "fragment", "index", "last_error", "logged", "missing",
+        "name", "off", "plugin", "process", "raw_call", "raw_return", "return_channel",
+        "return_type", "simple", "spec", "subtype", "types", "wants", "want_call", "want_return",
     )
 
     def __init__(self, contribution: Contribution[TraceProcessor], index: int) -> None:
@@ -108,6 +109,10 @@ class ProcessorRuntime:
         # bus (EventBus.raw_emitter): called with a raw item instead of an Event
         self.raw_call: Callable[[tuple[Any, ...]], None] | None = None
         self.raw_return: Callable[[tuple[Any, ...]], None] | None = None
+        # and, when exactly one sink takes the event type, its queue for appending inline
+        # (hostapp.events.RawChannel; emit_raw)
+        self.call_channel: Any = None
+        self.return_channel: Any = None
 
     def describe(self) -> str:
         """``"trace processor 'x' (plugin 'p')"``, for messages."""
@@ -246,24 +251,40 @@ _EventBuilder = _events._EventBuilder
 
 
 _threads = threading.local()
+#: Every thread that made a traced call: ``(ident, {"ident", "name"})``; a thread's index
+#: here is its ``_threads.t``, and what call records hold (an int: see make_dispatch).
+_THREAD_TABLE: list[tuple[int, dict[str, Any]]] = []
+_NO_THREAD: Final = (0, {})
 
 
-def _thread_info() -> tuple[int, dict[str, Any], bool]:
-    """This thread's ``(ident, {"ident", "name"}, untraced)``, made on its first event and
-    kept in a thread-local (so a thread that reuses a dead thread's ident gets its own name).
+def _thread_info() -> int:
+    """This thread's index in :data:`_THREAD_TABLE`, or ``-1`` for a thread that is never
+    traced. Made on the thread's first traced call and kept in a thread-local (so a thread
+    that reuses a dead thread's ident gets its own entry and name).
 
-    ``untraced`` is true for hostapp's own threads (the event bus's sink workers, the
-    host's loop thread: ``thread.hostapp_untraced = True``), whose calls - a webhook
-    sink's HTTP requests, say - are never traced."""
+    Never traced: hostapp's own threads (the event bus's sink workers, the host's loop
+    thread: ``thread.hostapp_untraced = True``), whose calls - a webhook sink's HTTP
+    requests, say - would otherwise be traced."""
     ident = threading.get_ident()
     current = threading.current_thread()
-    info = (ident, {"ident": ident, "name": current.name}, bool(getattr(current, "hostapp_untraced", False)))
-    _threads.t = info
-    return info
+    if getattr(current, "hostapp_untraced", False):
+        index = -1
+    else:
+        _THREAD_TABLE.append((ident, {"ident": ident, "name": current.name}))
+        index = len(_THREAD_TABLE) - 1  # list.append and len under the GIL: no lock needed
+        while _THREAD_TABLE[index][0] != ident:  # pragma: no cover - another thread appended too
+            index -= 1
+    _threads.t = index
+    return index
+
+
+def _thread_row(index: int) -> tuple[int, dict[str, Any]]:
+    """``(ident, info)`` of a record's thread index (``-1``: none)."""
+    return _THREAD_TABLE[index] if index >= 0 else _NO_THREAD
 
 
 #: The record ``enter`` returns for a call on an untraced thread; ``leave`` ignores it.
-_SKIP: Final = (0, 0, None, (0, {}, True))
+_SKIP: Final = (0, 0, -1, -1)
 
 
 def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
@@ -317,28 +338,30 @@ class FastPath:
     A backend's call side for such a call does, inline::
 
         thread = threads.t            # AttributeError: thread_info()
-        if thread[2]: return          # hostapp's own threads are never traced
+        if thread < 0: return         # hostapp's own threads are never traced
         site = sites.get(...) / call_site(caller)
         seq = next(lows)
         record = (seq, time_ns(), site, thread)
         rt.calls += 1
-        if rt.want_call: rt.raw_call((call_item, rt, record, seq)); rt.events += 1
+        if rt.want_call: emit (call_key, rt.index, record, seq); rt.events += 1
 
-    and its return side ``rt.raw_return((return_item, rt, record, next(lows), time_ns()))``.
+    and its return side emits ``(return_key, rt.index, record, next(lows), time_ns())``,
+    each through ``rt.call_channel`` / ``rt.return_channel`` inline when set (see
+    :class:`hostapp.events.RawChannel`), else ``rt.raw_call`` / ``rt.raw_return``.
 
     Attributes:
         lows: the event-id sequence (``next(lows)``).
         time_ns: ``time.time_ns``.
-        threads: the thread-local holding ``t = (ident, info, untraced)``.
+        threads: the thread-local holding ``t``, the thread's index (``-1``: untraced).
         thread_info: makes and stores ``threads.t`` for the calling thread.
-        sites: ``id(code) | f_lasti << 48 -> (code, site)`` for user-code call sites.
-        call_site: the full call-site search from a frame.
-        call_item, return_item: the builders (``item[0]``) of the raw items.
+        sites: ``id(code) | f_lasti << 48 -> (code, site index)`` for user-code call sites.
+        call_site: the full call-site search from a frame (a site index, ``-1``: none).
+        call_key, return_key: the bus's keys (``item[0]``) of the raw items' builders.
         failed: ``failed(rt, where, exc, frame)``, the error accounting of the slow path.
     """
 
     __slots__ = (
-        "call_item", "call_site", "failed", "lows", "return_item", "sites", "thread_info",
+        "call_key", "call_site", "failed", "lows", "return_key", "sites", "thread_info",
         "threads", "time_ns",
     )
 
@@ -357,23 +380,43 @@ def fast_processor(procs: tuple[ProcessorRuntime, ...]) -> ProcessorRuntime | No
     return rt
 
 
+def emit_raw(channel: Any, emit: Callable[[tuple[Any, ...]], None], item: tuple[Any, ...]) -> None:
+    """Queue a raw item through ``channel`` (a :class:`hostapp.events.RawChannel`) when set,
+    else ``emit``: what the backends' fast paths do inline, for the other call sites."""
+    if channel is not None:
+        queue = channel.queue
+        worker = channel.worker
+        if len(queue) < worker.fast_limit and not channel.bus._closed:
+            queue.append(item)
+            if worker.waiting and len(queue) >= worker.wake_at:
+                worker.wake.set()
+            return
+    emit(item)
+
+
 def make_dispatch(
     emit: Callable[[Event], None],
     *,
     run_id: str | None,
     library_paths: Sequence[str],
     max_errors: int,
+    runtimes: Sequence[ProcessorRuntime] = (),
+    raw_builder: Callable[[Callable[[tuple[Any, ...]], Event]], int] | None = None,
 ) -> Dispatch:
     """Build the :class:`Dispatch` for one engine (see the module docstring).
 
-    A call record is ``(seq, ts, site, thread)``: the sequence number and ``time_ns()`` that
-    make the ``frame_id``, the call site, and the thread's ``(ident, info, untraced)``.
+    A call record is ``(seq, ts, site, thread)``, four ints: the sequence number and
+    ``time_ns()`` that make the ``frame_id``, the index of the call site in this
+    dispatch's site table (``-1``: none) and the thread's index in the thread table.
 
     The common case - a processor without ``call``/``process``, whose runtime has
     ``raw_call``/``raw_return`` (set by the engine from ``EventBus.raw_emitter``) - hands the
     bus a small tuple and lets the sink's worker thread build the :class:`Event`: the id,
     the data dict and the event object are made off the traced thread. This is the
-    per-call cost every backend pays on a matched call.
+    per-call cost every backend pays on a matched call. The tuples hold only ints (the
+    builder's key from ``raw_builder``, ``runtimes`` index, the record), so the garbage
+    collector stops tracking them the first time it sees them: events waiting in a sink's
+    queue cost the traced program nothing at its collections.
     """
     dispatch = Dispatch()
     time_ns = time.time_ns
@@ -399,14 +442,19 @@ def make_dispatch(
             internal_logged.append(exc)
             logger.error("tracing: internal error (the traced program is not affected)", exc_info=exc)
 
-    # id(code) | f_lasti << 48 -> (code, site): one dict per call site, shared by its
-    # events; the code object is kept (and compared) so that a reused id cannot hit. Keys
-    # are ints: hashing a code object hashes its whole contents, on every lookup, and a
-    # tuple key costs a tuple comparison on every hit.
-    sites: dict[int, tuple[Any, dict[str, Any]]] = {}
+    # id(code) | f_lasti << 48 -> (code, site index): the code object is kept (and
+    # compared) so that a reused id cannot hit. Keys are ints: hashing a code object
+    # hashes its whole contents, on every lookup, and a tuple key costs a tuple comparison
+    # on every hit. The site table holds one dict per (file, line), shared by its events.
+    sites: dict[int, tuple[Any, int]] = {}
+    site_table: list[dict[str, Any]] = []
+    site_ids: dict[tuple[str, int], int] = {}
+    runtimes = list(runtimes)
+    thread_row = _thread_row
 
-    def call_site(frame: FrameType | None) -> dict[str, Any] | None:
-        """``{"file", "line"}`` of the first frame from ``frame`` up that is not library code."""
+    def call_site(frame: FrameType | None) -> int:
+        """The site index of the first frame from ``frame`` up that is not library code
+        (``-1``: none); the table holds ``{"file", "line"}``."""
         while frame is not None:
             code = frame.f_code
             filename = code.co_filename
@@ -420,11 +468,19 @@ def make_dispatch(
                     return hit[1]
                 if len(sites) > 100_000:
                     sites.clear()
-                site = {"file": filename, "line": frame.f_lineno}
-                sites[key] = (code, site)
-                return site
+                where = (filename, frame.f_lineno)
+                index = site_ids.get(where)
+                if index is None:
+                    site_table.append({"file": where[0], "line": where[1]})
+                    index = site_ids[where] = len(site_table) - 1
+                sites[key] = (code, index)
+                return index
             frame = frame.f_back
-        return None
+        return -1
+
+    def site_of(record: tuple[Any, ...]) -> dict[str, Any] | None:
+        index = record[2]
+        return site_table[index] if index >= 0 else None
 
     def frame_id_of(record: tuple[Any, ...]) -> str:
         """The ``frame_id`` of a call record ``(seq, ts, site, thread)``: 32 hex digits."""
@@ -479,25 +535,28 @@ def make_dispatch(
         )
 
     # Deferred events: for a processor without call/process, the traced thread hands the
-    # bus a tuple (materialize, rt, record, event seq[, ts]); the sink's worker thread
+    # bus a tuple (key, runtime index, record, event seq[, ts]); the sink's worker thread
     # builds the Event from it (same id, data and fields as the direct path builds).
     def materialize_call(item: tuple[Any, ...]) -> Event:
-        rt, record = item[1], item[2]
-        thread = record[3]
+        rt, record = runtimes[item[1]], item[2]
+        thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": record[1], "thread": thread[1],
-            "call_site": record[2], "processor": rt.name,
+            "call_site": site_of(record), "processor": rt.name,
         }
         return build(rt, "call", data, record[1], item[3], thread[0])
 
     def materialize_return(item: tuple[Any, ...]) -> Event:
-        rt, record, ts = item[1], item[2], item[4]
-        thread = record[3]
+        rt, record, ts = runtimes[item[1]], item[2], item[4]
+        thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": record[2], "processor": rt.name, "duration_ns": ts - record[1],
+            "call_site": site_of(record), "processor": rt.name, "duration_ns": ts - record[1],
         }
         return build(rt, "return", data, ts, item[3], thread[0])
+
+    call_key = raw_builder(materialize_call) if raw_builder is not None else -1
+    return_key = raw_builder(materialize_return) if raw_builder is not None else -1
 
     def fire(
         rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
@@ -513,10 +572,10 @@ def make_dispatch(
             if not ok:
                 rt.consecutive = 0
                 return
-        thread = record[3]
+        thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": record[2], "processor": rt.name,
+            "call_site": site_of(record), "processor": rt.name,
         }
         if extra is not None:
             data.update(extra)
@@ -546,10 +605,10 @@ def make_dispatch(
                 thread = threads.t
             except AttributeError:
                 thread = thread_info()
-            if thread[2]:
+            if thread < 0:
                 return skip
             # the call site, inline for the common case (the caller is not library code)
-            site = None
+            site = -1
             if caller is not None:
                 code = caller.f_code
                 lib = library.get(code.co_filename)
@@ -571,7 +630,7 @@ def make_dispatch(
                 raw = rt.raw_call
                 if raw is not None:
                     try:
-                        raw((materialize_call, rt, record, event_seq))
+                        emit_raw(rt.call_channel, raw, (call_key, rt.index, record, event_seq))
                     except Exception as exc:
                         failed(rt, "emit", exc, frame)
                     else:
@@ -582,7 +641,7 @@ def make_dispatch(
             return record
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
-            return (0, 0, None, (0, {}, False))
+            return (0, 0, -1, -2)  # not _SKIP: its return side is still run
 
     def leave(
         record: tuple[Any, ...], procs: tuple[ProcessorRuntime, ...], frame: FrameType | None,
@@ -599,7 +658,7 @@ def make_dispatch(
                     raw = rt.raw_return
                     if raw is not None:
                         try:
-                            raw((materialize_return, rt, record, next(lows), ts))
+                            emit_raw(rt.return_channel, raw, (return_key, rt.index, record, next(lows), ts))
                         except Exception as exc:
                             failed(rt, "emit", exc, frame)
                         else:
@@ -625,7 +684,7 @@ def make_dispatch(
     dispatch.internal_error = internal_error
     dispatch.fast = FastPath(
         lows=lows, time_ns=time_ns, threads=threads, thread_info=thread_info, sites=sites,
-        call_site=call_site, call_item=materialize_call, return_item=materialize_return,
+        call_site=call_site, call_key=call_key, return_key=return_key,
         failed=failed,
     )
     ref = weakref.ref(dispatch)
