@@ -48,6 +48,7 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp.tracing._runtime import fast_processor
 from hostapp.tracing._select import ImportHook, Selection, loaded_modules, module_functions
 
 if TYPE_CHECKING:
@@ -371,6 +372,89 @@ class _Frameless(_Trampoline):
         return result
 
 
+class _Fast(_Trampoline):
+    """A :class:`_Frameless` trampoline for **one** processor whose events are deferred to
+    the bus: ``Dispatch.enter``/``leave`` and ``emit_raw`` written out inline (see
+    :class:`hostapp.tracing._runtime.FastPath`), no Python call beyond the function's own.
+    The exception exit goes through ``leave`` as usual."""
+
+    __slots__ = ("fast", "rt")
+
+    def __init__(
+        self, function: types.FunctionType, procs: tuple[ProcessorRuntime, ...], dispatch: Dispatch,
+    ) -> None:
+        super().__init__(function, procs, dispatch)
+        self.rt = procs[0]
+        self.fast = dispatch.fast
+
+    def call(self, *params: Any) -> Any:
+        rt = self.rt
+        if (_busy[0] and _state.busy) or not self.active or rt.off:
+            return self.func(*params)
+        fast = self.fast
+        record = None
+        try:
+            try:
+                thread = fast.threads.t
+            except AttributeError:
+                thread = fast.thread_info()
+            if thread >= 0:
+                caller = _getframe(1).f_back
+                site = -1
+                if caller is not None:
+                    code = caller.f_code
+                    hit = fast.sites.get(id(code) | caller.f_lasti << 48)
+                    site = hit[1] if hit is not None and hit[0] is code else fast.call_site(caller)
+                seq = next(fast.lows)
+                record = (seq, fast.time_ns(), site, thread)
+                rt.calls += 1
+                if rt.want_call:
+                    item = (fast.call_key, rt.index, record, seq)
+                    channel = rt.call_channel
+                    if channel is not None:
+                        queue = channel.queue
+                        worker = channel.worker
+                        if len(queue) < worker.fast_limit and not channel.bus._closed:
+                            queue.append(item)
+                            if worker.waiting and len(queue) >= worker.wake_at:
+                                worker.wake.set()
+                        else:
+                            channel.emit(item)
+                    else:
+                        rt.raw_call(item)  # type: ignore[misc]
+                    rt.events += 1
+        except Exception as exc:  # never into the traced program
+            fast.failed(rt, "emit", exc, None)
+        if record is None:
+            return self.func(*params)
+        try:
+            result = self.func(*params)
+        except BaseException as exc:
+            if self.active:
+                self.leave(record, self.procs, None, "unwind", exc)
+            _strip(exc)
+            raise
+        if self.active and rt.want_return and not rt.off:
+            try:
+                item = (fast.return_key, rt.index, record, next(fast.lows), fast.time_ns())
+                channel = rt.return_channel
+                if channel is not None:
+                    queue = channel.queue
+                    worker = channel.worker
+                    if len(queue) < worker.fast_limit and not channel.bus._closed:
+                        queue.append(item)
+                        if worker.waiting and len(queue) >= worker.wake_at:
+                            worker.wake.set()
+                    else:
+                        channel.emit(item)
+                else:
+                    rt.raw_return(item)  # type: ignore[misc]
+                rt.events += 1
+            except Exception as exc:
+                fast.failed(rt, "emit", exc, None)
+        return result
+
+
 class TrampolineBackend:
     """Swaps a trampoline into the ``__code__`` of every selected function (see module doc)."""
 
@@ -417,8 +501,11 @@ class TrampolineBackend:
             self.skipped[where] = "async generator functions are not instrumented by the trampoline backend"
             return
         frameless = not any(rt.needs_frame() for rt in procs)
+        kind = _Trampoline
+        if frameless:
+            kind = _Fast if fast_processor(procs) is not None else _Frameless
         try:
-            trampoline = (_Frameless if frameless else _Trampoline)(function, procs, self._dispatch)
+            trampoline = kind(function, procs, self._dispatch)
             function.__code__ = trampoline.trampoline
         except Exception as exc:  # a code object this backend cannot rebuild
             self.skipped[where] = f"{type(exc).__name__}: {exc}"
