@@ -295,3 +295,32 @@ def test_the_plugin_modules_import_no_http_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_redact_headers_reads_every_header_container_the_same_way() -> None:
+    """The fast paths for requests' CaseInsensitiveDict and urllib3's HTTPHeaderDict give
+    what the generic Mapping walk gives: original names, repeated values joined, secrets
+    redacted (case-insensitively)."""
+    from email.message import Message
+
+    from requests.structures import CaseInsensitiveDict
+    from urllib3 import HTTPHeaderDict
+
+    from hostapp_plugins.http import REDACTED, redact_headers
+
+    names = frozenset({"authorization", "set-cookie"})
+    cid = CaseInsensitiveDict({"Content-Type": "text/plain", "AUTHORIZATION": "Bearer x"})
+    assert redact_headers(cid, names) == {"Content-Type": "text/plain", "AUTHORIZATION": REDACTED}
+    hhd = HTTPHeaderDict()
+    hhd.add("Set-Cookie", "a=1")
+    hhd.add("set-cookie", "b=2")
+    hhd.add("X-Many", "1")
+    hhd.add("x-many", "2")
+    assert redact_headers(hhd, names) == {"Set-Cookie": REDACTED, "X-Many": "1, 2"}
+    message = Message()
+    message["X-Many"] = "1"
+    message["X-Many"] = "2"
+    assert redact_headers(message, names) == {"X-Many": "1, 2"}
+    assert redact_headers({"Authorization": "t", "Accept": "*/*"}, names) == {"Authorization": REDACTED, "Accept": "*/*"}
+    assert redact_headers({b"Accept": b"*/*"}, names) == {"Accept": "*/*"}
+    assert redact_headers([("Accept", "a"), ("accept", "b")], names) == {"Accept": "a", "accept": "b"}

@@ -146,6 +146,8 @@ class TracingEngine:
             bus = self._bus
             for rt in self._runtimes:
                 rt.build(self._config)
+                if bus is not None:
+                    rt.raw_events = {event: bus.raw_emitter(t) for event, t in rt.types.items()}
                 if bus is not None and rt.simple:
                     rt.raw_call = bus.raw_emitter(rt.call_type)
                     rt.raw_return = bus.raw_emitter(rt.return_type)

@@ -73,7 +73,7 @@ class ProcessorRuntime:
     __slots__ = (
         "call", "call_channel", "call_type", "calls", "co_names", "consecutive", "context",
         "contribution", "errors", "events", "fragment", "index", "last_error", "logged", "missing",
-        "name", "off", "plugin", "process", "raw_call", "raw_return", "return_channel",
+        "name", "off", "plugin", "process", "raw_call", "raw_events", "raw_return", "return_channel",
         "return_type", "simple", "spec", "subtype", "types", "wants", "want_call", "want_return",
     )
 
@@ -113,6 +113,9 @@ class ProcessorRuntime:
         # (hostapp.events.RawChannel; emit_raw)
         self.call_channel: Any = None
         self.return_channel: Any = None
+        # with a bus, for every processor: event name -> raw emitter of its type (the
+        # events of processors with call/process are built on the sink's thread too)
+        self.raw_events: dict[str, Callable[[tuple[Any, ...]], None]] | None = None
 
     def describe(self) -> str:
         """``"trace processor 'x' (plugin 'p')"``, for messages."""
@@ -555,8 +558,23 @@ def make_dispatch(
         }
         return build(rt, "return", data, ts, item[3], thread[0])
 
+    def materialize_event(item: tuple[Any, ...]) -> Event:
+        # (key, runtime index, record, event, seq, ts, extra, process output)
+        rt, record, event, ts = runtimes[item[1]], item[2], item[3], item[5]
+        thread = thread_row(record[3])
+        data = {
+            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
+            "call_site": site_of(record), "processor": rt.name,
+        }
+        if item[6] is not None:
+            data.update(item[6])
+        if item[7] is not None:
+            data.update(item[7])
+        return build(rt, event, data, ts, item[4], thread[0])
+
     call_key = raw_builder(materialize_call) if raw_builder is not None else -1
     return_key = raw_builder(materialize_return) if raw_builder is not None else -1
+    event_key = raw_builder(materialize_event) if raw_builder is not None else -1
 
     def fire(
         rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
@@ -594,6 +612,49 @@ def make_dispatch(
             failed(rt, "emit", exc, frame)
             return
         rt.events += 1
+
+    def fire_deferred(
+        rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
+        ts: int, seq: int, extra: dict[str, Any] | None, raw: Callable[[tuple[Any, ...]], None],
+    ) -> None:
+        """:func:`fire` for a bus: ``call``/``process`` run here (they need the frame);
+        the event's data and the :class:`Event` are made on the sink's thread
+        (``materialize_event``) from a raw item holding what ``process`` returned."""
+        if rt.call is not None:
+            try:
+                ok = rt.call(frame, event, arg, rt.context)  # type: ignore[arg-type]
+            except Exception as exc:
+                failed(rt, "call", exc, frame)
+                return
+            if not ok:
+                rt.consecutive = 0
+                return
+        out = None
+        if rt.process is not None:
+            try:
+                out = rt.process(frame, event, arg, rt.context)  # type: ignore[arg-type]
+                if out and type(out) is not dict:
+                    out = dict(out)  # a mapping or pairs, as dict.update takes; checked here
+            except Exception as exc:
+                failed(rt, "process", exc, frame)
+                return
+        rt.consecutive = 0
+        try:
+            raw((event_key, rt.index, record, event, seq, ts, extra, out or None))
+        except Exception as exc:
+            failed(rt, "emit", exc, frame)
+            return
+        rt.events += 1
+
+    def fire_any(
+        rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
+        ts: int, seq: int, extra: dict[str, Any] | None,
+    ) -> None:
+        raw = rt.raw_events.get(event) if rt.raw_events is not None else None
+        if raw is not None:
+            fire_deferred(rt, record, frame, event, arg, ts, seq, extra, raw)
+        else:
+            fire(rt, record, frame, event, arg, ts, seq, extra)
 
     def enter(
         procs: tuple[ProcessorRuntime, ...], frame: FrameType | None, caller: FrameType | None,
@@ -636,7 +697,7 @@ def make_dispatch(
                     else:
                         rt.events += 1
                 else:
-                    fire(rt, record, frame, "call", None, ts, event_seq, None)
+                    fire_any(rt, record, frame, "call", None, ts, event_seq, None)
                 event_seq = -1
             return record
         except Exception as exc:  # an engine bug: never into the traced program
@@ -664,7 +725,7 @@ def make_dispatch(
                         else:
                             rt.events += 1
                     else:
-                        fire(rt, record, frame, "return", arg, ts, next(lows), {"duration_ns": ts - record[1]})
+                        fire_any(rt, record, frame, "return", arg, ts, next(lows), {"duration_ns": ts - record[1]})
                 return
             if event == "unwind":
                 extra: dict[str, Any] | None = {"duration_ns": ts - record[1], **_exception_fields(arg)}
@@ -675,7 +736,7 @@ def make_dispatch(
             for rt in procs:
                 if rt.off or event not in rt.wants:
                     continue
-                fire(rt, record, frame, event, arg, ts, next(lows), extra)
+                fire_any(rt, record, frame, event, arg, ts, next(lows), extra)
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
 

@@ -313,8 +313,16 @@ def redact_headers(headers: Any, names: frozenset[str]) -> dict[str, str]:
     """
     if headers is None:
         return {}
-    items = headers.items() if hasattr(headers, "items") else headers
     out: dict[str, str] = {}
+    if type(headers) is dict:  # the common case: names unique, str values
+        for key, value in headers.items():
+            if type(key) is not str or type(value) is not str:
+                break
+            out[key] = REDACTED if key.lower() in names else value
+        else:
+            return out
+        out = {}
+    items = _header_items(headers)
     try:
         for name, value in items:
             key = _text(name)
@@ -325,12 +333,25 @@ def redact_headers(headers: Any, names: frozenset[str]) -> dict[str, str]:
     return out
 
 
+def _header_items(headers: Any) -> Iterable[tuple[Any, Any]]:
+    """``(name, value)`` pairs of a header container, without the per-item Python calls
+    of the generic ``Mapping.items()`` where the container is one we know: requests'
+    ``CaseInsensitiveDict`` (``_store``: lower name -> (name, value)) and urllib3's
+    ``HTTPHeaderDict`` (``_container``: lower name -> [name, value, ...], repeated
+    values joined as urllib3's own ``items()`` does not)."""
+    store = getattr(headers, "_store", None)
+    if type(store) is dict and type(headers).__name__ == "CaseInsensitiveDict":
+        return store.values()
+    container = getattr(headers, "_container", None)
+    if type(container) is dict and type(headers).__name__ == "HTTPHeaderDict":
+        return [(v[0], ", ".join(v[1:])) for v in container.values()]
+    return headers.items() if hasattr(headers, "items") else headers
+
+
 def redact_url(url: str, params: frozenset[str]) -> str:
     """``url`` with the values of query parameters named in ``params`` (lower-case) and
     the password of ``user:password@`` replaced by ``[REDACTED]``. Everything else is
     kept byte for byte (no re-encoding)."""
-    from urllib.parse import unquote_plus
-
     if "@" in url:
         scheme, sep, rest = url.partition("://")
         if sep:
@@ -347,12 +368,20 @@ def redact_url(url: str, params: frozenset[str]) -> str:
     changed = False
     for i, part in enumerate(parts):
         name, eq, _value = part.partition("=")
-        if eq and unquote_plus(name).lower() in params:
+        if eq and _unquote_plus(name).lower() in params:
             parts[i] = f"{name}={REDACTED}"
             changed = True
     if not changed:
         return url
     return f"{base}?{'&'.join(parts)}{hash_}{fragment}"
+
+
+def _unquote_plus(name: str) -> str:
+    if "%" not in name and "+" not in name:
+        return name
+    from urllib.parse import unquote_plus  # imported on first use only (import cost)
+
+    return unquote_plus(name)
 
 
 # -- processors ---------------------------------------------------------------------------
