@@ -22,11 +22,8 @@ event ``id`` (unique, time-ordered).
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import hostapp
@@ -47,6 +44,8 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     text = value.strip()
     if text.isdigit():
         return float(text)
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
@@ -55,13 +54,18 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
 
 
 class WebhookSink:
-    """POSTs each batch as ``{"events": [...]}`` with :mod:`urllib.request`."""
+    """POSTs each batch as ``{"events": [...]}`` with :mod:`urllib.request`.
+
+    :mod:`urllib.request` (with ``http.client``, ``ssl`` and ``email``) is imported when
+    the sink opens, not when the plugin is loaded: a host that does not enable the
+    ``webhook`` sink never pays for it.
+    """
 
     def __init__(self) -> None:
         self.url = ""
         self.timeout = 10.0
         self.headers: dict[str, str] = {}
-        self._opener = urllib.request.build_opener()
+        self._opener: Any = None
 
     def open(self, config: dict[str, Any]) -> None:
         """Read ``url``, ``timeout`` and ``headers`` from ``[events.sinks.webhook]``.
@@ -81,6 +85,9 @@ class WebhookSink:
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise ValueError("events.sinks.webhook.headers: expected a table of strings")
+        import urllib.request
+
+        self._opener = urllib.request.build_opener()
         self.url = url
         self.timeout = float(timeout)
         self.headers = {
@@ -98,6 +105,9 @@ class WebhookSink:
             urllib.error.HTTPError: 429/5xx without ``Retry-After`` (retried with backoff).
             OSError: timeouts and connection errors (retried with backoff).
         """
+        import urllib.error
+        import urllib.request
+
         body = json.dumps(
             {"events": [event.to_dict() for event in events]}, default=repr
         ).encode("utf-8")
