@@ -31,8 +31,10 @@ Four measurements per Python (programs in `benchmarks/workloads/`):
   the same loop with tracing off, divided by 200,000 → µs per matched call (a call and a
   return event each), calling thread's CPU time, median of 5 repeats. `bus` (the figure
   judged): events into a started `EventBus` whose sink discards them; `process`: the
-  processor also has a `process()` reading the argument; `engine only`: `emit` does
-  nothing (the engine's own share). On the interpreter's default backend (`monitoring` on
+  processor also has a `process()` reading the argument; `engine only`: the same engine
+  on a bus with no sink, so its raw items go nowhere (the engine's own share). As in a
+  host, the engine is handed the bus (`TracingEngine(..., bus=bus)`), so the events are
+  built on the sink's thread. On the interpreter's default backend (`monitoring` on
   3.12+, `trampoline` on 3.11), and `bus` on the `profile` fallback.
 * **CPU per captured HTTP request** (`requests500.py`): 500 `GET`s through one
   `requests.Session` (kept-alive connection) to the script's local server, under
