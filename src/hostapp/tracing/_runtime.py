@@ -288,6 +288,8 @@ def _thread_row(index: int) -> tuple[int, dict[str, Any]]:
 
 #: The record ``enter`` returns for a call on an untraced thread; ``leave`` ignores it.
 _SKIP: Final = (0, 0, -1, -1)
+#: A record's call site not worked out yet: the record is a list, its caller frame last.
+_LAZY: Final = -2
 
 
 def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
@@ -481,6 +483,16 @@ def make_dispatch(
             frame = frame.f_back
         return -1
 
+    def resolve(record: list[Any]) -> None:
+        """Work out a lazy record's call site now (on the traced thread, before its first
+        event is handed on): the caller is still at the call, so its line is right."""
+        try:
+            record[2] = call_site(record[4])
+        except Exception as exc:  # pragma: no cover - an engine bug
+            record[2] = -1
+            internal_error(exc)
+        record[4] = None
+
     def site_of(record: tuple[Any, ...]) -> dict[str, Any] | None:
         index = record[2]
         return site_table[index] if index >= 0 else None
@@ -590,6 +602,8 @@ def make_dispatch(
             if not ok:
                 rt.consecutive = 0
                 return
+        if record[2] == _LAZY:
+            resolve(record)
         thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
@@ -629,6 +643,8 @@ def make_dispatch(
             if not ok:
                 rt.consecutive = 0
                 return
+        if record[2] == _LAZY:
+            resolve(record)
         out = None
         if rt.process is not None:
             try:
@@ -668,17 +684,22 @@ def make_dispatch(
                 thread = thread_info()
             if thread < 0:
                 return skip
-            # the call site, inline for the common case (the caller is not library code)
-            site = -1
+            # the call site, inline for the common case (the caller is not library code);
+            # a library caller means walking up the stack, done only when an event of
+            # this call is made (see resolve): a call whose events the processors' call
+            # filters all reject - http.client's getresponse under urllib3 - never walks
+            record: Any
             if caller is not None:
                 code = caller.f_code
                 lib = library.get(code.co_filename)
                 if lib is False:
                     hit = sites.get(id(code) | caller.f_lasti << 48)
                     site = hit[1] if hit is not None and hit[0] is code else call_site(caller)
+                    record = (seq, ts, site, thread)
                 else:
-                    site = call_site(caller)
-            record = (seq, ts, site, thread)
+                    record = [seq, ts, _LAZY, thread, caller]
+            else:
+                record = (seq, ts, -1, thread)
             event_seq = seq  # the first call event's id is the frame_id
             for rt in procs:
                 if rt.off:
@@ -690,6 +711,8 @@ def make_dispatch(
                     event_seq = next(lows)
                 raw = rt.raw_call
                 if raw is not None:
+                    if record[2] == _LAZY:
+                        resolve(record)
                     try:
                         emit_raw(rt.call_channel, raw, (call_key, rt.index, record, event_seq))
                     except Exception as exc:
@@ -718,6 +741,8 @@ def make_dispatch(
                         continue
                     raw = rt.raw_return
                     if raw is not None:
+                        if record[2] == _LAZY:
+                            resolve(record)
                         try:
                             emit_raw(rt.return_channel, raw, (return_key, rt.index, record, next(lows), ts))
                         except Exception as exc:
