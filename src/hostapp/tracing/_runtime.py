@@ -454,7 +454,6 @@ def make_dispatch(
     sites: dict[int, tuple[Any, int]] = {}
     site_table: list[dict[str, Any]] = []
     site_ids: dict[tuple[str, int], int] = {}
-    runtimes = list(runtimes)
     thread_row = _thread_row
 
     def call_site(frame: FrameType | None) -> int:
@@ -529,60 +528,67 @@ def make_dispatch(
                 internal_error(err)
 
     def build(
-        rt: ProcessorRuntime, event: str, data: dict[str, Any], ts: int, seq: int, thread_id: int,
+        meta: tuple[str, dict[str, str], str | None, str], event: str, data: dict[str, Any],
+        ts: int, seq: int, thread_id: int,
     ) -> Event:
-        """An :class:`Event` of ``rt`` (the builder: same slots as ``Event``, re-classed)."""
+        """An :class:`Event` of the processor whose ``meta`` is ``(name, types, subtype,
+        plugin)`` (the builder: same slots as ``Event``, re-classed)."""
         if fast:
             ev = builder()
             ev.id = pack(ts, seq & _M64).hex()
-            ev.type = rt.types[event]
-            ev.subtype = rt.subtype
+            ev.type = meta[1][event]
+            ev.subtype = meta[2]
             ev.data = data
             ev.timestamp_ns = ts
             ev.run_id = run_id
             ev.pid = dispatch.pid
             ev.thread_id = thread_id
-            ev.source = rt.plugin
+            ev.source = meta[3]
             ev.__class__ = event_cls  # type: ignore[assignment]
             return ev  # type: ignore[return-value]
         return create(  # pragma: no cover - see _FAST_EVENTS
-            rt.types[event], rt.subtype, data=data, run_id=run_id, source=rt.plugin,
+            meta[1][event], meta[2], data=data, run_id=run_id, source=meta[3],
         )
+
+    # What the sinks' threads read of each processor, apart from its runtime: the traced
+    # thread writes the runtime's counters on every call, and a worker reading the same
+    # object (its reference count, its slots) would pull those cache lines to its core.
+    metas = [(rt.name, rt.types, rt.subtype, rt.plugin) for rt in runtimes]
 
     # Deferred events: for a processor without call/process, the traced thread hands the
     # bus a tuple (key, runtime index, record, event seq[, ts]); the sink's worker thread
     # builds the Event from it (same id, data and fields as the direct path builds).
     def materialize_call(item: tuple[Any, ...]) -> Event:
-        rt, record = runtimes[item[1]], item[2]
+        meta, record = metas[item[1]], item[2]
         thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": record[1], "thread": thread[1],
-            "call_site": site_of(record), "processor": rt.name,
+            "call_site": site_of(record), "processor": meta[0],
         }
-        return build(rt, "call", data, record[1], item[3], thread[0])
+        return build(meta, "call", data, record[1], item[3], thread[0])
 
     def materialize_return(item: tuple[Any, ...]) -> Event:
-        rt, record, ts = runtimes[item[1]], item[2], item[4]
+        meta, record, ts = metas[item[1]], item[2], item[4]
         thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": site_of(record), "processor": rt.name, "duration_ns": ts - record[1],
+            "call_site": site_of(record), "processor": meta[0], "duration_ns": ts - record[1],
         }
-        return build(rt, "return", data, ts, item[3], thread[0])
+        return build(meta, "return", data, ts, item[3], thread[0])
 
     def materialize_event(item: tuple[Any, ...]) -> Event:
         # (key, runtime index, record, event, seq, ts, extra, process output)
-        rt, record, event, ts = runtimes[item[1]], item[2], item[3], item[5]
+        meta, record, event, ts = metas[item[1]], item[2], item[3], item[5]
         thread = thread_row(record[3])
         data = {
             "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": site_of(record), "processor": rt.name,
+            "call_site": site_of(record), "processor": meta[0],
         }
         if item[6] is not None:
             data.update(item[6])
         if item[7] is not None:
             data.update(item[7])
-        return build(rt, event, data, ts, item[4], thread[0])
+        return build(meta, event, data, ts, item[4], thread[0])
 
     call_key = raw_builder(materialize_call) if raw_builder is not None else -1
     return_key = raw_builder(materialize_return) if raw_builder is not None else -1
@@ -621,7 +627,7 @@ def make_dispatch(
                 return
         rt.consecutive = 0
         try:
-            emit(build(rt, event, data, ts, seq, thread[0]))
+            emit(build((rt.name, rt.types, rt.subtype, rt.plugin), event, data, ts, seq, thread[0]))
         except Exception as exc:
             failed(rt, "emit", exc, frame)
             return
