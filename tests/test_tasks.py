@@ -665,3 +665,80 @@ def test_hostapp_tasks_with_a_bad_config_exits_2(project):
     result = hostapp_cli(["tasks"], project)
     assert result.returncode == 2
     assert result.stderr.startswith("hostapp: error:") and "plugins.paths" in result.stderr
+
+
+# -- docs/background-tasks.md ----------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "background-tasks.md"
+
+
+def doc_python_blocks():
+    import re
+
+    text = DOC.read_text(encoding="utf-8")
+    return [
+        (text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1], m[1])
+        for m in re.finditer(r"^```python\n(.*?)^```$", text, re.M | re.S)
+    ]
+
+
+def test_the_doc_python_blocks_compile():
+    found = doc_python_blocks()
+    assert len(found) >= 4
+    for _, text in found:
+        compile(text, str(DOC), "exec")
+
+
+def test_the_complete_example_plugin_of_the_doc_runs(tmp_path, monkeypatch):
+    (source,) = [text for label, text in doc_python_blocks() if label == "**`plugins/housekeeping.py`**"]
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "housekeeping.py").write_text(source)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "old.tmp").write_text("x")
+    os.utime(spool / "old.tmp", (time.time() - 7200, time.time() - 7200))
+    (spool / "fresh.tmp").write_text("x")
+    monkeypatch.setenv("HOUSEKEEPING_SPOOL", str(spool))
+    config = config_for(tmp_path)
+    config["plugins"]["paths"] = [str(tmp_path / "plugins")]
+    host, _ = hosted("with Host()", config, [],
+                     lambda h: h.tasks["purge-spool"].state == "waiting" and h.tasks["heartbeat"].runs == 1)
+    assert sorted(p.name for p in spool.iterdir()) == ["fresh.tmp"]
+    assert {name: (r.kind, r.state) for name, r in host.tasks.items()} == {
+        "heartbeat": ("async", "stopped"), "purge-spool": ("sync", "stopped"),
+    }
+    events, _, _ = stored(tmp_path, host, "monitoring_event")
+    assert {e.subtype for e in events} == {"heartbeat", "spool_purged"}
+    assert [e.data["file"] for e in events if e.subtype == "spool_purged"] == ["old.tmp"]
+
+
+class RatesClient:
+    """The stand-in the migration example's ``RatesClient`` name resolves to."""
+
+    made: list[RatesClient] = []
+
+    def __init__(self, url):
+        self.url, self.refreshed, self.closed = url, 0, False
+        RatesClient.made.append(self)
+
+    def refresh(self):
+        self.refreshed += 1
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_migrated_luna_plugin_of_the_doc_runs(tmp_path):
+    (source,) = [text for _, text in doc_python_blocks()
+                 if "class RatesRefresher:" in text and "hostapp_background_tasks" in text]
+    namespace = {"RatesClient": RatesClient, "__name__": "rates_doc"}
+    exec(compile(source, str(DOC), "exec"), namespace)
+    config = config_for(tmp_path)
+    config["plugins"]["config"] = {"rates": {"rates_url": "http://127.0.0.1:9/rates"}}
+    RatesClient.made.clear()
+    host, _ = hosted("with Host()", config, [("rates", namespace["RatesRefresher"]())],
+                     lambda h: h.tasks["rates"].state == "waiting")
+    (client,) = RatesClient.made
+    assert (client.url, client.refreshed, client.closed) == ("http://127.0.0.1:9/rates", 1, True)
+    record = host.tasks["rates"]
+    assert (record.kind, record.interval, record.state) == ("sync", 300.0, "stopped")

@@ -282,21 +282,17 @@ class _Supervised:
     async def _loop(self) -> None:
         spec, record, host = self.spec, self.record, self.host
         args: tuple[Any, ...] = (host,) if spec.kind == "async" else (host, self.stop_event)
-        due = time.monotonic()
         while True:
             self._check_stop()
-            record.state = "running"
-            started = time.monotonic()
-            phase = "initialize"
+            phase, outcome, started = "initialize", _Outcome(), time.monotonic()
             if not self._initialized:
+                record.state = "running"
+                self.report()
                 outcome = await self._call(spec.initialize, host)  # type: ignore[arg-type]
                 self._initialized = outcome.error is None
-            else:
-                outcome = _Outcome()
-            self._check_stop()
+                self._check_stop()
             if outcome.error is None:
                 phase = "run"
-                await self._sleep(due - time.monotonic())
                 record.state = "running"
                 record.next_run_ns = None
                 record.runs += 1
@@ -313,14 +309,14 @@ class _Supervised:
                     if ended > started + spec.interval:
                         record.skipped += max(0, int((ended - started) / spec.interval) - 1)
                     record.state = "waiting"
-                    record.next_run_ns = time.time_ns() + int(max(0.0, due - ended) * 1e9)
+                    record.next_run_ns = time.time_ns() + int((due - ended) * 1e9)
                     self.report()
+                    await self._sleep(due - time.monotonic())
                     continue
                 if spec.restart != "always":
                     record.state = "finished"
                     return
                 await self._restart_after(self._next_delay())
-                due = time.monotonic()
                 continue
             record.failures += 1
             if ended - started >= spec.backoff_max:
@@ -334,7 +330,6 @@ class _Supervised:
                 return
             await self._restart_after(delay)
             self._consecutive += 1
-            due = time.monotonic()
 
     async def _restart_after(self, delay: float) -> None:
         record = self.record
