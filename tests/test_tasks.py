@@ -229,22 +229,28 @@ import hostapp
 
 RUNS = []
 
-def run(host, stop_event):
+def run_sync(host, stop_event):
     RUNS.append(1)
     raise ValueError("never works")
+
+async def run_async(host):
+    run_sync(host, None)
 
 @hostapp.hookimpl
 def hostapp_background_tasks():
     return hostapp.BackgroundTask(
-        name="broken", run=run, restart=RESTART, max_restarts=MAX_RESTARTS, backoff_initial=0.01,
+        name="broken", run=run_async if KIND == "async" else run_sync, restart=RESTART,
+        max_restarts=MAX_RESTARTS, backoff_initial=0.01,
     )
 """
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("restart", "max_restarts", "runs"), [("never", None, 1), ("on-failure", 2, 3)])
-def test_a_task_that_gives_up_is_failed_and_reported(tmp_path, restart, max_restarts, runs):
-    plugin = load_plugin(tmp_path, ALWAYS_FAILING, RESTART=restart, MAX_RESTARTS=max_restarts)
-    host, _ = hosted("with Host()", config_for(tmp_path), [plugin], lambda h: h.tasks["broken"].state == "failed")
+def test_a_task_that_gives_up_is_failed_and_reported(tmp_path, restart, max_restarts, runs, kind, mode):
+    plugin = load_plugin(tmp_path, ALWAYS_FAILING, RESTART=restart, MAX_RESTARTS=max_restarts, KIND=kind)
+    host, _ = hosted(mode, config_for(tmp_path), [plugin], lambda h: h.tasks["broken"].state == "failed")
     record = host.tasks["broken"]
     assert (record.state, record.runs, record.failures, record.restarts) == ("failed", runs, runs, runs - 1)
     assert len(plugin.RUNS) == runs
@@ -288,6 +294,43 @@ def test_on_failure_lets_a_task_that_returns_finish(tmp_path):
     assert plugin.CLOSED == [1]
     _, reports, _ = stored(tmp_path, host)
     assert reports["once"].state == "finished"
+
+
+CLOSE_FAILS = """
+import asyncio
+import hostapp
+
+def close(host):
+    raise OSError("cannot flush")
+
+async def aclose(host):
+    close(host)
+
+def returns_a_coroutine(host, stop_event):  # a plain function: run in the thread
+    return asyncio.sleep(0)
+
+async def waits(host):
+    await asyncio.Event().wait()
+
+@hostapp.hookimpl
+def hostapp_background_tasks():
+    return [
+        hostapp.BackgroundTask(name="closer", run=waits, close=aclose if KIND == "async" else close),
+        hostapp.BackgroundTask(name="confused", run=returns_a_coroutine, restart="never"),
+    ]
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_close_raising_and_a_sync_run_returning_a_coroutine_are_reported(tmp_path, kind):
+    plugin = load_plugin(tmp_path, CLOSE_FAILS, KIND=kind)
+    host, _ = hosted("async with Host()", config_for(tmp_path), [plugin],
+                     lambda h: h.tasks["confused"].state == "failed")
+    assert (host.tasks["closer"].state, host.tasks["closer"].last_error) == ("stopped", "OSError: cannot flush")
+    confused = host.tasks["confused"]
+    assert confused.last_error.startswith("TypeError: ") and "declare it with 'async def'" in confused.last_error
+    events, _, _ = stored(tmp_path, host)
+    assert sorted((e.subtype, e.data["phase"]) for e in events) == [("closer", "close"), ("confused", "run")]
 
 
 LIFECYCLE = """

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp.types import is_async_callable
+
 if TYPE_CHECKING:
     from hostapp.host import Host
     from hostapp.types import BackgroundTask, Contribution
@@ -232,7 +234,7 @@ class _Supervised:
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> _Outcome:
         """Run one of the task's functions where it belongs; never raises but for our stop."""
-        if self.worker is not None and not _is_async(fn):
+        if self.worker is not None and not is_async_callable(fn):
             self._call_future = self.worker.submit(fn, args)
             return await asyncio.wrap_future(self._call_future)
         try:
@@ -421,6 +423,8 @@ class _Supervised:
         self.supervisor.emit_failure(record, "stop", None, attempt=self._consecutive + 1)
         if self.task is not None:
             self.task.cancel()  # once more; a coroutine that ignores it is left behind
+            # already warned about above: no "Task was destroyed but it is pending!" later
+            self.task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     def _where_stuck(self) -> str | None:
         """The stack the task is stuck in: its thread's, or its coroutine chain."""
@@ -436,12 +440,6 @@ class _Supervised:
             lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}\n')
             awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
         return "".join(lines) or None
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 def _describe(error: BaseException) -> str:

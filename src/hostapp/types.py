@@ -402,10 +402,13 @@ class BackgroundTask:
     def kind(self) -> Literal["async", "sync"]:
         """``"async"`` when ``run`` is a coroutine function (or an object whose
         ``__call__`` is one), else ``"sync"``."""
-        run = self.run
-        if inspect.iscoroutinefunction(run) or inspect.iscoroutinefunction(getattr(run, "__call__", None)):
-            return "async"
-        return "sync"
+        return "async" if is_async_callable(self.run) else "sync"
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` makes a coroutine: a coroutine function (a
+    :func:`functools.partial` of one included), or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 @dataclass(frozen=True, slots=True)
