@@ -747,6 +747,55 @@ def components_command(state: _State, db_path: str | None, dry_run: bool, as_jso
     _console().print(table)
 
 
+@cli.command("tasks")
+@_db_option
+@click.option("--dry-run", is_flag=True, help="List the tasks the plugins contribute; do not read the store.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+    """List the background tasks: state, runs, failures, restarts and the last error.
+
+    From the live run's reports in the store (a host running now), else from the last run
+    that reported tasks; with none, or with --dry-run, the tasks the plugins contribute,
+    "not started".
+    """
+    from hostapp.tasks import dry_task_rows, stored_task_rows
+
+    run, live, rows = None, False, []
+    store = None if dry_run else _open_store(state, db_path)
+    if store is not None:
+        with store:
+            run, live, rows = stored_task_rows(store)
+    if not rows:
+        rows = dry_task_rows(state.plugin_manager().collect("hostapp_background_tasks", on_conflict="report"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    if run is None:
+        title = "not started (a dry listing of the contributed tasks)"
+    elif live:
+        title = f"run {run.id} (live, pid {run.pid})"
+    elif run.ended_ns is None:
+        title = f"run {run.id} (not running: its process is gone; started {_when(run.started_ns)})"
+    else:
+        title = f"run {run.id} (ended {_when(run.ended_ns)})"
+    table = Table(header_style="bold", title=title)
+    for column in ("Task", "Plugin", "Kind", "Restart", "Interval", "Stop timeout", "State", "Runs",
+                   "Failures", "Restarts", "Skipped", "Last error"):
+        table.add_column(column, no_wrap=column in ("Task", "Plugin", "State"), overflow="fold")
+    for row in rows:
+        interval = row.get("interval")
+        table.add_row(
+            row["name"], str(row.get("plugin", "")), str(row.get("kind", "")), str(row.get("restart", "")),
+            "" if interval is None else f"{interval:g} s", f"{row.get('stop_timeout', 0):g} s", row["state"],
+            *(str(row.get(k, "")) for k in ("runs", "failures", "restarts", "skipped")),
+            row.get("last_error") or "",
+        )
+    _console().print(table)
+
+
 @cli.command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},

@@ -191,17 +191,27 @@ def hostapp_drivers() -> DriverSpec | Iterable[DriverSpec]:
 
 @hookspec(isolate=True, collect=BackgroundTask)
 def hostapp_background_tasks() -> BackgroundTask | Iterable[BackgroundTask]:
-    """Contribute background tasks: long-running jobs supervised by the host (LUNA).
+    """Contribute background tasks: jobs that run for the life of the host, supervised (LUNA).
 
-    Called once at host start. Tasks start after ``hostapp_startup`` and are cancelled,
-    then given ``stop_timeout`` seconds, at stop.
+    Called once at host start, after ``hostapp_startup``; the tasks start right away under
+    the host's :class:`~hostapp.tasks.TaskSupervisor` (before tracing). An ``async def
+    run(host)`` runs on the host's loop; a plain ``run(host, stop_event)`` in a daemon
+    thread ``hostapp-task-NAME``. A task that raises is restarted by its ``restart``
+    policy after an exponential backoff, and every failure is reported: a
+    ``background_task_failed`` event (with the traceback text), a warning on the
+    ``hostapp`` logger and the task's record in the store (``hostapp tasks``). At stop,
+    after tracing stops and before ``hostapp_shutdown``, async tasks are cancelled and
+    sync tasks' ``stop_event`` is set; each gets ``stop_timeout`` seconds, and one still
+    running is reported ``stuck`` and abandoned (the stop goes on). See
+    ``docs/background-tasks.md``.
 
     Returns:
         a ``BackgroundTask``, an iterable of them, or ``None``.
 
     Errors:
         isolated — see :func:`hostapp_trace_processors`. Duplicate task names are a
-        ``DuplicateNameError``.
+        ``DuplicateNameError``. A malformed ``BackgroundTask`` raises ``ValueError``
+        naming the field, reported like any error of the hook.
 
     Example::
 
@@ -210,7 +220,7 @@ def hostapp_background_tasks() -> BackgroundTask | Iterable[BackgroundTask]:
 
         async def heartbeat(host):
             while True:
-                host.emit("monitoring_event", subtype="heartbeat")
+                host.emit("monitoring_event", "heartbeat")
                 await asyncio.sleep(30)
 
         @hostapp.hookimpl

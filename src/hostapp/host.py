@@ -14,10 +14,14 @@ Components (``[components.NAME]``, built by the drivers plugins contribute; see
 :mod:`hostapp.drivers`) are built before the store opens; their records are written to the
 store (``reports``, kind ``"component"``) once it is open, and again at stop.
 
-``stop()`` / ``await astop()`` runs the reverse: tracing stops, ``hostapp_shutdown``, then
-the bus drains every sink's queue and closes the sinks, then the components are closed
-(reverse build order), then the run record is closed (its summary holds the sink
-counters and the processor counters). The whole stop is
+Background tasks (``hostapp_background_tasks()``) run under a
+:class:`hostapp.tasks.TaskSupervisor`; ``host.tasks`` holds their records.
+
+``stop()`` / ``await astop()`` runs the reverse: tracing stops, the background tasks stop
+(each waited for at most its ``stop_timeout``; one that does not stop is reported
+``stuck`` and left behind), ``hostapp_shutdown``, then the bus drains every sink's queue
+and closes the sinks, then the components are closed (reverse build order), then the run
+record is closed (its summary holds the sink, processor and task counters). The whole stop is
 bounded by ``host.shutdown_timeout`` seconds, and stopping twice does nothing.
 
 From synchronous code the host runs its asyncio loop on a thread of its own
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from hostapp.events import Event, EventBus, SinkError
     from hostapp.manager import HookError, PluginManager
     from hostapp.store import Store
+    from hostapp.tasks import TaskRecord, TaskSupervisor
     from hostapp.tracing import TracingEngine
     from hostapp.types import Contribution, DriverSpec, EventSink, TraceProcessor
 
@@ -142,6 +147,8 @@ class Host:
         tracer: the running :class:`~hostapp.tracing.TracingEngine`, or ``None``.
         tracing_stats: per processor name, its counters (``TracingEngine.stats()``),
             kept after stop.
+        supervisor: the :class:`~hostapp.tasks.TaskSupervisor` of the background tasks
+            (set at start), or ``None``.
     """
 
     def __init__(
@@ -178,6 +185,7 @@ class Host:
         self.processors: list[Contribution[TraceProcessor]] = []
         self.tracer: TracingEngine | None = None
         self.tracing_stats: dict[str, dict[str, Any]] = {}
+        self.supervisor: TaskSupervisor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -190,6 +198,12 @@ class Host:
     def shutdown_timeout(self) -> float:
         """``host.shutdown_timeout``: seconds the whole stop may take."""
         return float(self.config["host.shutdown_timeout"])
+
+    @property
+    def tasks(self) -> dict[str, TaskRecord]:
+        """The background tasks' records by name (:class:`~hostapp.tasks.TaskRecord`:
+        state, runs, failures, restarts, last error); ``{}`` before start. Kept after stop."""
+        return self.supervisor.records if self.supervisor is not None else {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -294,8 +308,19 @@ class Host:
         for info in pm.infos.values():
             if info.state is PluginState.REGISTERED:
                 pm.set_state(info, PluginState.STARTED)
+        await self._start_tasks()
         if self.tracing:
             await self._start_tracing()
+
+    async def _start_tasks(self) -> None:
+        """Collect the background tasks and start them under a supervisor."""
+        from hostapp.tasks import TaskSupervisor
+
+        found = await self.pm.acollect(
+            "hostapp_background_tasks", on_conflict="raise" if self.strict else "report"
+        )
+        self.supervisor = TaskSupervisor(self, found)
+        self.supervisor.start()
 
     async def _start_tracing(self) -> None:
         """Collect the trace processors, filter them by name, start the engine (last)."""
@@ -409,6 +434,8 @@ class Host:
         deadline = time.monotonic() + self.shutdown_timeout
         pm = self.pm
         self.stop_tracing()
+        if self.supervisor is not None:
+            await self.supervisor.astop(max(0.0, _left(deadline) / 2))
         if self.bus is not None:
             try:
                 await asyncio.wait_for(
@@ -431,6 +458,8 @@ class Host:
                     summary: dict[str, Any] = {"sinks": self.stats}
                     if self.tracing_stats:
                         summary["processors"] = self.tracing_stats
+                    if self.tasks:
+                        summary["tasks"] = self.supervisor.summary()  # type: ignore[union-attr]
                     self.store.end_run(self.run_id, exit_status, summary)
             finally:
                 self.store.close()

@@ -384,7 +384,8 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
     ``url``, ``status_code``, ``duration_ns``, ``library``, ``call_site``), ``processors``
     (per processor: ``calls``, ``events``, ``errors``, ``disabled``, ``last_error``,
     ``applicable``, ``not_applicable``, ``plugin``), ``sinks`` (the bus counters per
-    sink), ``failed_plugins`` (``{name: "stage: error"}``) and ``warnings`` (hostapp's log
+    sink), ``tasks`` (per background task: ``state``, ``runs``, ``failures``,
+    ``restarts``, ``skipped``, ``last_error``), ``failed_plugins`` (``{name: "stage: error"}``) and ``warnings`` (hostapp's log
     messages of the run, at most 20).
     """
     from hostapp.lifecycle import PluginState
@@ -404,6 +405,7 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
         "http": slowest,
         "processors": host.tracing_stats,
         "sinks": host.stats,
+        "tasks": {name: record.summary() for name, record in host.tasks.items()},
         "failed_plugins": {
             name: f"{info.stage}: {info.error}"
             for name, info in host.pm.infos.items()
@@ -493,6 +495,12 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.extend(problems)
     for name, error in summary["failed_plugins"].items():
         lines.append(f"plugin {name!r} failed at {error}")
+    for name, task in summary.get("tasks", {}).items():
+        if task["failures"] or task["state"] in ("failed", "stuck"):
+            lines.append(
+                f"task {name!r} {task['state']}: {task['runs']} run(s), {task['failures']} failure(s), "
+                f"{task['restarts']} restart(s); last: {task['last_error']}"
+            )
     for name, stats in summary["sinks"].items():
         kept = stats.get("dead_letters", 0) or 0
         dropped = stats.get("dropped", 0) or 0

@@ -14,6 +14,7 @@ plugin (``hostapp plugins`` shows it), and that plugin's contributions are skipp
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -304,28 +305,68 @@ class DriverSpec:
 
 @dataclass(frozen=True, slots=True)
 class BackgroundTask:
-    """A long-running job the host supervises (LUNA's background plugins).
+    """A job that runs for the life of the host, supervised (LUNA's background plugins).
+
+    The supervisor (:mod:`hostapp.tasks`) starts every task after ``hostapp_startup``,
+    restarts it by its ``restart`` policy with exponential backoff, reports every failure
+    (a ``background_task_failed`` event with the traceback, a warning, the task's record
+    in the store) and stops it at host stop, waiting at most ``stop_timeout``.
 
     Attributes:
-        name: unique task name.
-        run: ``async def run(host) -> None`` (or a plain function, run in a thread); runs
-            until it returns or is cancelled at stop.
-        initialize: ``initialize(host) -> None`` (or async), called once before ``run``.
-        close: ``close(host) -> None`` (or async), called once after ``run`` ends.
-        restart: ``"never"`` or ``"on-failure"``: whether the supervisor restarts ``run``
-            when it raises.
-        max_restarts: restarts allowed before the task is marked failed.
-        stop_timeout: seconds ``run`` gets to finish after cancellation at stop.
+        name: unique task name (the supervisor's record, ``hostapp tasks``, the thread
+            name ``hostapp-task-NAME`` of a sync task).
+        run: the task body. ``async def run(host) -> None`` runs on the host's loop
+            (``host.loop``) and is cancelled at stop. A plain function is called as
+            ``run(host, stop_event) -> None`` in a daemon thread of its own
+            (``hostapp-task-NAME``); ``stop_event`` is a :class:`threading.Event` set at
+            stop, which the function must check (``stop_event.wait(seconds)`` instead of
+            ``time.sleep``). Raising is a failure; returning ends the task (``"always"``
+            restarts it). With ``interval``, ``run`` is one iteration.
+        restart: ``"on-failure"`` (default: restart when ``run`` raises), ``"always"``
+            (also when it returns) or ``"never"`` (a failure marks the task failed).
+            systemd's ``Restart=`` values.
+        backoff_initial: seconds before the first restart after a failure (> 0,
+            default 1.0); each further consecutive failure doubles the delay.
+        backoff_max: the longest delay in seconds (>= ``backoff_initial``, default 60.0).
+            A run that returns, or that ran at least ``backoff_max`` seconds before it
+            failed, resets the delay to ``backoff_initial`` (and the consecutive failures).
+        jitter: a fraction in ``[0, 1]`` (default 0): each delay is multiplied by a random
+            factor in ``[1 - jitter, 1 + jitter]`` (never above ``backoff_max``).
+        interval: ``None`` (default: ``run`` is long-running) or seconds (> 0): ``run`` is
+            one iteration, called every ``interval`` seconds. Iterations never overlap: the
+            next starts at the later of ``interval`` after the previous start and the end
+            of the previous iteration; the ticks an overrunning iteration swallows are
+            counted as ``skipped``. The first iteration runs at start.
+        stop_timeout: seconds (> 0, default 5.0) the task gets to finish once stopped
+            (cancelled, or its ``stop_event`` set). A task still running after that is
+            reported ``stuck`` and abandoned; the host's stop goes on.
+        max_restarts: most consecutive restarts after failures (``None``, the default:
+            unlimited). The failure after the last allowed restart marks the task failed.
+        initialize: ``initialize(host) -> None`` (or ``async``), called once before the
+            first run (LUNA's ``initialize``); raising is a failure, retried like ``run``.
+            A plain function runs in the task's thread for a sync task, on the loop for an
+            async one.
+        close: ``close(host) -> None`` (or ``async``), called once when the task has ended
+            (stopped, finished or failed) if ``initialize`` succeeded or there is none
+            (LUNA's ``close``). Not called for a stuck task.
         description: one line for listings.
+
+    Raises:
+        ValueError: on construction, naming the field that is missing or malformed
+            (e.g. a sync ``run`` that cannot be called as ``run(host, stop_event)``).
     """
 
     name: str
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
+    restart: Literal["on-failure", "always", "never"] = "on-failure"
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    jitter: float = 0.0
+    interval: float | None = None
+    stop_timeout: float = 5.0
+    max_restarts: int | None = None
     initialize: Callable[[Any], Any] | None = None
     close: Callable[[Any], Any] | None = None
-    restart: Literal["never", "on-failure"] = "on-failure"
-    max_restarts: int = 5
-    stop_timeout: float = 5.0
     description: str | None = None
 
     def __post_init__(self) -> None:
@@ -334,11 +375,52 @@ class BackgroundTask:
         _check_callable(kind, "run", self.run, optional=False)
         _check_callable(kind, "initialize", self.initialize)
         _check_callable(kind, "close", self.close)
-        if self.restart not in ("never", "on-failure"):
-            raise ValueError(f"{kind}.restart: expected 'never' or 'on-failure', got {self.restart!r}")
-        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
-            raise ValueError(f"{kind}.max_restarts: expected an integer >= 0, got {self.max_restarts!r}")
+        if self.restart not in ("on-failure", "always", "never"):
+            raise ValueError(
+                f"{kind}.restart: expected 'on-failure', 'always' or 'never', got {self.restart!r}"
+            )
+        _check_positive(kind, "backoff_initial", self.backoff_initial, optional=False)
+        _check_positive(kind, "backoff_max", self.backoff_max, optional=False)
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"{kind}.backoff_max: expected >= backoff_initial ({self.backoff_initial!r}), "
+                f"got {self.backoff_max!r}"
+            )
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
+            raise ValueError(f"{kind}.jitter: expected a number from 0 to 1, got {self.jitter!r}")
+        _check_positive(kind, "interval", self.interval)
         _check_positive(kind, "stop_timeout", self.stop_timeout, optional=False)
+        if self.max_restarts is not None and (
+            isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0
+        ):
+            raise ValueError(
+                f"{kind}.max_restarts: expected None or an integer >= 0, got {self.max_restarts!r}"
+            )
+        args = ("host",) if self.kind == "async" else ("host", "stop_event")
+        try:
+            signature = inspect.signature(self.run)
+        except (TypeError, ValueError):  # a builtin without a signature: checked when called
+            return
+        try:
+            signature.bind(*args)
+        except TypeError:
+            shape = "async def run(host)" if self.kind == "async" else "run(host, stop_event)"
+            raise ValueError(
+                f"{kind}.run: {self.kind} tasks are called as {shape}; "
+                f"{getattr(self.run, '__qualname__', self.run)!r} takes {signature}"
+            ) from None
+
+    @property
+    def kind(self) -> Literal["async", "sync"]:
+        """``"async"`` when ``run`` is a coroutine function (or an object whose
+        ``__call__`` is one), else ``"sync"``."""
+        return "async" if is_async_callable(self.run) else "sync"
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` makes a coroutine: a coroutine function (a
+    :func:`functools.partial` of one included), or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 @dataclass(frozen=True, slots=True)
