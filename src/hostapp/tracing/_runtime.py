@@ -598,48 +598,11 @@ def make_dispatch(
         rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
         ts: int, seq: int, extra: dict[str, Any] | None,
     ) -> None:
-        """One event through ``call``/``process``; never raises."""
-        if rt.call is not None:
-            try:
-                ok = rt.call(frame, event, arg, rt.context)  # type: ignore[arg-type]
-            except Exception as exc:
-                failed(rt, "call", exc, frame)
-                return
-            if not ok:
-                rt.consecutive = 0
-                return
-        if record[2] == _LAZY:
-            resolve(record)
-        thread = thread_row(record[3])
-        data = {
-            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": site_of(record), "processor": rt.name,
-        }
-        if extra is not None:
-            data.update(extra)
-        if rt.process is not None:
-            try:
-                out = rt.process(frame, event, arg, rt.context)  # type: ignore[arg-type]
-                if out:
-                    data.update(out)
-            except Exception as exc:
-                failed(rt, "process", exc, frame)
-                return
-        rt.consecutive = 0
-        try:
-            emit(build((rt.name, rt.types, rt.subtype, rt.plugin), event, data, ts, seq, thread[0]))
-        except Exception as exc:
-            failed(rt, "emit", exc, frame)
-            return
-        rt.events += 1
+        """One event through ``call``/``process``; never raises.
 
-    def fire_deferred(
-        rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
-        ts: int, seq: int, extra: dict[str, Any] | None, raw: Callable[[tuple[Any, ...]], None],
-    ) -> None:
-        """:func:`fire` for a bus: ``call``/``process`` run here (they need the frame);
-        the event's data and the :class:`Event` are made on the sink's thread
-        (``materialize_event``) from a raw item holding what ``process`` returned."""
+        ``call`` and ``process`` run here (they need the frame). With a bus, the event's
+        data and the :class:`Event` are made on the sink's thread (``materialize_event``)
+        from a raw item holding what ``process`` returned; without one, here."""
         if rt.call is not None:
             try:
                 ok = rt.call(frame, event, arg, rt.context)  # type: ignore[arg-type]
@@ -661,22 +624,17 @@ def make_dispatch(
                 failed(rt, "process", exc, frame)
                 return
         rt.consecutive = 0
+        item = (event_key, rt.index, record, event, seq, ts, extra, out or None)
+        raw = rt.raw_events.get(event) if rt.raw_events is not None else None
         try:
-            raw((event_key, rt.index, record, event, seq, ts, extra, out or None))
+            if raw is not None:
+                raw(item)
+            else:
+                emit(materialize_event(item))
         except Exception as exc:
             failed(rt, "emit", exc, frame)
             return
         rt.events += 1
-
-    def fire_any(
-        rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
-        ts: int, seq: int, extra: dict[str, Any] | None,
-    ) -> None:
-        raw = rt.raw_events.get(event) if rt.raw_events is not None else None
-        if raw is not None:
-            fire_deferred(rt, record, frame, event, arg, ts, seq, extra, raw)
-        else:
-            fire(rt, record, frame, event, arg, ts, seq, extra)
 
     def enter(
         procs: tuple[ProcessorRuntime, ...], frame: FrameType | None, caller: FrameType | None,
@@ -726,7 +684,7 @@ def make_dispatch(
                     else:
                         rt.events += 1
                 else:
-                    fire_any(rt, record, frame, "call", None, ts, event_seq, None)
+                    fire(rt, record, frame, "call", None, ts, event_seq, None)
                 event_seq = -1
             return record
         except Exception as exc:  # an engine bug: never into the traced program
@@ -756,7 +714,7 @@ def make_dispatch(
                         else:
                             rt.events += 1
                     else:
-                        fire_any(rt, record, frame, "return", arg, ts, next(lows), {"duration_ns": ts - record[1]})
+                        fire(rt, record, frame, "return", arg, ts, next(lows), {"duration_ns": ts - record[1]})
                 return
             if event == "unwind":
                 extra: dict[str, Any] | None = {"duration_ns": ts - record[1], **_exception_fields(arg)}
@@ -767,7 +725,7 @@ def make_dispatch(
             for rt in procs:
                 if rt.off or event not in rt.wants:
                     continue
-                fire_any(rt, record, frame, event, arg, ts, next(lows), extra)
+                fire(rt, record, frame, event, arg, ts, next(lows), extra)
         except Exception as exc:  # an engine bug: never into the traced program
             internal_error(exc)
 
