@@ -325,8 +325,11 @@ def redact_headers(headers: Any, names: frozenset[str]) -> dict[str, str]:
     items = _header_items(headers)
     try:
         for name, value in items:
-            key = _text(name)
-            text = REDACTED if key.lower() in names else _text(value)
+            key = name if type(name) is str else _text(name)
+            if key.lower() in names:
+                text = REDACTED
+            else:
+                text = value if type(value) is str else _text(value)
             out[key] = f"{out[key]}, {text}" if key in out else text
     except (TypeError, ValueError):
         return {"<headers>": f"<{type(headers).__name__}>"}
@@ -340,10 +343,10 @@ def _header_items(headers: Any) -> Iterable[tuple[Any, Any]]:
     ``HTTPHeaderDict`` (``_container``: lower name -> [name, value, ...], repeated
     values joined as urllib3's own ``items()`` does not)."""
     store = getattr(headers, "_store", None)
-    if type(store) is dict and type(headers).__name__ == "CaseInsensitiveDict":
+    if isinstance(store, dict) and type(headers).__name__ == "CaseInsensitiveDict":
         return store.values()
     container = getattr(headers, "_container", None)
-    if type(container) is dict and type(headers).__name__ == "HTTPHeaderDict":
+    if isinstance(container, dict) and type(headers).__name__ == "HTTPHeaderDict":
         return [(v[0], ", ".join(v[1:])) for v in container.values()]
     return headers.items() if hasattr(headers, "items") else headers
 
