@@ -249,11 +249,14 @@ def _enclosing(stack: tuple[_Call, ...], current: Any) -> tuple[tuple[_Call, ...
     if not frames:
         return stack, None
     found: list[_Call] = []
+    wanted = len(frames)
     frame = getattr(current, "f_back", None)
     while frame is not None:
         call = frames.get(id(frame))
         if call is not None and call.key is frame:
             found.append(call)
+            if len(found) == wanted:  # every call in progress found: no need to go further up
+                break
         frame = frame.f_back
     outer = found[0].id if found else None
     if len(found) != len(frames):
