@@ -7,10 +7,16 @@ send per response and ``TCP_NODELAY``, so no Nagle/delayed-ACK stalls). Request 
 silenced. The workloads never shut it down (``shutdown()`` waits up to 0.5 s for the
 poll loop): the daemon thread ends with the process. The server runs in the measured
 process, so its CPU is part of the workload on both sides of every comparison.
+
+``start_process()`` runs the same server in a child process instead (``python
+_localserver.py`` prints its URL, then serves until its stdin closes): the measured
+process's CPU is then the client's alone, without the server's share and its noise.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -39,3 +45,19 @@ def start() -> tuple[ThreadingHTTPServer, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="bench-http-server", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def start_process() -> tuple[subprocess.Popen[str], str]:
+    """Start the server in a child process; return it and its base URL. The child ends when
+    this process closes its stdin (at exit, or ``proc.stdin.close()``)."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+if __name__ == "__main__":
+    _server, url = start()
+    print(url, flush=True)
+    sys.stdin.read()  # serve until the parent closes our stdin (or exits)

@@ -1,7 +1,8 @@
 """HTTP capture cost workload: ``python requests500.py [OUT.json] [N]``.
 
-Starts a local HTTP server (``_localserver``, in this process) and makes N (default 500)
-``GET`` requests to it through one ``requests.Session`` (``session.get``: one kept-alive
+Starts a local HTTP server (``_localserver``, in a child process, so that this process's
+CPU is the client's alone) and makes N (default 500) ``GET`` requests to it through one
+``requests.Session`` (``session.get``: one kept-alive
 connection, so the figure is the per-request cost, not TCP set-up or a server thread per
 request). Writes ``{"n", "workload_cpu_s", "workload_wall_s"}`` (``time.process_time()`` /
 ``time.perf_counter()`` across the N requests only) as JSON to ``OUT.json`` or stdout.
@@ -14,12 +15,12 @@ import sys
 import time
 
 import requests
-from _localserver import start
+from _localserver import start_process
 
 
 def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 500
-    _server, base = start()
+    server, base = start_process()
     with requests.Session() as session:
         session.get(f"{base}/warm", timeout=10).raise_for_status()  # connect outside the timing
         wall0 = time.perf_counter()
@@ -30,6 +31,8 @@ def main() -> None:
                 raise SystemExit(f"request {k}: {response.status_code} {response.content!r}")
         cpu = time.process_time() - cpu0
         wall = time.perf_counter() - wall0
+    assert server.stdin is not None
+    server.stdin.close()  # the server exits; not waited for, so its CPU is never this process's
     text = json.dumps({"n": n, "workload_cpu_s": cpu, "workload_wall_s": wall})
     if len(sys.argv) > 1 and sys.argv[1] != "-":
         with open(sys.argv[1], "w", encoding="utf-8") as f:
