@@ -50,11 +50,12 @@ Four measurements per Python (programs in `benchmarks/workloads/`):
   per request). One captured request makes the `requests` and the nested `urllib3`
   events (request and response each).
 
-Every child process of the process-level comparisons runs on one CPU (`taskset -c`, when
-the machine has it): on this shared 2-CPU box a client and a local server on different
-CPUs measured ±30 % per request from run to run, on one CPU about ±7 %. Both sides of a
-comparison are pinned alike. The matched-call child is not pinned (its bus worker runs
-on the other CPU, as in a real program).
+CPU time per request on this shared 2-CPU machine varies by ±30 % from run to run, more
+than hostapp's share, so the suite also counts **instructions per captured request** -
+a deterministic figure: `valgrind --tool=callgrind` runs `hostapp run requests500.py` with
+40 and with 120 requests, with every processor and with no HTTP processor, and the
+difference of the whole process's totals (every thread) over the 80 extra requests is
+the count per request (skipped, with the reason, where valgrind is not installed).
 
 Where the cost of a captured request goes. Instruction counts (callgrind, 3.11, 100 and
 300 requests, the difference per request, every thread of the `hostapp run` process; a
@@ -136,6 +137,7 @@ class Plan:
         matched_repeats: repeats of the matched-call measurement (median taken).
         http_n: requests per ``requests500.py`` run.
         http_rounds: measured rounds of the HTTP comparison.
+        instructions: count instructions per captured request under callgrind (slow).
     """
 
     pairs: int
@@ -144,10 +146,13 @@ class Plan:
     matched_repeats: int
     http_n: int
     http_rounds: int
+    instructions: bool
 
 
-FULL_PLAN = Plan(pairs=5, warmup=1, matched_n=200_000, matched_repeats=5, http_n=500, http_rounds=9)
-QUICK_PLAN = Plan(pairs=1, warmup=0, matched_n=50_000, matched_repeats=1, http_n=500, http_rounds=1)
+FULL_PLAN = Plan(pairs=5, warmup=1, matched_n=200_000, matched_repeats=5, http_n=500, http_rounds=9,
+                 instructions=True)
+QUICK_PLAN = Plan(pairs=1, warmup=0, matched_n=50_000, matched_repeats=1, http_n=500, http_rounds=1,
+                  instructions=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -290,14 +295,6 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") and k not in _DROP_ENV}
 
 
-def _pin_prefix() -> list[str]:
-    """``["taskset", "-c", CPU]`` for the first CPU this process may use, or ``[]``."""
-    taskset = shutil.which("taskset")
-    if taskset is None or not hasattr(os, "sched_getaffinity"):
-        return []
-    return [taskset, "-c", str(min(os.sched_getaffinity(0)))]
-
-
 class _Runner:
     """Runs the workload scripts for one interpreter in a clean temporary directory."""
 
@@ -309,10 +306,6 @@ class _Runner:
         self.env = _child_env()
         self.db = directory / "x.sqlite3"
         self.out = directory / "out.json"
-        # every child on one CPU (taskset, where the machine has it): on this shared 2-CPU
-        # box a client and a local server on different CPUs measured +-30 % per request
-        # from run to run, on one CPU +-7 %; both sides of every comparison are pinned alike
-        self.prefix = _pin_prefix()
 
     def _fresh(self) -> None:
         for path in (self.out, *self.dir.glob("x.sqlite3*")):
@@ -321,9 +314,7 @@ class _Runner:
     def plain(self, script: str, *args: str) -> tuple[ChildResult, dict[str, Any] | None]:
         """``python SCRIPT OUT ARGS``: the child and the JSON the script wrote (if any)."""
         self._fresh()
-        child = run_child(
-            [*self.prefix, self.python, str(WORKLOADS / script), str(self.out), *args], env=self.env, cwd=self.dir,
-        )
+        child = run_child([self.python, str(WORKLOADS / script), str(self.out), *args], env=self.env, cwd=self.dir)
         return child, self._read()
 
     def traced(
@@ -331,7 +322,7 @@ class _Runner:
     ) -> tuple[ChildResult, dict[str, Any] | None]:
         """``hostapp run --quiet --db DIR/x.sqlite3 [OPTIONS] SCRIPT OUT ARGS``."""
         self._fresh()
-        argv = [*self.prefix, *self.hostapp, "run", "--quiet", "--db", str(self.db), *options]
+        argv = [*self.hostapp, "run", "--quiet", "--db", str(self.db), *options]
         if summary is not None:
             argv += ["--json-summary", str(summary)]
         child = run_child([*argv, str(WORKLOADS / script), str(self.out), *args], env=self.env, cwd=self.dir)
@@ -463,6 +454,44 @@ def _http(runner: _Runner, plan: Plan, log: Callable[[str], None]) -> dict[str, 
     }
 
 
+def _callgrind_total(argv: Sequence[str], out: Path, runner: _Runner) -> int:
+    """Instructions executed by ``argv`` (every thread) under callgrind."""
+    valgrind = shutil.which("valgrind")
+    assert valgrind is not None
+    run_child([valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=runner.env, cwd=runner.dir)
+    for line in out.read_text(errors="replace").splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise ChildError(f"callgrind wrote no totals line to {out}")
+
+
+def _http_instructions(runner: _Runner, plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """Instructions per captured request (see the module docstring), or why not measured."""
+    if not plan.instructions:
+        return {"error": "not counted in a quick run"}
+    if shutil.which("valgrind") is None:
+        return {"error": "valgrind is not installed"}
+    no_http = [arg for name in HTTP_PROCESSORS for arg in ("--no-processor", name)]
+    small, large = 40, 120
+    log(f"requests500 under callgrind: {small} and {large} requests, all / no HTTP processor")
+    per: dict[str, float] = {}
+    for key, options in (("all", []), ("none", no_http)):
+        totals = []
+        for n in (small, large):
+            argv = [*runner.hostapp, "run", "--quiet", "--db", str(runner.db), *options,
+                    str(WORKLOADS / "requests500.py"), "-", str(n)]
+            runner._fresh()
+            totals.append(_callgrind_total(argv, runner.dir / f"callgrind.{key}.{n}.out", runner))
+        per[key] = (totals[1] - totals[0]) / (large - small)
+    return {
+        "requests": [small, large],
+        "all_processors": per["all"],
+        "no_http_processor": per["none"],
+        "captured_request": per["all"] - per["none"],
+        "ratio": per["all"] / per["none"],
+    }
+
+
 # --------------------------------------------------------------------------------------
 # The suite
 # --------------------------------------------------------------------------------------
@@ -480,6 +509,7 @@ def _measure(interp: Interpreter, plan: Plan, ctx: SuiteContext) -> dict[str, An
             ("callheavy", lambda: _callheavy(runner, plan, log)),
             ("fixed_cost", lambda: _fixed_cost(runner, plan, log)),
             ("http", lambda: _http(runner, plan, log)),
+            ("http_instructions", lambda: _http_instructions(runner, plan, log)),
         ):
             try:
                 result[key] = step()
@@ -608,6 +638,16 @@ def _tables(plan: Plan, results: dict[str, dict[str, Any]], goals: list[dict[str
         "",
         format_table(["Python", "whole process", "in-script", "process CPU ms python / no HTTP proc. / all",
                       "all minus plain python"], http_rows),
+        "",
+        "Instructions per captured HTTP request (callgrind, whole process, every thread; deterministic):",
+        "",
+        format_table(["Python", "no HTTP processor", "every processor", "captured request", "ratio"], [
+            [r["python"], *((f"{i['no_http_processor'] / 1e6:.2f} M", f"{i['all_processors'] / 1e6:.2f} M",
+                             f"+{i['captured_request'] / 1e6:.2f} M", f"×{i['ratio']:.2f}")
+                            if "ratio" in (i := r.get("http_instructions", {}))
+                            else (i.get("error", "–"), "", "", ""))]
+            for r in measured.values()
+        ]),
     ]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"Python {v}: {why}" for v, why in skipped.items())]
