@@ -980,34 +980,6 @@ class _Worker:
 # -- the bus -----------------------------------------------------------------------------
 
 
-class RawChannel:
-    """One sink's queue, for appending raw items inline (:meth:`EventBus.raw_channel`).
-
-    The protocol (what :meth:`EventBus.raw_emitter`'s function does, without the call)::
-
-        if len(channel.queue) < channel.worker.fast_limit and not channel.bus._closed:
-            channel.queue.append(item)
-            if channel.worker.waiting and len(channel.queue) >= channel.worker.wake_at:
-                channel.worker.wake.set()
-        else:
-            channel.emit(item)          # full queue or closed bus: the slow path
-
-    Attributes:
-        queue: the sink's ``collections.deque``.
-        worker: the sink's worker (``fast_limit``, ``waiting``, ``wake_at``, ``wake``).
-        bus: the bus (``_closed``).
-        emit: the :meth:`EventBus.raw_emitter` function of the same event type.
-    """
-
-    __slots__ = ("bus", "emit", "queue", "worker")
-
-    def __init__(self, worker: _Worker, emit: Callable[[tuple[Any, ...]], None]) -> None:
-        self.worker = worker
-        self.queue = worker.queue
-        self.bus = worker.bus
-        self.emit = emit
-
-
 class EventBus:
     """Routes events to sinks, one worker thread and one bounded queue per sink.
 
@@ -1184,19 +1156,6 @@ class EventBus:
                     overflow(worker, builders[item[0]](item))
 
         return emit_many
-
-    def raw_channel(self, event_type: str) -> RawChannel | None:
-        """The one sink queue raw items of ``event_type`` go to, for a caller that appends
-        to it inline (the tracing engine's per-call fast path), or ``None`` when no sink
-        or more than one accepts the type (use :meth:`raw_emitter`).
-
-        Raises:
-            TypeError: ``event_type`` is not a string.
-        """
-        workers = self._route(event_type) if event_type not in self._routes else self._routes[event_type]
-        if len(workers) != 1:
-            return None
-        return RawChannel(workers[0], self.raw_emitter(event_type))
 
     def publish(
         self,

@@ -144,15 +144,18 @@ class TracingEngine:
             if self._state != "new":
                 raise RuntimeError(f"TracingEngine.start(): the engine is {self._state} (start it once)")
             bus = self._bus
+            emitters: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # event type -> raw emitter
             for rt in self._runtimes:
                 rt.build(self._config)
-                if bus is not None:
-                    rt.raw_events = {event: bus.raw_emitter(t) for event, t in rt.types.items()}
-                if bus is not None and rt.simple:
-                    rt.raw_call = bus.raw_emitter(rt.call_type)
-                    rt.raw_return = bus.raw_emitter(rt.return_type)
-                    rt.call_channel = bus.raw_channel(rt.call_type)
-                    rt.return_channel = bus.raw_channel(rt.return_type)
+                if bus is None:
+                    continue
+                for t in rt.types.values():
+                    if t not in emitters:
+                        emitters[t] = bus.raw_emitter(t)
+                rt.raw_events = {event: emitters[t] for event, t in rt.types.items()}
+                if rt.simple:
+                    rt.raw_call = rt.raw_events["call"]
+                    rt.raw_return = rt.raw_events["return"]
             selection = Selection([rt for rt in self._runtimes if rt.missing is None])
             dispatch = make_dispatch(
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,

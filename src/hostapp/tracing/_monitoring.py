@@ -231,7 +231,8 @@ class MonitoringBackend:
         internal_error = self._dispatch.internal_error
 
         # The fast path (one processor, events deferred to the bus) is Dispatch.enter /
-        # leave and emit_raw written out inline: no Python call beyond the callback itself.
+        # leave written out inline: no Python call beyond the callback and the bus's
+        # raw emitter.
         def on_start(code: types.CodeType, offset: int) -> None:
             target = targets.get(id(code))
             if target is None:
@@ -258,19 +259,7 @@ class MonitoringBackend:
                     record = (seq, time_ns(), site, thread)
                     rt.calls += 1
                     if rt.want_call:
-                        item = (call_key, rt.index, record, seq)
-                        channel = rt.call_channel
-                        if channel is not None:
-                            queue = channel.queue
-                            worker = channel.worker
-                            if len(queue) < worker.fast_limit and not channel.bus._closed:
-                                queue.append(item)
-                                if worker.waiting and len(queue) >= worker.wake_at:
-                                    worker.wake.set()
-                            else:
-                                channel.emit(item)
-                        else:
-                            rt.raw_call(item)
+                        rt.raw_call((call_key, rt.index, record, seq))
                         rt.events += 1
                 except Exception as exc:
                     failed(rt, "emit", exc, frame)
@@ -294,19 +283,7 @@ class MonitoringBackend:
                 leave(record, target[0], frame, "return", value)
             elif rt.want_return and not rt.off:
                 try:
-                    item = (return_key, rt.index, record, next(lows), time_ns())
-                    channel = rt.return_channel
-                    if channel is not None:
-                        queue = channel.queue
-                        worker = channel.worker
-                        if len(queue) < worker.fast_limit and not channel.bus._closed:
-                            queue.append(item)
-                            if worker.waiting and len(queue) >= worker.wake_at:
-                                worker.wake.set()
-                        else:
-                            channel.emit(item)
-                    else:
-                        rt.raw_return(item)
+                    rt.raw_return((return_key, rt.index, record, next(lows), time_ns()))
                     rt.events += 1
                 except Exception as exc:
                     failed(rt, "emit", exc, frame)

@@ -42,7 +42,6 @@ __all__ = [
     "FastPath",
     "ProcessorRuntime",
     "default_library_paths",
-    "emit_raw",
     "fast_processor",
     "make_dispatch",
     "normalize_path",
@@ -71,10 +70,10 @@ class ProcessorRuntime:
     """
 
     __slots__ = (
-        "call", "call_channel", "call_type", "calls", "co_names", "consecutive", "context",
-        "contribution", "errors", "events", "fragment", "index", "last_error", "logged", "missing",
-        "name", "off", "plugin", "process", "raw_call", "raw_events", "raw_return", "return_channel",
-        "return_type", "simple", "spec", "subtype", "types", "wants", "want_call", "want_return",
+        "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
+        "errors", "events", "fragment", "index", "last_error", "logged", "missing", "name", "off",
+        "plugin", "process", "raw_call", "raw_events", "raw_return", "return_type", "simple",
+        "spec", "subtype", "types", "wants", "want_call", "want_return",
     )
 
     def __init__(self, contribution: Contribution[TraceProcessor], index: int) -> None:
@@ -109,10 +108,6 @@ class ProcessorRuntime:
         # bus (EventBus.raw_emitter): called with a raw item instead of an Event
         self.raw_call: Callable[[tuple[Any, ...]], None] | None = None
         self.raw_return: Callable[[tuple[Any, ...]], None] | None = None
-        # and, when exactly one sink takes the event type, its queue for appending inline
-        # (hostapp.events.RawChannel; emit_raw)
-        self.call_channel: Any = None
-        self.return_channel: Any = None
         # with a bus, for every processor: event name -> raw emitter of its type (the
         # events of processors with call/process are built on the sink's thread too)
         self.raw_events: dict[str, Callable[[tuple[Any, ...]], None]] | None = None
@@ -348,11 +343,9 @@ class FastPath:
         seq = next(lows)
         record = (seq, time_ns(), site, thread)
         rt.calls += 1
-        if rt.want_call: emit (call_key, rt.index, record, seq); rt.events += 1
+        if rt.want_call: rt.raw_call((call_key, rt.index, record, seq)); rt.events += 1
 
-    and its return side emits ``(return_key, rt.index, record, next(lows), time_ns())``,
-    each through ``rt.call_channel`` / ``rt.return_channel`` inline when set (see
-    :class:`hostapp.events.RawChannel`), else ``rt.raw_call`` / ``rt.raw_return``.
+    and its return side ``rt.raw_return((return_key, rt.index, record, next(lows), time_ns()))``.
 
     Attributes:
         lows: the event-id sequence (``next(lows)``).
@@ -383,20 +376,6 @@ def fast_processor(procs: tuple[ProcessorRuntime, ...]) -> ProcessorRuntime | No
     if rt.raw_call is None or rt.raw_return is None:
         return None
     return rt
-
-
-def emit_raw(channel: Any, emit: Callable[[tuple[Any, ...]], None], item: tuple[Any, ...]) -> None:
-    """Queue a raw item through ``channel`` (a :class:`hostapp.events.RawChannel`) when set,
-    else ``emit``: what the backends' fast paths do inline, for the other call sites."""
-    if channel is not None:
-        queue = channel.queue
-        worker = channel.worker
-        if len(queue) < worker.fast_limit and not channel.bus._closed:
-            queue.append(item)
-            if worker.waiting and len(queue) >= worker.wake_at:
-                worker.wake.set()
-            return
-    emit(item)
 
 
 def make_dispatch(
@@ -558,32 +537,30 @@ def make_dispatch(
     # Deferred events: for a processor without call/process, the traced thread hands the
     # bus a tuple (key, runtime index, record, event seq[, ts]); the sink's worker thread
     # builds the Event from it (same id, data and fields as the direct path builds).
+    def base_data(meta: tuple[Any, ...], record: tuple[Any, ...], ts: int, thread: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+        """The fields every event of a call starts with (``process`` output is merged over)."""
+        return {
+            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
+            "call_site": site_of(record), "processor": meta[0],
+        }
+
     def materialize_call(item: tuple[Any, ...]) -> Event:
         meta, record = metas[item[1]], item[2]
         thread = thread_row(record[3])
-        data = {
-            "frame_id": frame_id_of(record), "timestamp_ns": record[1], "thread": thread[1],
-            "call_site": site_of(record), "processor": meta[0],
-        }
-        return build(meta, "call", data, record[1], item[3], thread[0])
+        return build(meta, "call", base_data(meta, record, record[1], thread), record[1], item[3], thread[0])
 
     def materialize_return(item: tuple[Any, ...]) -> Event:
         meta, record, ts = metas[item[1]], item[2], item[4]
         thread = thread_row(record[3])
-        data = {
-            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": site_of(record), "processor": meta[0], "duration_ns": ts - record[1],
-        }
+        data = base_data(meta, record, ts, thread)
+        data["duration_ns"] = ts - record[1]
         return build(meta, "return", data, ts, item[3], thread[0])
 
     def materialize_event(item: tuple[Any, ...]) -> Event:
         # (key, runtime index, record, event, seq, ts, extra, process output)
         meta, record, event, ts = metas[item[1]], item[2], item[3], item[5]
         thread = thread_row(record[3])
-        data = {
-            "frame_id": frame_id_of(record), "timestamp_ns": ts, "thread": thread[1],
-            "call_site": site_of(record), "processor": meta[0],
-        }
+        data = base_data(meta, record, ts, thread)
         if item[6] is not None:
             data.update(item[6])
         if item[7] is not None:
@@ -678,7 +655,7 @@ def make_dispatch(
                     if record[2] == _LAZY:
                         resolve(record)
                     try:
-                        emit_raw(rt.call_channel, raw, (call_key, rt.index, record, event_seq))
+                        raw((call_key, rt.index, record, event_seq))
                     except Exception as exc:
                         failed(rt, "emit", exc, frame)
                     else:
@@ -708,7 +685,7 @@ def make_dispatch(
                         if record[2] == _LAZY:
                             resolve(record)
                         try:
-                            emit_raw(rt.return_channel, raw, (return_key, rt.index, record, next(lows), ts))
+                            raw((return_key, rt.index, record, next(lows), ts))
                         except Exception as exc:
                             failed(rt, "emit", exc, frame)
                         else:

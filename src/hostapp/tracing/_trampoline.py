@@ -374,8 +374,9 @@ class _Frameless(_Trampoline):
 
 class _Fast(_Trampoline):
     """A :class:`_Frameless` trampoline for **one** processor whose events are deferred to
-    the bus: ``Dispatch.enter``/``leave`` and ``emit_raw`` written out inline (see
-    :class:`hostapp.tracing._runtime.FastPath`), no Python call beyond the function's own.
+    the bus: ``Dispatch.enter``/``leave`` written out inline (see
+    :class:`hostapp.tracing._runtime.FastPath`), no Python call beyond the function's own
+    and the bus's raw emitter.
     The exception exit goes through ``leave`` as usual."""
 
     __slots__ = ("fast", "rt")
@@ -409,19 +410,7 @@ class _Fast(_Trampoline):
                 record = (seq, fast.time_ns(), site, thread)
                 rt.calls += 1
                 if rt.want_call:
-                    item = (fast.call_key, rt.index, record, seq)
-                    channel = rt.call_channel
-                    if channel is not None:
-                        queue = channel.queue
-                        worker = channel.worker
-                        if len(queue) < worker.fast_limit and not channel.bus._closed:
-                            queue.append(item)
-                            if worker.waiting and len(queue) >= worker.wake_at:
-                                worker.wake.set()
-                        else:
-                            channel.emit(item)
-                    else:
-                        rt.raw_call(item)  # type: ignore[misc]
+                    rt.raw_call((fast.call_key, rt.index, record, seq))  # type: ignore[misc]
                     rt.events += 1
         except Exception as exc:  # never into the traced program
             fast.failed(rt, "emit", exc, None)
@@ -436,19 +425,7 @@ class _Fast(_Trampoline):
             raise
         if self.active and rt.want_return and not rt.off:
             try:
-                item = (fast.return_key, rt.index, record, next(fast.lows), fast.time_ns())
-                channel = rt.return_channel
-                if channel is not None:
-                    queue = channel.queue
-                    worker = channel.worker
-                    if len(queue) < worker.fast_limit and not channel.bus._closed:
-                        queue.append(item)
-                        if worker.waiting and len(queue) >= worker.wake_at:
-                            worker.wake.set()
-                    else:
-                        channel.emit(item)
-                else:
-                    rt.raw_return(item)  # type: ignore[misc]
+                rt.raw_return((fast.return_key, rt.index, record, next(fast.lows), fast.time_ns()))  # type: ignore[misc]
                 rt.events += 1
             except Exception as exc:
                 fast.failed(rt, "emit", exc, None)
