@@ -247,3 +247,32 @@ def test_reports_keep_the_latest_state_per_name_and_the_newest_run(tmp_path):
     ]
     assert [r.name for r in reopened.reports("task")] == ["beat"]
     assert reopened.reports("nothing") == []
+
+
+def test_current_reports_prefer_a_live_run_over_a_newer_ended_one(tmp_path):
+    """hostapp components / tasks show a running host's reports; without one, the newest
+    run that reported the kind. A run whose process is gone is not live."""
+    import os
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.current_reports("task") == (None, [], False)
+    live = store.begin_run("live", pid=os.getpid(), started_ns=1)
+    store.put_reports(live, "task", [("beat", "running", {})], updated_ns=1)
+    ended = store.begin_run("ended", started_ns=2)
+    store.put_reports(ended, "task", [("beat", "stopped", {})], updated_ns=2)
+    store.end_run(ended, 0)
+    run, [report], is_live = store.current_reports("task")
+    assert (run.id, report.state, is_live) == (live, "running", True)
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    store.end_run(live, 0)
+    dead = store.begin_run("dead", pid=int(gone.stdout), started_ns=3)
+    store.put_reports(dead, "component", [("db", "available", {})], updated_ns=3)
+    run, [report], is_live = store.current_reports("component")
+    assert (run.id, report.name, is_live, run.is_live()) == (dead, "db", False, False)
+    run, [report], is_live = store.current_reports("task")
+    assert (run.id, report.state, is_live) == (ended, "stopped", False)
+    store.close()

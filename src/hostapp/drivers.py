@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hostapp.manager import PluginManager
-    from hostapp.store import Report, Run, Store
+    from hostapp.store import Store
     from hostapp.types import Contribution, DriverSpec
 
 __all__ = [
@@ -500,7 +500,7 @@ def component_rows(
     if store is not None:
         pm = plugin_manager()  # an unknown driver is a configuration error in every mode
         ComponentSet.from_config(config).resolve(asyncio.run(pm.acollect("hostapp_drivers", on_conflict="report")))
-        run, reports, live = _reported(store)
+        run, reports, live = store.current_reports("component")
         if reports:
             rows = [{**r.to_dict(), "source": "report", "live": live} for r in reports]
             if live:
@@ -517,34 +517,6 @@ def component_rows(
         for record in components.values()
     ]
     return rows, "dry run (built, checked and closed now)"
-
-
-def _reported(store: Store) -> tuple[Run | None, list[Report], bool]:
-    """The component reports of a live run, else of the newest reporting run."""
-    for run in store.runs(50):
-        if run.ended_ns is None and _alive(run.pid):
-            reports = store.reports("component", run.id)
-            if reports:
-                return run, reports, True
-    reports = store.reports("component")
-    if not reports:
-        return None, [], False
-    run = store.run(reports[0].run_id)
-    return run, reports, run is not None and run.ended_ns is None and _alive(run.pid)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 class _ReturnedFalse(Exception):

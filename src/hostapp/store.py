@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hostapp.errors import HostappError
-from hostapp.events import DeadLetter, Event, new_id
+from hostapp.events import DeadLetter, Event, _process_alive, new_id
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -211,6 +211,16 @@ class Run:
     def duration_s(self) -> float | None:
         """Seconds from start to end, or ``None`` when the run has not ended."""
         return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
+
+    def is_live(self) -> bool:
+        """Whether the run's host is running now: not ended, and its process exists
+        (``os.kill(pid, 0)``; a process of another user counts as existing)."""
+        if self.ended_ns is not None or not self.pid:
+            return False
+        try:
+            return _process_alive(self.pid)
+        except OSError:
+            return False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the fields."""
@@ -597,6 +607,26 @@ class Store:
             for name, state, data in reports
         ]
         return self._write(statements) if statements else 0
+
+    def current_reports(self, kind: str) -> tuple[Run | None, list[Report], bool]:
+        """The reports of ``kind`` ``hostapp components`` / ``hostapp tasks`` show: those of a
+        live run (:meth:`Run.is_live`, among the 50 newest runs), else those of the newest
+        run that reported ``kind``.
+
+        Returns:
+            ``(run, reports, live)``: the run (``None`` when no run reported ``kind``, or
+            its record is gone), its reports in name order, and whether it is live.
+        """
+        for run in self.runs(50):
+            if run.is_live():
+                reports = self.reports(kind, run.id)
+                if reports:
+                    return run, reports, True
+        reports = self.reports(kind)
+        if not reports:
+            return None, [], False
+        found = self.run(reports[0].run_id)
+        return found, reports, found is not None and found.is_live()
 
     def reports(self, kind: str, run_id: str | None = None) -> list[Report]:
         """The reports of ``kind`` for ``run_id`` (default: the newest run that has any).

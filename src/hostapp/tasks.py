@@ -564,22 +564,7 @@ def stored_task_rows(store: Any) -> tuple[Any, bool, list[dict[str, Any]]]:
         reported tasks), whether it is live, and one dict per task (the
         :class:`TaskRecord` fields plus ``run_id``, ``live`` and ``updated_ns``).
     """
-    from hostapp.events import _process_alive
-
-    def alive(run: Any) -> bool:
-        return run is not None and run.ended_ns is None and bool(run.pid) and _process_alive(run.pid)
-
-    chosen, reports = None, []
-    for run in store.runs(50):
-        if alive(run):
-            reports = store.reports("task", run.id)
-            if reports:
-                chosen = run
-                break
-    if chosen is None:
-        reports = store.reports("task")
-        chosen = store.run(reports[0].run_id) if reports else None
-    live = alive(chosen)
+    chosen, reports, live = store.current_reports("task")
     rows = [
         {"name": r.name, "state": r.state, **r.data, "run_id": r.run_id, "live": live, "updated_ns": r.updated_ns}
         for r in reports
