@@ -317,14 +317,6 @@ def redact_headers(headers: Any, names: frozenset[str]) -> dict[str, str]:
     if headers is None:
         return {}
     out: dict[str, str] = {}
-    if type(headers) is dict:  # the common case: names unique, str values
-        for key, value in headers.items():
-            if type(key) is not str or type(value) is not str:
-                break
-            out[key] = REDACTED if key.lower() in names else value
-        else:
-            return out
-        out = {}
     items = _header_items(headers)
     try:
         for name, value in items:
@@ -343,8 +335,8 @@ def _header_items(headers: Any) -> Iterable[tuple[Any, Any]]:
     """``(name, value)`` pairs of a header container, without the per-item Python calls
     of the generic ``Mapping.items()`` where the container is one we know: requests'
     ``CaseInsensitiveDict`` (``_store``: lower name -> (name, value)) and urllib3's
-    ``HTTPHeaderDict`` (``_container``: lower name -> [name, value, ...], repeated
-    values joined as urllib3's own ``items()`` does not)."""
+    ``HTTPHeaderDict`` (``_container``: lower name -> [name, value, ...]; the repeated
+    values joined here, where ``items()`` would give one pair per value)."""
     store = getattr(headers, "_store", None)
     if isinstance(store, dict) and type(headers).__name__ == "CaseInsensitiveDict":
         return store.values()
