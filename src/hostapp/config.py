@@ -488,7 +488,7 @@ def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
         ConfigError: an unknown key, a missing driver or a bad value, naming
             ``components.NAME.KEY``.
     """
-    from hostapp.drivers import LOAD_VALUES
+    from hostapp.types import LOAD_VALUES
 
     out: dict[str, Any] = {}
     for name, table in value.items():

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hostapp.errors import HostappError
-from hostapp.events import DeadLetter, Event, _process_alive, new_id
+from hostapp.events.record import DeadLetter, Event, new_id, process_alive
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -218,7 +218,7 @@ class Run:
         if self.ended_ns is not None or not self.pid:
             return False
         try:
-            return _process_alive(self.pid)
+            return process_alive(self.pid)
         except OSError:
             return False
 

@@ -30,8 +30,15 @@ __all__ = [
     "DriverSpec",
     "EventSink",
     "InstrumentType",
+    "LOAD_VALUES",
     "TraceProcessor",
 ]
+
+#: The values of a component's ``load`` key (opa-stack's ``LOAD``): ``auto`` (built when
+#: its driver can connect, else unavailable and the host goes on), ``yes`` (the host
+#: refuses to start without it), ``no`` (not built). Here, not in :mod:`hostapp.drivers`,
+#: so that the configuration can check the key without importing the drivers.
+LOAD_VALUES: tuple[str, ...] = ("auto", "yes", "no")
 
 #: The events a trace processor can ask for (Kolo's names; ``unwind`` is the exception exit).
 TRACE_EVENTS: frozenset[str] = frozenset({"call", "return", "unwind", "resume", "yield", "throw"})

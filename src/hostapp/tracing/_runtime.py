@@ -29,8 +29,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from hostapp import events as _events
-from hostapp.events import FIELDS, Event
+from hostapp.events import record as _record
+from hostapp.events.record import FIELDS, Event
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -245,7 +245,7 @@ def _library_test(paths: Sequence[str]) -> Callable[[str], bool]:
 # The events module's builder: same slots as ``Event``, filled, then re-classed to
 # ``Event`` (``Event.create`` without its argument handling and with our own clock
 # reading, so that an event, its id and its ``data["timestamp_ns"]`` share one).
-_EventBuilder = _events._EventBuilder
+_EventBuilder = _record._EventBuilder
 
 
 _threads = threading.local()
@@ -300,7 +300,7 @@ def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
     return {"exception_type": name, "exception_message": message}
 
 
-_FAST_EVENTS: Final = _events._FAST_CREATE and tuple(FIELDS) == (
+_FAST_EVENTS: Final = _record._FAST_CREATE and tuple(FIELDS) == (
     "id", "type", "subtype", "data", "timestamp_ns", "run_id", "pid", "thread_id", "source"
 )
 
