@@ -29,6 +29,7 @@ __all__ = [
     "Contribution",
     "DriverSpec",
     "EventSink",
+    "EventRenderer",
     "InstrumentType",
     "LOAD_VALUES",
     "TraceProcessor",
@@ -472,6 +473,69 @@ class CliCommand:
             )
 
 
+#: The values of :attr:`EventRenderer.shape`.
+RENDER_SHAPES: tuple[str, ...] = ("span", "mark")
+
+
+@dataclass(frozen=True, slots=True)
+class EventRenderer:
+    """How people see events of some types: one line in ``hostapp events``, the labelled
+    fields of one event (``hostapp events show``, the web view's detail pane), and a bar or
+    a mark on the web view's time axis.
+
+    The CLI and the web view use the same renderers, so a plugin that defines its own event
+    types draws them once for both. An event type no renderer claims is shown generically
+    (its subtype and its data as ``key=value`` pairs). Renderers are looked up by event
+    type: the first renderer (in plugin order) whose ``event_types`` has an exact match
+    wins, else the first glob match.
+
+    Attributes:
+        name: unique renderer name (``"http"``, ``"probe"``).
+        event_types: the event types it renders, exact names or globs
+            (``fnmatch.fnmatchcase``: ``"acme.*"``).
+        summary: ``summary(event) -> str``: one line, without the time, thread or run
+            (``"GET https://api.example.org/v1/items -> 200"``). Keep it short: the CLI
+            cuts it at the terminal's width.
+        fields: ``fields(event) -> Iterable[tuple[str, Any]]``: the labelled values of one
+            event in display order (``[("method", "GET"), ("status", 200), ...]``); values
+            are shown as text, dicts and lists as JSON. ``None``: the event's data items.
+        shape: ``"span"`` — the event has a duration (``data["duration_ns"]``, ns) and is
+            drawn as a bar from its ``timestamp_ns``; ``"mark"`` — a point in time.
+        label: a short kind label for listings and the web view's legend (``"HTTP"``,
+            ``"job"``); default the renderer's name.
+        description: one line for listings.
+
+    A renderer that raises is reported once and the event is shown generically: a broken
+    renderer never hides an event.
+
+    Raises:
+        ValueError: an empty ``name`` or ``event_types``, a non-callable ``summary`` or
+            ``fields``, or an unknown ``shape``.
+    """
+
+    name: str
+    event_types: tuple[str, ...]
+    summary: Callable[[Any], str]
+    fields: Callable[[Any], Any] | None = None
+    shape: str = "mark"
+    label: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("EventRenderer", self.name)
+        if isinstance(self.event_types, str) or not self.event_types or not all(
+            isinstance(t, str) and t for t in self.event_types
+        ):
+            raise ValueError(
+                f"EventRenderer.event_types: expected a non-empty tuple of event types, got {self.event_types!r}"
+            )
+        object.__setattr__(self, "event_types", tuple(self.event_types))
+        _check_callable("EventRenderer", "summary", self.summary, optional=False)
+        _check_callable("EventRenderer", "fields", self.fields)
+        if self.shape not in RENDER_SHAPES:
+            raise ValueError(f"EventRenderer.shape: expected one of {', '.join(RENDER_SHAPES)}, got {self.shape!r}")
+
+
 T = TypeVar("T")
 
 
@@ -511,5 +575,6 @@ KIND_NAMES: dict[type, str] = {
     BackgroundTask: "background task",
     InstrumentType: "instrument type",
     CliCommand: "CLI command",
+    EventRenderer: "event renderer",
 }
 
