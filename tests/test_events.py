@@ -274,12 +274,15 @@ def test_sink_own_batch_size_and_table_override(tmp_path):
 
 
 def test_invalid_bus_key_in_a_sink_table_is_a_config_error(tmp_path):
-    config = make_config(tmp_path, {"rec": {"batch_size": 0}})
+    """Checked when the configuration is read, like the events.* key of the same name."""
     with pytest.raises(ConfigError, match=r"events\.sinks\.rec\.batch_size: must be >= 1"):
-        EventBus([Recorder().contribution()], config)
-    config = make_config(tmp_path, {"rec": {"full_policy": "explode"}})
+        make_config(tmp_path, {"rec": {"batch_size": 0}})
     with pytest.raises(ConfigError, match="events.sinks.rec.full_policy"):
-        EventBus([Recorder().contribution()], config)
+        make_config(tmp_path, {"rec": {"full_policy": "explode"}})
+    with pytest.raises(ConfigError, match="events.sinks.rec.flush_interval_ms: expected a finite number, got nan"):
+        make_config(tmp_path, {"rec": {"flush_interval_ms": float("nan")}})
+    with pytest.raises(ConfigError, match="events.sinks.rec.enabled: expected true or false, got a string"):
+        make_config(tmp_path, {"rec": {"enabled": "no"}})
 
 
 def test_async_sink_runs_on_its_worker_loop(tmp_path):
@@ -388,6 +391,24 @@ def test_exhausted_retries_become_dead_letters_in_the_store(tmp_path):
     stats = bus.stop(10)["rec"]
     assert stats["redelivered"] == 25 and stats["dead_lettered"] == 25  # history is kept
     assert_adds_up(stats)
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+def test_a_sink_raising_a_base_exception_keeps_its_batch_and_its_worker(tmp_path, error):
+    """handle() raising SystemExit/KeyboardInterrupt is a failed batch like any other: it is
+    retried, then kept as dead letters; the worker goes on with the next batches."""
+    sink = Recorder("rec", fail=lambda call, _: error if call <= 2 else None)
+    store = Store(tmp_path / "s.sqlite3")
+    config = make_config(tmp_path, {"rec": {"max_retries": 1, "retry_backoff_ms": 1}}, batch_size=5)
+    bus = EventBus([sink.contribution()], config, store=store)
+    sent = emit_numbered(bus, 10)
+    bus.start()
+    stats = bus.stop(10)["rec"]
+    assert stats["state"] == "closed" and sink.closed
+    assert (stats["failed"], stats["dead_lettered"], stats["delivered"]) == (2, 5, 5)
+    assert_adds_up(stats)
+    assert [d.event for d in store.dead_letters(sink="rec")] == sent[:5]
+    assert sink.events == sent[5:]
 
 
 def test_redeliver_command_function_after_the_run(tmp_path):

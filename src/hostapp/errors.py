@@ -14,6 +14,7 @@ __all__ = [
     "MissingHookError",
     "PluginContractError",
     "PluginLoadError",
+    "PluginTimeoutError",
 ]
 
 
@@ -109,3 +110,13 @@ class ComponentError(HostappError):
         self.component = component
         self.state = state
         super().__init__(message)
+
+
+class PluginTimeoutError(HostappError):
+    """A call into plugin code did not return within its bound and was abandoned.
+
+    Recorded as the plugin's error (``PluginInfo.error``, the run summary, a component's or
+    a processor's ``last_error``); the host went on without it. The message says how long
+    the call had and which setting gives that bound: ``"did not return within 10 s
+    (host.start_timeout); abandoned"``.
+    """

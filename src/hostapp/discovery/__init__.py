@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hostapp._env import env_flag
 from hostapp.discovery.filters import FilterChain, compile_pattern
 from hostapp.discovery.index import EntryPointIndex, read_entry_points
 from hostapp.discovery.sources import (
@@ -60,8 +61,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: Values of HOSTAPP_DISABLE_PLUGIN_AUTOLOAD / HOSTAPP_NO_CACHE that switch them on.
-_TRUE = frozenset({"1", "true", "yes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +106,6 @@ class DiscoveryOptions:
     cache_dir: str | os.PathLike[str] | None = None
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in _TRUE
 
 
 def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
@@ -193,8 +188,9 @@ def discover(
 
     Raises:
         ConfigError: a pattern is not a valid ``re:`` regular expression (the message names
-            the config key or environment variable), or a ``[plugins.meta.NAME]`` value has
-            the wrong type.
+            the config key or environment variable), a ``[plugins.meta.NAME]`` value has
+            the wrong type, or ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD`` / ``HOSTAPP_NO_CACHE``
+            has a value that is not an on/off one.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     chain = FilterChain(
@@ -212,8 +208,8 @@ def discover(
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
     candidates += folder_candidates(options.paths)
-    if options.autoload and not _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
-        use_cache = options.use_cache and not _truthy(env.get("HOSTAPP_NO_CACHE"))
+    if options.autoload and not env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
+        use_cache = options.use_cache and not env_flag(env, "HOSTAPP_NO_CACHE")
         index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)
         candidates += _entrypoint_infos(index._read_segments())
 

@@ -371,7 +371,7 @@ class _Worker:
                 result = opener(table)
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the sink's failure, not the host's
                 self.state = "failed"
                 self.error = f"open failed: {_describe(exc)}"
                 self.bus._report(self, "open", exc)
@@ -477,7 +477,7 @@ class _Worker:
                 result = handle(batch)
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the batch is retried, then kept
                 self.failed += 1
                 bus._report(self, "handle", exc)
                 error = _describe(exc)
@@ -564,7 +564,7 @@ class _Worker:
                 result = self.spec.close()
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:
                 bus._report(self, "close", exc)
         if self.loop is not None:
             try:
