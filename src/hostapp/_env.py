@@ -11,16 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["FLAGS", "SWITCHES", "env_flag", "parse_flag"]
+__all__ = ["FLAGS", "env_flag", "parse_flag"]
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 #: The on/off switches (``HOSTAPP_STRICT`` also sets ``plugins.strict``).
-FLAGS: Final = ("HOSTAPP_STRICT", "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD", "HOSTAPP_NO_CACHE", "HOSTAPP_NO_EXTENSIONS")
-
-#: Every ``HOSTAPP_*`` variable that is not a ``HOSTAPP_SECTION__KEY`` override.
-SWITCHES: Final = (*FLAGS, "HOSTAPP_CONFIG", "HOSTAPP_PLUGINS", "HOSTAPP_DISABLE_PLUGINS")
+FLAGS: Final = ("HOSTAPP_STRICT", "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD", "HOSTAPP_NO_CACHE")
 
 
 def parse_flag(value: str, var: str) -> bool:

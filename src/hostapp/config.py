@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hostapp._env import FLAGS, SWITCHES, parse_flag
+from hostapp._env import FLAGS, parse_flag
 from hostapp.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class Config:
             directory, else the working directory).
         warnings: the warnings found while loading (unknown keys), one line each.
         origins: the keys an environment variable set, and that variable
-            (``{"store.path": "HOSTAPP_STORE__PATH"}``); see :meth:`source_of`.
+            (``{"store.path": "HOSTAPP_STORE__PATH"}``), for errors about them.
     """
 
     data: Mapping[str, Any]
@@ -218,7 +218,7 @@ class Config:
         for key, value in _env_overrides(env, found).items():
             if key.startswith("components."):
                 data["components"] = _component_override(data["components"], key, value)
-                origins["components"] = key_env(key)
+                origins[key] = key_env(key)
                 continue
             var = "HOSTAPP_STRICT" if key == "plugins.strict" and "HOSTAPP_STRICT" in env else key_env(key)
             data[key] = _validate(key, value, var, root)
@@ -234,10 +234,6 @@ class Config:
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
-    def source_of(self, key: str) -> str:
-        """Where the value of ``key`` came from, for an error about it: the environment
-        variable that set it, else :attr:`source` (the file, ``"<defaults>"``, ``"<dict>"``)."""
-        return self.origins.get(key.split(".", 2)[0] if key.startswith("components.") else key, self.source)
 
     @property
     def strict(self) -> bool:
@@ -271,6 +267,7 @@ class Config:
             autoload=bool(self.data["plugins.autoload"]),
             use_cache=bool(self.data["plugins.cache"]),
             config_source=self.source,
+            allow_insecure=bool(self.data["plugins.allow_insecure"]),
         )
 
 
@@ -398,11 +395,7 @@ def _env_overrides(env: Mapping[str, str], found: list[str]) -> dict[str, Any]:
         if var in env:
             parse_flag(env[var], var)
     for var, value in env.items():
-        if not var.startswith("HOSTAPP_"):
-            continue
-        if "__" not in var:
-            if var not in SWITCHES:
-                found.append(f"{var}: unknown hostapp environment variable (ignored)")
+        if not var.startswith("HOSTAPP_") or "__" not in var:
             continue
         key = var[len("HOSTAPP_") :].lower().replace("__", ".")
         if key.startswith("components.") and key.count(".") == 2 and key.rsplit(".", 1)[1] in ("driver", "load"):

@@ -567,7 +567,7 @@ def component_rows(
             if live:
                 status = "live"
             elif run is not None and run.ended_ns is None:
-                status = "its process is gone"
+                status = "crashed: its process is gone"
             else:
                 status = "ended"
             return rows, f"run {reports[0].run_id} ({status})"

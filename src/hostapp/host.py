@@ -74,8 +74,9 @@ logger = logging.getLogger("hostapp")
 _current: Host | None = None
 _current_lock = threading.Lock()
 
-#: The stage a plugin is marked failed at when it raises in an isolated call hook.
-_HOOK_STAGES = {"hostapp_configure": "configure", "hostapp_startup": "start"}
+#: The stage a plugin is marked failed at when it raises in an isolated call hook
+#: (``hostapp_configure``: :meth:`PluginManager.configure` fails and withdraws it).
+_HOOK_STAGES = {"hostapp_startup": "start", "hostapp_shutdown": "stop"}
 
 
 def get_host() -> Host:
@@ -152,7 +153,10 @@ class Host:
         drivers: the driver contributions collected at start.
         state: ``"new"``, ``"starting"``, ``"running"``, ``"stopping"``, ``"stopped"`` or
             ``"failed"``.
-        exit_status: recorded on the run at stop (``hostapp run`` sets the program's).
+        exit_status: recorded on the run at stop (``hostapp run`` sets the program's;
+            ``-N`` for a program ended by signal ``N``, as :mod:`subprocess` reports it).
+        ended_by: the name of the signal that ended the run (``"SIGTERM"``), recorded in
+            the run's summary (``signal``); ``None`` otherwise.
         stats: the per-sink counters after stop (:meth:`EventBus.stats`).
         processors: the trace processor contributions in use (after start).
         tracer: the running :class:`~hostapp.tracing.TracingEngine`, or ``None``.
@@ -191,6 +195,8 @@ class Host:
         self.drivers: list[Contribution[DriverSpec]] = []
         self.state = "new"
         self.exit_status: int | None = None
+        self.ended_by: str | None = None
+        self.hurried = False
         self.stats: dict[str, dict[str, Any]] = {}
         self.tracing = bool(self.config["tracing.enabled"]) if tracing is None else tracing
         self.processors: list[Contribution[TraceProcessor]] = []
@@ -338,7 +344,7 @@ class Host:
         pm.load(config, explicit=self._explicit, strict=self.strict)
         pm.check_required()
         pm.error_listeners.append(self._on_hook_error)
-        pm.call_each("hostapp_configure", {"config": config})
+        pm.configure(config)  # a plugin failing here is withdrawn: it contributes nothing
         self._raise_if_strict_failure(PluginLoadError)
         self.drivers = pm.collect("hostapp_drivers", on_conflict=conflict)
         self.components.build(self.drivers, calls=calls, timeout=self.start_timeout)
@@ -412,7 +418,7 @@ class Host:
             key = "tracing.backend" if message.startswith("tracing.backend") else None
             if key:
                 message = message.split(": ", 1)[1]
-            raise ConfigError(config.source_of(key or "tracing.backend"), message, key=key) from None
+            raise ConfigError(_origin(config, "tracing.backend"), message, key=key) from None
         outcome = self._calls.call(engine.start, timeout=self.start_timeout)
         if outcome.timed_out:  # pragma: no cover - the engine calls no plugin code itself
             self._stuck_engine = engine
@@ -465,15 +471,13 @@ class Host:
                 )
 
     def _on_hook_error(self, record: HookError) -> None:
+        """A plugin raising in ``hostapp_startup``/``hostapp_shutdown`` is failed at that
+        stage; one that did not return in time is also withdrawn (abandoned: none of its
+        hooks is called again)."""
         stage = _HOOK_STAGES.get(record.hook)
-        info = self.pm.infos.get(record.plugin)
-        if stage is None or info is None or info.state is PluginState.FAILED:
-            return
-        info.state = PluginState.FAILED
-        info.stage = stage
-        info.error = record.error
-        info.traceback = record.traceback
-        self.pm.set_state(info, PluginState.FAILED)
+        if stage is not None:
+            abandoned = record.error.startswith(f"{PluginTimeoutError.__name__}:")
+            self.pm.fail_plugin(record.plugin, stage, record.error, record.traceback, withdraw=abandoned)
 
     def _on_sink_error(self, record: SinkError) -> None:
         """A sink that cannot open marks its plugin failed at stage ``sink-open`` (its
@@ -523,6 +527,15 @@ class Host:
 
         return await asyncio.to_thread(self.stop)
 
+    def hurry(self) -> None:
+        """Cut a stop that is under way short (from another thread; ``hostapp run`` on a
+        second Ctrl-C): the sinks stop delivering and every event not delivered yet is kept
+        as a dead letter (counted in :attr:`stats`); the rest of the stop goes on, the run
+        is recorded (its summary says ``flush_skipped``)."""
+        self.hurried = True
+        if self.bus is not None:
+            self.bus.abort()
+
     def stop_tracing(self) -> dict[str, dict[str, Any]]:
         """Stop the trace processors now (the host stays up, its sinks drain as usual).
 
@@ -559,6 +572,10 @@ class Host:
                 if self.run_id is not None:
                     self.store.put_reports(self.run_id, "component", self.components.reports())
                     summary: dict[str, Any] = {"sinks": self.stats}
+                    if self.ended_by is not None:
+                        summary["signal"] = self.ended_by
+                    if self.hurried:
+                        summary["flush_skipped"] = True
                     if self.tracing_stats:
                         summary["processors"] = self.tracing_stats
                     if self.tasks:
@@ -667,7 +684,13 @@ def _open_store(config: Config) -> Store:
     try:
         return Store(resolve_store_path(config))
     except StoreError as exc:
-        raise ConfigError(config.source_of("store.path"), str(exc), key="store.path") from None
+        raise ConfigError(_origin(config, "store.path"), str(exc), key="store.path") from None
+
+
+def _origin(config: Config, key: str) -> str:
+    """Where ``key``'s value was set, for an error about it: the environment variable or
+    the file that set it (:attr:`Config.origins`), else the configuration's source."""
+    return config.origins.get(key) or config.source
 
 
 def _requires_met(spec: TraceProcessor) -> bool:

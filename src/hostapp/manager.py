@@ -476,6 +476,67 @@ class PluginManager(pluggy.PluginManager):
                     f"{info.stage}: {info.error} (strict mode)",
                 )
 
+    def fail_plugin(
+        self, name: str, stage: str, error: str, traceback: str | None = None, *, withdraw: bool = False
+    ) -> PluginInfo | None:
+        """Mark plugin ``name`` failed at ``stage``, and with ``withdraw`` take it out.
+
+        Args:
+            name: the plugin's name.
+            stage: ``"configure"``, ``"start"``, ``"sink-open"``...
+            error: ``"ExceptionType: message"``.
+            traceback: the formatted traceback.
+            withdraw: unregister its hook implementations, so that it contributes nothing
+                more: no processors, sinks, tasks, drivers or renderers are collected from
+                it and none of its hooks is called (safe while a hook is being called:
+                pluggy calls a copy of the implementation list). Its record stays in
+                :attr:`infos`.
+
+        Returns:
+            its record, or ``None`` when no such plugin is known or it had failed already
+            (it is withdrawn all the same when asked).
+        """
+        info = self.infos.get(name)
+        if info is None:
+            return None
+        if withdraw and info.obj is not None and self.is_registered(info.obj):
+            self.unregister(info.obj)
+        if info.state is PluginState.FAILED:
+            return None
+        info.stage, info.error, info.traceback = stage, error, traceback
+        self._set_state(info, PluginState.FAILED)
+        return info
+
+    def configure(self, config: Config) -> list[PluginInfo]:
+        """Call ``hostapp_configure(config)`` of every plugin (each a bounded call,
+        :meth:`call_each`); every plugin whose implementation raises or does not return in
+        time is failed at stage ``configure`` and withdrawn (:meth:`fail_plugin`): a plugin
+        that cannot configure itself contributes nothing.
+
+        Returns:
+            the records of the plugins that failed.
+        """
+        failed: list[PluginInfo] = []
+
+        def on_error(record: HookError) -> None:
+            if record.hook == "hostapp_configure":
+                info = self.fail_plugin(record.plugin, "configure", record.error, record.traceback, withdraw=True)
+                if info is not None:
+                    failed.append(info)
+
+        self.error_listeners.insert(0, on_error)
+        try:
+            self.call_each("hostapp_configure", {"config": config})
+        finally:
+            self.error_listeners.remove(on_error)
+        return failed
+
+    async def aconfigure(self, config: Config) -> list[PluginInfo]:
+        """:meth:`configure` from async code (waited for in a thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.configure, config)
+
     def set_state(self, info: PluginInfo, state: PluginState) -> None:
         """Move ``info`` to ``state`` and report it to ``hostapp_plugin_state``."""
         self._set_state(info, state)

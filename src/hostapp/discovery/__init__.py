@@ -88,6 +88,9 @@ class DiscoveryOptions:
         groups: the entry-point groups to read.
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
+        allow_insecure: ``plugins.allow_insecure``: load folder plugins from folders and
+            files other users can write to or own (refused otherwise: see
+            :func:`~hostapp.discovery.sources.insecure_reason`).
 
     Patterns are globs (``fnmatch.fnmatchcase``) or ``"re:REGEX"`` (``re.search``).
     """
@@ -106,6 +109,7 @@ class DiscoveryOptions:
     cache_dir: str | os.PathLike[str] | None = None
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
+    allow_insecure: bool = False
 
 
 def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
@@ -207,7 +211,7 @@ def discover(
 
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
-    candidates += folder_candidates(options.paths)
+    candidates += folder_candidates(options.paths, allow_insecure=options.allow_insecure)
     if options.autoload and not env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
         use_cache = options.use_cache and not env_flag(env, "HOSTAPP_NO_CACHE")
         index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)

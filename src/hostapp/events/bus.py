@@ -379,6 +379,14 @@ class EventBus:
             self._stopped = True
         return self.stats()
 
+    def abort(self) -> None:
+        """Cut a running (or the next) :meth:`stop` short: the workers stop delivering and
+        everything not delivered yet becomes a dead letter, counted (``hostapp run`` on a
+        second Ctrl-C during its exit flush). Thread-safe."""
+        self._abort.set()
+        for worker in self._workers:
+            worker.wake.set()
+
     async def astop(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """:meth:`stop` from async code (the draining happens in a thread)."""
         import asyncio
