@@ -153,17 +153,23 @@ class _Batch:
 
         loop = self.owner.loop()
 
-        async def wait() -> Any:
-            return await awaitable
+        async def wait() -> tuple[bool, Any]:
+            try:
+                return True, await awaitable
+            except (KeyboardInterrupt, SystemExit) as exc:  # asyncio would end the loop with them
+                return False, exc
 
         future = asyncio.run_coroutine_threadsafe(wait(), loop)
         with self.cond:
             self.future, self.loop = future, loop
         try:
-            return future.result()
+            returned, value = future.result()
         finally:
             with self.cond:
                 self.future = self.loop = None
+        if not returned:
+            raise value
+        return value
 
 
 _here = threading.local()

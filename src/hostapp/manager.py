@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from hostapp import hookspecs as _hostapp_hookspecs
-from hostapp._bounded import Outcome, PluginCalls, resolve
+from hostapp._bounded import Outcome, PluginCalls, describe_error, resolve
 from hostapp._markers import spec_options
 from hostapp.errors import (
     DuplicateNameError, HostappError, PluginContractError, PluginLoadError, PluginTimeoutError,
@@ -766,9 +766,13 @@ class PluginManager(pluggy.PluginManager):
             [_impl_call(impl, arguments) for impl in impls], timeout, deadline=deadline,
         )
         for impl, outcome in zip(impls, outcomes):
-            if not outcome.ok:
-                self._report_hook_error(
-                    hook_name, impl.plugin_name, outcome.error or self._timeout_error(outcome, setting),
+            if outcome.ok:
+                continue
+            error = outcome.error or self._timeout_error(outcome, setting)
+            self._report_hook_error(hook_name, impl.plugin_name, error)
+            if outcome.timed_out:  # abandoned: none of its hooks is called again
+                self.fail_plugin(
+                    impl.plugin_name, hook_name.removeprefix("hostapp_"), describe_error(error), withdraw=True,
                 )
         return [(impl.plugin_name, outcome) for impl, outcome in zip(impls, outcomes)]
 

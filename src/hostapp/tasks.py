@@ -247,7 +247,7 @@ class _Supervised:
             if self.stopping or (task is not None and task.cancelling()):
                 raise
             return _failed(exc, 1)  # the task's own code raised CancelledError
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt must not end the host's loop
             return _failed(exc, 1)
         return _Outcome()
 
@@ -509,9 +509,14 @@ class TaskSupervisor:
         if self._closed:
             return
         self._closed = True
-        for record in self.records.values():
-            if record.state in ("finished", "stopped", "failed", "stuck"):
+        for supervised in self._tasks:
+            record, task = supervised.record, supervised.task
+            if record.state == "stuck" or task is None or task.done():
                 continue
+            supervised.abandoned = True
+            task._log_destroy_pending = False  # type: ignore[attr-defined]  # warned about below
+            if record.state == "stopped":  # stopped, and stuck in its close()
+                reason = f"{reason} (in close())"
             record.state, record.last_error, record.next_run_ns = "stuck", reason, None
             record.stopped_ns = time.time_ns()
             logger.warning("background task %r (plugin %r): %s; abandoned", record.name, record.plugin, reason)

@@ -374,6 +374,7 @@ class EventBus:
                     worker.error = f"handle() did not return within the stop timeout ({timeout} s)"
                     logger.error("event sink %r (plugin %r): %s", worker.name, worker.plugin, worker.error)
                     worker.sweep("not delivered before the event bus stopped (stop timeout)")
+                    worker.abandon_in_flight(f"in handle() when the event bus stopped: {worker.error}")
                 else:
                     worker.sweep("emitted while the event bus was stopping")
             self._stopped = True

@@ -195,7 +195,7 @@ class _Worker:
         "requests", "retried", "settings", "spec", "spill_buf", "spill_lock", "spilled",
         "stalled", "state", "table", "taken", "thread", "unspilled", "waiters", "waiting",
         "wake", "wake_at", "batch_size", "backoff_s", "max_backoff_s", "last_drop_log",
-        "spill_chunk", "fast_limit",
+        "spill_chunk", "fast_limit", "batch",
     )
 
     def __init__(
@@ -248,6 +248,8 @@ class _Worker:
         self.taken = self.unspilled = self.delivered = self.dead_lettered = 0
         self.dropped = self.spilled = self.retried = self.failed = self.in_flight = 0
         self.redelivered = self.blocked = 0
+        #: the batch handle() has now (abandon_in_flight() keeps it when handle is stuck)
+        self.batch: list[Event] | None = None
 
     # -- emitter side (any thread) ---------------------------------------------------
 
@@ -498,7 +500,12 @@ class _Worker:
         if self.state == "failed":
             self.dead_letter(batch, self.error or "sink failed", 0, in_flight=True)
         else:
+            self.batch = batch
             ok, error, attempts = self._attempt(batch)
+            with self.lock:
+                self.batch = None
+                if self.state == "stuck":  # abandoned at stop: the batch is a dead letter already
+                    return
             if ok:
                 with self.lock:
                     self.delivered += len(batch)
@@ -532,6 +539,14 @@ class _Worker:
             "attempt(s): %s",
             self.name, self.plugin, len(batch), attempts, error,
         )
+
+    def abandon_in_flight(self, error: str) -> None:
+        """Keep the batch a stuck ``handle()`` holds as dead letters (the bus's stop, once
+        it gave up on the worker; were ``handle`` to return later, it is not counted twice)."""
+        with self.lock:
+            batch = self.batch
+            if batch and self.in_flight:
+                self.dead_letter(batch, error, 0, in_flight=True)
 
     def sweep(self, error: str) -> None:
         """Dead-letter everything still queued or spilled (worker at the end, or stop())."""
