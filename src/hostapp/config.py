@@ -143,13 +143,17 @@ SCHEMA: dict[str, Key] = {
     "tracing.max_body_bytes": Key(
         "int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0, maximum=2**31
     ),
+    "tracing.supersede": Key(
+        "bool", True, "A plugin's processor selecting the same calls as a built-in one is superseded by it.",
+    ),
     "tracing.redact_headers": Key(
         "list", ["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"],
-        "HTTP headers whose values are replaced by [REDACTED] (case-insensitive).",
+        "Keys (HTTP headers first) whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
     "tracing.redact_params": Key(
-        "list", ["token", "api_key", "password", "secret"],
-        "URL query parameters whose values are replaced by [REDACTED] (case-insensitive).",
+        "list", ["token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "password", "passwd",
+                 "secret", "client_secret"],
+        "Query parameters and body keys whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
 }
 
