@@ -17,7 +17,7 @@ letters (``hostapp events redeliver`` sends them again).
 
 The URL may carry a secret (``?token=...``, ``user:password@``): every message the sink
 raises — and so every warning and dead letter — names it with those values redacted
-(the ``tracing.redact_params`` names, as for traced HTTP calls).
+(the host's redaction policy, as for traced HTTP calls).
 
 Delivery is **at least once**: when the receiver took a batch but the answer was lost
 (a timeout, a dropped connection), the batch is sent again. Receivers de-duplicate by the
@@ -141,13 +141,11 @@ class WebhookSink:
 
 
 def _redacted(url: str, config: Any) -> str:
-    """``url`` with its userinfo password and the values of the ``tracing.redact_params``
-    query parameters (of the host's configuration, else the defaults) redacted."""
-    from hostapp_plugins.http import _DEFAULT_PARAMS, redact_url
+    """``url`` as the host's redaction policy shows it (its userinfo and the values of secret
+    query parameters redacted: :class:`hostapp.events.redaction.RedactionPolicy`)."""
+    from hostapp.events.redaction import RedactionPolicy
 
-    host_config = getattr(config, "config", None)
-    names = host_config.get("tracing.redact_params", _DEFAULT_PARAMS) if host_config is not None else _DEFAULT_PARAMS
-    return redact_url(url, frozenset(str(name).lower() for name in names))
+    return RedactionPolicy.from_config(getattr(config, "config", None)).url(url)
 
 
 @hostapp.hookimpl
