@@ -302,8 +302,6 @@ def load_config(
         ConfigError: the file is missing (when given explicitly), unreadable, not valid
             TOML, or a key has a wrong type or a bad pattern.
     """
-    import tomllib
-
     env = os.environ if environ is None else environ
     base = Path(cwd) if cwd is not None else Path.cwd()
     if path is None and env.get("HOSTAPP_CONFIG"):
@@ -322,6 +320,8 @@ def load_config(
         if not file.is_file():
             continue
         shown = _shown(file, base)
+        import tomllib  # only when there is a file to read
+
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -522,7 +522,9 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
     ``applicable``, ``not_applicable``, ``plugin``), ``sinks`` (the bus counters per
     sink), ``tasks`` (per background task: ``state``, ``runs``, ``failures``,
     ``restarts``, ``skipped``, ``last_error``), ``failed_plugins`` (``{name: "stage: error"}``),
-    ``signal`` (the signal that ended the run, ``"SIGTERM"``, or ``None``), ``flush_skipped``
+    ``not_installed`` (``{plugin: module}``: plugins not imported because the library they
+    trace is not installed, ``hostapp.requires``), ``signal`` (the signal that ended the
+    run, ``"SIGTERM"``, or ``None``), ``flush_skipped``
     (a second Ctrl-C cut the exit flush short) and ``warnings`` (hostapp's log messages of
     the run, at most 20).
     """
@@ -550,6 +552,11 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
             if info.state is PluginState.FAILED
         },
         "signal": host.ended_by,
+        "not_installed": {
+            name: info.rule.split("'")[1]
+            for name, info in host.pm.infos.items()
+            if info.state is PluginState.FILTERED and (info.rule or "").startswith("requires: '")
+        },
         "flush_skipped": host.hurried,
         "warnings": [record.getMessage().splitlines()[0] for record in records[:20]],
     }
@@ -630,6 +637,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     off = [n for n, s in summary["processors"].items() if s.get("disabled")]
     if off:
         line += f", {len(off)} switched off ({', '.join(off)})"
+    quiet_ok += [f"{name} ({module})" for name, module in summary.get("not_installed", {}).items()]
     if quiet_ok:
         line += f"; not applicable (library not installed): {', '.join(quiet_ok)}"
     lines.append(line)

@@ -7,7 +7,9 @@ offer a name wins, later ones are ``SHADOWED``):
 2. ``plugins.modules`` from the config;
 3. module and package plugins in the ``plugins.paths`` folders;
 4. entry points of the ``hostapp`` group of installed distributions, read through a
-   cached index (:mod:`hostapp.discovery.index`).
+   cached index (:mod:`hostapp.discovery.index`); an entry point of group
+   ``hostapp.requires`` (:data:`REQUIRES_GROUP`) names the module a plugin needs, and a
+   plugin whose module cannot be found is filtered before import (rule ``requires``).
 
 It then applies the filters (:mod:`hostapp.discovery.filters`) to the winners, recording the
 first rule that removes each filtered one. Nothing is imported by :func:`discover`;
@@ -43,6 +45,7 @@ __all__ = [
     "DiscoveryOptions",
     "EntryPointIndex",
     "EntryPointRecord",
+    "REQUIRES_GROUP",
     "compile_pattern",
     "discover",
     "load_object",
@@ -212,10 +215,15 @@ def discover(
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
     candidates += folder_candidates(options.paths, allow_insecure=options.allow_insecure)
+    requires: dict[str, str] = {}
     if options.autoload and not env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
         use_cache = options.use_cache and not env_flag(env, "HOSTAPP_NO_CACHE")
-        index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)
-        candidates += _entrypoint_infos(index._read_segments())
+        index = EntryPointIndex((*options.groups, REQUIRES_GROUP), cache_dir=options.cache_dir, use_cache=use_cache)
+        for info in _entrypoint_infos(index._read_segments()):
+            if info.name.startswith(_REQUIRES_PREFIX):
+                requires[info.name[len(_REQUIRES_PREFIX):]] = info.value or ""
+            else:
+                candidates.append(info)
 
     check = chain.check if chain.rules else None
     explicit_source = Source.EXPLICIT
@@ -237,11 +245,34 @@ def discover(
             info.shadowed_by = _where(winner)
             info.stage = info.error = info.traceback = None
             continue
-        if check is None or info.source is explicit_source:
+        if info.source is explicit_source or (check is None and info.name not in requires):
             continue
-        rule = check(info)
+        rule = check(info) if check is not None else None
+        if rule is None and info.name in requires and info.source is Source.ENTRY_POINT:
+            rule = _missing_requirement(requires[info.name])
         if rule is not None:
             info.state = PluginState.FILTERED
             info.rule = rule
             info.stage = info.error = info.traceback = None
     return candidates
+
+
+#: The entry-point group that says which module a plugin needs: an entry point
+#: ``NAME = "module"`` there keeps plugin ``NAME`` (of group ``hostapp``, the same
+#: distribution or another) from being imported when ``module`` cannot be found — the
+#: library its processors trace is not installed. ``hostapp plugins --all`` shows it
+#: filtered by ``requires``.
+REQUIRES_GROUP = "hostapp.requires"
+_REQUIRES_PREFIX = f"{REQUIRES_GROUP}:"
+
+
+def _missing_requirement(module: str) -> str | None:
+    """The filter rule text when ``module`` cannot be found (no import: ``find_spec``)."""
+    import importlib.util
+
+    name = module.partition(":")[0].strip()
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"requires: {name!r} is not installed ({REQUIRES_GROUP})"
