@@ -375,3 +375,22 @@ def test_a_webhook_url_secret_never_shows_and_the_summary_counts_dead_letters(tm
     letters = hostapp(["events", "--dead-letters", "--json"], tmp_path).stdout.decode()
     assert letters.count('"sink": "webhook"') == 300
     assert "s3cr3t-token" not in letters and "403" in letters
+
+
+# -- memory stays bounded -----------------------------------------------------------------
+
+
+def test_the_store_prepares_a_bounded_set_of_statements_whatever_the_batch_sizes(tmp_path):
+    """Batches of every size from 1 to 1,500 rows (as partial batches come, by time) are
+    written by statements of power-of-two sizes: at most ~11 of each kind are ever prepared,
+    so neither the store's statement texts nor SQLite's prepared statements grow with the
+    number of calls a program makes."""
+    from hostapp.events import Event
+
+    with Store(tmp_path / "s.sqlite3") as store:
+        total = 0
+        for size in range(1, 1501, 7):
+            store.add_events([Event.create("monitoring_event", "m", data={"i": i}) for i in range(size)])
+            total += size
+        assert store.count_events() == total
+        assert len(store._statements) <= 11

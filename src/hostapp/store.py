@@ -429,6 +429,24 @@ def _make_data_encoder() -> Callable[[Any], str]:
     return encode
 
 
+def _chunks(total: int, step: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` pieces covering ``total`` rows, each a power of two no larger than
+    ``step`` (largest first: 1000 rows are 512 + 256 + 128 + 64 + 32 + 8).
+
+    So a store prepares at most ~11 statements of each kind whatever the batch sizes, and
+    the statements it caches (``_statements``, and SQLite's statement cache: each prepared
+    statement of N rows holds a program for N rows) stay bounded. With one statement per
+    batch size, a long run met up to a thousand sizes and its memory grew with them
+    (~0.1 MB a size: 120 MB after 500 of them).
+    """
+    cap = 1 << (max(1, step).bit_length() - 1)
+    start = 0
+    while start < total:
+        size = min(cap, 1 << ((total - start).bit_length() - 1))
+        yield start, size
+        start += size
+
+
 def _owner_only(path: Path) -> None:
     """Make ``path``'s directory (``0700`` when made here) and the database file (``0600``)
     before SQLite opens it."""
@@ -720,8 +738,8 @@ class Store:
         """``head`` + ``(?, ?, ...)`` over ``keys`` in chunks, one transaction; rows changed."""
         step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables - len(leading)))
         statements = []
-        for start in range(0, len(keys), step):
-            chunk = keys[start : start + step]
+        for start, size in _chunks(len(keys), step):
+            chunk = keys[start : start + size]
             statements.append((head + "(" + ", ".join(["?"] * len(chunk)) + ")", (*leading, *chunk)))
         return self._write(statements)
 
@@ -956,8 +974,8 @@ class Store:
         width = len(rows[0])
         step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width))
         statements = []
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
+        for start, size in _chunks(len(rows), step):
+            chunk = rows[start : start + size]
             params = [value for row in chunk for value in row]
             statements.append((self._values_sql(head, width, len(chunk)), params))
         return self._write(statements)
@@ -979,8 +997,8 @@ class Store:
         encode = _encode_data
         split = _split
         statements = []
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
+        for start, size in _chunks(len(batch), step):
+            chunk = batch[start : start + size]
             params: list[Any] = []
             extend = params.extend
             append = params.append
