@@ -6,7 +6,7 @@ plugin (``faulty``, a folder plugin) that misbehaves at one stage — raising ``
 too, which blocks the loop it runs on) — in its ``def`` and, where the stage has one, its
 ``async def`` form. Each cell asserts what ``docs/reliability.md`` promises:
 
-* the host finished within its bounds (``host.start_timeout = 0.5``,
+* the host finished within its bounds (``host.start_timeout = 1``,
   ``host.shutdown_timeout = 3``; the check is "well within a minute", never a tight time);
 * the program's stdout, its own stderr and its exit status are those of plain ``python``;
 * the plugin is named (its name is in what the run printed);
@@ -59,7 +59,6 @@ sys.exit(3)
 '''
 
 HEADER = '''
-import asyncio
 import sys
 import threading
 import time
@@ -247,7 +246,7 @@ CONFIG = '''
 paths = ["plugins"]
 
 [host]
-start_timeout = 0.5
+start_timeout = 1.0
 shutdown_timeout = 3
 
 [events]
@@ -296,7 +295,10 @@ def plugin_source(cell: Cell) -> str:
         body = body.replace("DEF ", "async def ").replace("PAUSE", "await asyncio.sleep(0)")
     else:
         body = body.replace("DEF ", "def ").replace("PAUSE", "pass")
-    return textwrap.dedent(HEADER).format(fault=cell.fault) + f"\nFLAVOUR = {cell.flavour!r}\n\n" + body
+    header = textwrap.dedent(HEADER).format(fault=cell.fault)
+    if cell.flavour == "async" or "asyncio." in body:
+        header = "import asyncio\n" + header
+    return header + f"\nFLAVOUR = {cell.flavour!r}\n\n" + body
 
 
 def clean_env(home: Path) -> dict[str, str]:

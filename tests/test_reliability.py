@@ -394,3 +394,19 @@ def test_the_store_prepares_a_bounded_set_of_statements_whatever_the_batch_sizes
             total += size
         assert store.count_events() == total
         assert len(store._statements) <= 11
+
+
+def test_a_component_whose_driver_plugin_failed_is_unavailable_not_a_config_error(tmp_path):
+    """With no plugin failing, an unknown driver is a configuration error (a typo); when the
+    plugin that would contribute it failed, the component is unavailable and the run goes on."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "dbdriver.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "hostapp.toml").write_text('[plugins]\npaths = ["plugins"]\n[components.db]\ndriver = "mydb"\n')
+    (tmp_path / "prog.py").write_text("print('ran')\n")
+    done = hostapp(["run", "prog.py"], tmp_path)
+    stderr = done.stderr.decode()
+    assert (done.returncode, done.stdout) == (0, b"ran\n"), stderr
+    assert "no plugin contributes driver 'mydb'; plugins that failed: dbdriver (import: RuntimeError" in stderr
+    (tmp_path / "plugins" / "dbdriver.py").unlink()
+    done = hostapp(["run", "prog.py"], tmp_path)
+    assert done.returncode == 2 and "unknown driver 'mydb'" in done.stderr.decode()

@@ -268,21 +268,28 @@ class ComponentSet(Mapping[str, ComponentRecord]):
 
     # -- building ----------------------------------------------------------------------------
 
-    def resolve(self, drivers: Sequence[Contribution[DriverSpec]]) -> dict[str, Contribution[DriverSpec]]:
+    def resolve(
+        self, drivers: Sequence[Contribution[DriverSpec]], failed: Mapping[str, str] | None = None,
+    ) -> dict[str, Contribution[DriverSpec]]:
         """Match every component to its driver (before anything is built).
 
         Args:
             drivers: the contributions of ``hostapp_drivers()``
-                (``PluginManager.acollect``).
+                (``PluginManager.collect``).
+            failed: the plugins that failed (name -> ``"stage: error"``): one of them may
+                have been the one to contribute a missing driver, so a component naming
+                a driver nobody contributes is then *unavailable*, with that said, rather
+                than a configuration error.
 
         Returns:
-            component name -> its driver's contribution (every component, ``load = "no"``
-            included; sets ``plugin`` and ``distribution`` on the records).
+            component name -> its driver's contribution (every component whose driver
+            exists, ``load = "no"`` included; sets ``plugin`` and ``distribution`` on the
+            records).
 
         Raises:
-            ConfigError: a component names a driver that no plugin contributes; the
-                message names the component (key ``components.NAME.driver``), the driver
-                and the drivers that exist.
+            ConfigError: a component names a driver that no plugin contributes, and no
+                plugin failed; the message names the component (key
+                ``components.NAME.driver``), the driver and the drivers that exist.
         """
         by_name = {c.spec.name: c for c in drivers}
         out: dict[str, Contribution[DriverSpec]] = {}
@@ -290,12 +297,18 @@ class ComponentSet(Mapping[str, ComponentRecord]):
             contribution = by_name.get(record.driver)
             if contribution is None:
                 exist = ", ".join(sorted(by_name)) or "none"
-                raise ConfigError(
-                    self.source,
-                    f"unknown driver {record.driver!r} for component {record.name!r}; "
-                    f"the drivers that exist: {exist}",
-                    key=f"components.{record.name}.driver",
-                )
+                if not failed:
+                    raise ConfigError(
+                        self.source,
+                        f"unknown driver {record.driver!r} for component {record.name!r}; "
+                        f"the drivers that exist: {exist}",
+                        key=f"components.{record.name}.driver",
+                    )
+                if record.load != "no":
+                    why = "; ".join(f"{name} ({error})" for name, error in failed.items())
+                    record.state, record.stage = "unavailable", "driver"
+                    record.error = f"no plugin contributes driver {record.driver!r}; plugins that failed: {why}"
+                continue
             record.plugin, record.distribution = contribution.plugin, contribution.distribution
             out[record.name] = contribution
         return out
@@ -307,6 +320,7 @@ class ComponentSet(Mapping[str, ComponentRecord]):
         calls: PluginCalls | None = None,
         timeout: float | None = 10.0,
         required: bool = True,
+        failed: Mapping[str, str] | None = None,
     ) -> None:
         """Build every component in configuration order.
 
@@ -318,6 +332,7 @@ class ComponentSet(Mapping[str, ComponentRecord]):
                 ``timeout`` (the host passes ``host.start_timeout``); ``None``: no bound.
             required: ``True`` (the host): a ``load = "yes"`` component that is unavailable
                 raises; ``False`` (``hostapp components``' dry run): it is only recorded.
+            failed: the plugins that failed, for :meth:`resolve`.
 
         Raises:
             ConfigError: an unknown driver (see :meth:`resolve`); nothing was built.
@@ -326,12 +341,13 @@ class ComponentSet(Mapping[str, ComponentRecord]):
         """
         self._calls = calls if calls is not None else PluginCalls()
         self._timeout = timeout
-        resolved = self.resolve(drivers)
+        resolved = self.resolve(drivers, failed)
         for record in self._records.values():
             if record.load == "no":
                 record.state = "disabled"
                 continue
-            self._build(record, resolved[record.name].spec)
+            if record.name in resolved:
+                self._build(record, resolved[record.name].spec)
             if record.state == "available":
                 self._built.append(record)
                 self._check(record)

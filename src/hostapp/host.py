@@ -347,7 +347,8 @@ class Host:
         pm.configure(config)  # a plugin failing here is withdrawn: it contributes nothing
         self._raise_if_strict_failure(PluginLoadError)
         self.drivers = pm.collect("hostapp_drivers", on_conflict=conflict)
-        self.components.build(self.drivers, calls=calls, timeout=self.start_timeout)
+        failed = {n: f"{i.stage}: {i.error}" for n, i in pm.infos.items() if i.state is PluginState.FAILED}
+        self.components.build(self.drivers, calls=calls, timeout=self.start_timeout, failed=failed)
         self.sinks = pm.collect("hostapp_event_sinks", on_conflict=conflict)
         if self._use_store:
             self.store = _open_store(config)
