@@ -1,5 +1,8 @@
 """hostapp: a plugin host for Python applications built on pluggy.
 
+PYTEST_DONT_REWRITE (it is imported before pytest when ``hostapp run -m pytest``
+runs it; see :mod:`hostapp_pytest`).
+
 The public API. ``import hostapp`` stays cheap: it imports pluggy (for the markers) and
 nothing else; the spec types (``hostapp.EventSink``, ...), the plugin records
 (``hostapp.PluginInfo``, ...), the plugin manager, discovery, configuration, the CLI, rich,

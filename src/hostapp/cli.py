@@ -796,10 +796,72 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
     _console().print(table)
 
 
-@cli.command(
-    "run",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
+class _RunCommand(click.Command):
+    """``hostapp run``: python's command line. hostapp's options come before the target;
+    everything after ``SCRIPT`` or ``-m MODULE`` is the program's, untouched (``-h``,
+    ``--``, ``-q`` and ``--db`` included), as with ``python``, ``kolo run`` and
+    ``opentelemetry-instrument``."""
+
+    #: hostapp run's options that take a value (``--db PATH``, ``--db=PATH``).
+    VALUE_OPTIONS = frozenset({"--config", "--db", "--processor", "--no-processor", "--json-summary"})
+    #: its flags, and the short ones that may be combined (``-qm pip``, as python's ``-qm``).
+    FLAGS = frozenset({"--quiet", "--help"})
+    SHORT_FLAGS = frozenset("qh")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        own, target = split_run_args(args, self.VALUE_OPTIONS, self.FLAGS, self.SHORT_FLAGS)
+        return super().parse_args(ctx, [*own, *target])
+
+
+def split_run_args(
+    args: list[str], value_options: frozenset[str], flags: frozenset[str], short_flags: frozenset[str],
+) -> tuple[list[str], list[str]]:
+    """Split ``hostapp run``'s arguments into hostapp's and the target's.
+
+    Args:
+        args: what follows ``run`` on the command line.
+        value_options / flags / short_flags: hostapp run's options.
+
+    Returns:
+        ``(own, target)``: ``own`` for click to parse; ``target`` is ``["-m", MODULE,
+        "--", *ARGS]`` or ``["--", SCRIPT, *ARGS]`` (empty when no target was given), so
+        click hands ``ARGS`` over as they are. An unknown option before the target is
+        left in ``own`` for click to report.
+    """
+    own: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return own, ["--", *args[i + 1:]]
+        if arg == "-" or not arg.startswith("-"):
+            return own, ["--", *args[i:]]
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            own.append(arg)
+            if name in value_options and "=" not in arg and i + 1 < len(args):
+                own.append(args[i + 1])
+                i += 1
+            i += 1
+            continue
+        # short options, possibly combined: -q, -h, -m MODULE, -mMODULE, -qm MODULE
+        for j, letter in enumerate(arg[1:], start=1):
+            if letter == "m":
+                module = arg[j + 1:]
+                if not module:
+                    if i + 1 >= len(args):
+                        own.append("-m")  # click reports the missing value
+                        return own, []
+                    module, i = args[i + 1], i + 1
+                return own, ["-m", module, "--", *args[i + 1:]]
+            own.append(f"-{letter}")
+            if letter not in short_flags:
+                break  # unknown: click reports it
+        i += 1
+    return own, []
+
+
+@cli.command("run", cls=_RunCommand)
 @click.option("--config", "run_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
 @_db_option
 @click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (as 'python -m').")
@@ -827,8 +889,9 @@ def run_command(
     The trace processors (the built-in HTTP and job processors, and any plugin's) select
     what is recorded; the events go to the configured sinks (by default the SQLite store,
     .hostapp/hostapp.sqlite3). The program's arguments, stdin, stdout, stderr and exit
-    status are its own. At the end a summary goes to stderr (unless --quiet); then see the
-    calls with 'hostapp events --last'.
+    status are its own; every argument after SCRIPT or -m MODULE is the program's
+    (hostapp's options go before it). At the end a summary goes to stderr (unless
+    --quiet); then see the calls with 'hostapp events --last'.
     """
     import dataclasses
     import os

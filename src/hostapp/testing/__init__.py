@@ -1,4 +1,4 @@
-"""hostapp's pytest plugin, for testing hostapp plugins (entry point ``pytest11``).
+"""hostapp's pytest fixtures, for testing hostapp plugins (registered by ``hostapp_pytest``, entry point ``pytest11``).
 
 Installed with hostapp, so a plugin author gets these fixtures with no configuration:
 
