@@ -202,7 +202,7 @@ def test_unknown_key_warns_on_stderr_and_goes_on(tmp_path):
     (tmp_path / "hostapp.toml").write_text("[plugins]\nenabel = ['x']\n")
     result = run(["plugins", "--json"], tmp_path)
     assert result.returncode == 0
-    assert "hostapp: warning: hostapp.toml: unknown key 'plugins.enabel' (ignored)" in result.stderr
+    assert "hostapp: warning: hostapp.toml:2: unknown key 'plugins.enabel' (ignored); did you mean 'plugins.enable'?" in result.stderr
 
 
 def test_plugin_contributes_a_cli_command(tmp_path, hostapp_dist):

@@ -151,9 +151,15 @@ def test_folder_plugins_of_the_pages_load(tmp_path):
     printer = pm.infos["printer"]
     assert (printer.state, printer.source, printer.priority, printer.tags) == ("registered", "folder", 5, ("debug",))
     assert pm.infos["hello"].state == "registered"
-    assert [c.name for c in pm.collect("hostapp_event_sinks")] == ["printer"]
+    sinks = [c.name for c in pm.collect("hostapp_event_sinks")]
+    assert [name for name in sinks if not pm.infos[pm_plugin(pm, name)].builtin] == ["printer"]
+    assert "sqlite" in sinks  # HOSTAPP_DISABLE_PLUGIN_AUTOLOAD keeps hostapp's built-ins
     assert [c.name for c in pm.collect("hostapp_cli_commands")] == ["hello"]
     assert not pm.hook_errors
+
+
+def pm_plugin(pm, sink_name):
+    return next(c.plugin for c in pm.collect("hostapp_event_sinks") if c.name == sink_name)
 
 
 # -- every key, hook, spec field and JSON field is documented -----------------------------

@@ -35,7 +35,7 @@ KINDS = ["async", "sync"]
 
 def config_for(tmp_path, **host):
     return {
-        "plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
+        "plugins": {"autoload": False, "builtins": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
         "store": {"path": str(tmp_path / "store.sqlite3")},
         "events": {"flush_interval_ms": 20},
         "host": host,

@@ -650,6 +650,8 @@ def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_j
 def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
     """List the event sinks: who provides them, whether they are enabled, what they accept,
     their counters in the last run and their pending dead letters."""
+    from hostapp.events.worker import sink_table
+
     pm = state.plugin_manager()
     config = state.config()
     tables = config.get("events.sinks") or {}
@@ -667,13 +669,12 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
     rows = []
     for contribution in pm.collect("hostapp_event_sinks", on_conflict="report"):
         spec = contribution.spec
-        table = tables.get(spec.name)
         rows.append({
             "name": spec.name,
             "plugin": contribution.plugin,
             "distribution": contribution.distribution,
             "version": contribution.version,
-            "enabled": table is not None and table.get("enabled", True) is not False,
+            "enabled": sink_table(spec, tables) is not None,
             "event_types": list(spec.event_types),
             "description": spec.description,
             "last_run": last_run_id,

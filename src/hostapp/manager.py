@@ -277,6 +277,16 @@ class PluginManager(pluggy.PluginManager):
             ``True`` when registered, ``False`` when it failed (``info`` is then
             ``failed`` at stage ``register`` with the pluggy validation error).
         """
+        other = self.get_name(info.obj)
+        if other is not None and other != info.name:
+            # one module named by two sources (plugins.modules and an entry point): loaded once
+            first = self.infos.get(other)
+            info.state = PluginState.SHADOWED
+            info.shadowed_by = f"{first.source.value} {first.location or first.value}" if first else other
+            info.shadowed_by += f" (plugin {other!r}, the same object)"
+            info.obj = None
+            self._notify(info)
+            return False
         self._recording = []
         try:
             self.register(info.obj, name=info.name)
@@ -434,7 +444,7 @@ class PluginManager(pluggy.PluginManager):
         info.obj = plugin
         _apply_declared_meta(info, obj)
         self._set_state(info, PluginState.IMPORTED)
-        if info.source is not Source.EXPLICIT:
+        if info.source is not Source.EXPLICIT and info.name not in options.force:
             rule = tag_filter_rule(info.tags, options)
             if rule is not None:
                 info.rule = f"{rule} (tags declared by the plugin)"
@@ -451,6 +461,71 @@ class PluginManager(pluggy.PluginManager):
                     f"plugin {info.name!r} from {info.provenance} failed at "
                     f"{info.stage}: {info.error} (strict mode)",
                 )
+
+    def fail_plugin(
+        self, name: str, stage: str, error: str, traceback: str | None = None, *, withdraw: bool = False
+    ) -> PluginInfo | None:
+        """Mark plugin ``name`` failed at ``stage``, and with ``withdraw`` take it out.
+
+        Args:
+            name: the plugin's name.
+            stage: ``"configure"``, ``"start"``, ``"sink-open"``...
+            error: ``"ExceptionType: message"``.
+            traceback: the formatted traceback.
+            withdraw: unregister its hook implementations, so that it contributes nothing
+                more: no processors, sinks, tasks, drivers or renderers are collected from
+                it and none of its hooks is called (safe while a hook is being called:
+                pluggy calls a copy of the implementation list). Its record stays in
+                :attr:`infos`.
+
+        Returns:
+            its record, or ``None`` when no such plugin is known or it had failed already
+            (it is withdrawn all the same when asked).
+        """
+        info = self.infos.get(name)
+        if info is None:
+            return None
+        if withdraw and info.obj is not None and self.is_registered(info.obj):
+            self.unregister(info.obj)
+        if info.state is PluginState.FAILED:
+            return None
+        info.stage, info.error, info.traceback = stage, error, traceback
+        self._set_state(info, PluginState.FAILED)
+        return info
+
+    async def aconfigure(self, config: Config) -> list[PluginInfo]:
+        """``await pm.ahook.hostapp_configure(config=config)``; every plugin whose
+        implementation raises is failed at stage ``configure`` and withdrawn
+        (:meth:`fail_plugin`): a plugin that cannot configure itself contributes nothing.
+
+        Returns:
+            the records of the plugins that failed.
+        """
+        failed: list[PluginInfo] = []
+
+        def on_error(record: HookError) -> None:
+            if record.hook == "hostapp_configure":
+                info = self.fail_plugin(record.plugin, "configure", record.error, record.traceback, withdraw=True)
+                if info is not None:
+                    failed.append(info)
+
+        self.error_listeners.insert(0, on_error)
+        try:
+            await self.ahook.hostapp_configure(config=config)
+        finally:
+            self.error_listeners.remove(on_error)
+        return failed
+
+    def configure(self, config: Config) -> list[PluginInfo]:
+        """:meth:`aconfigure` from synchronous code, on an event loop of its own (the
+        ``hostapp`` commands that check plugins without starting a host).
+
+        Raises:
+            RuntimeError: called from a running event loop (use :meth:`aconfigure`).
+        """
+        import asyncio
+
+        return asyncio.run(self.aconfigure(config))
 
     def set_state(self, info: PluginInfo, state: PluginState) -> None:
         """Move ``info`` to ``state`` and report it to ``hostapp_plugin_state``."""

@@ -234,6 +234,11 @@ class EventSink:
         max_retries: retries of a failed batch before it becomes a dead letter (default:
             ``events.max_retries``).
         description: one line for listings.
+        opt_in: ``False`` (the default): the sink runs whenever its plugin is loaded, its
+            ``[events.sinks.NAME]`` table (if any) holding its settings, ``enabled = false``
+            turning it off. ``True``: it runs only when the configuration has that table
+            (for a sink that needs settings to do anything, or that every installation
+            gets but few want: hostapp's ``jsonl``, ``logging`` and ``webhook``).
     """
 
     name: str
@@ -245,6 +250,7 @@ class EventSink:
     flush_interval_ms: float | None = None
     max_retries: int | None = None
     description: str | None = None
+    opt_in: bool = False
 
     def __post_init__(self) -> None:
         kind = "EventSink"

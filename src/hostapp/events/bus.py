@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from hostapp.errors import HostappError
 from hostapp.events.record import DeadLetter, Event, SinkError, process_alive
-from hostapp.events.worker import _describe, _Request, _settings, _Worker
+from hostapp.events.worker import _describe, _Request, _settings, _Worker, sink_table
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -46,9 +46,10 @@ _monotonic = time.monotonic
 class EventBus:
     """Routes events to sinks, one worker thread and one bounded queue per sink.
 
-    Which sinks run: those of ``sinks`` that have a table in ``events.sinks`` (the
-    default configuration has ``[events.sinks.sqlite]``) without ``enabled = false``.
-    A configured name that no plugin contributes is logged as a warning.
+    Which sinks run: every sink of ``sinks`` (a sink is on when its plugin is on), unless
+    its ``[events.sinks.NAME]`` table says ``enabled = false``; an ``opt_in`` sink only
+    with a table (:func:`~hostapp.events.worker.sink_table`). A configured name that no
+    plugin contributes is logged as a warning.
 
     Settings per sink, first found wins: the sink's ``[events.sinks.NAME]`` table (keys
     ``batch_size``, ``flush_interval_ms``, ``max_retries``, ``retry_backoff_ms``,
@@ -104,8 +105,8 @@ class EventBus:
                 )
         self._workers: list[_Worker] = []
         for contribution in sinks:
-            table = tables.get(contribution.spec.name)
-            if table is None or table.get("enabled", True) is False:
+            table = sink_table(contribution.spec, tables)
+            if table is None:
                 continue
             settings = _settings(contribution.spec, table, config)
             self._workers.append(_Worker(self, contribution, table, settings))
