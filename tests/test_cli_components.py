@@ -81,7 +81,7 @@ def test_auto_component_that_cannot_connect_the_host_runs_and_components_shows_i
     assert result.returncode == 0, result.stderr
     assert "db rows: [(0,)]" in result.stdout
     assert "component 'x' (driver 'flaky', plugin 'flaky_db') is unavailable" in result.stderr
-    runs = [json.loads(line) for line in run(["runs", "--json"], project).stdout.splitlines()]
+    runs = [json.loads(line) for line in run(["runs", "--jsonl"], project).stdout.splitlines()]
 
     listed = run(["components", "--json"], project)
     assert listed.returncode == 0, listed.stderr

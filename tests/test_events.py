@@ -413,7 +413,7 @@ def test_redeliver_command_function_after_the_run(tmp_path):
     fixed = Recorder("rec")  # the sink is fixed; a later `hostapp events redeliver`
     result = redeliver(store, [fixed.contribution()], config)
     assert result["rec"] == {"redelivered": 12, "failed": 0, "error": None}
-    assert "not installed or not enabled" in result["gone"]["error"]
+    assert "not installed, or is off" in result["gone"]["error"]
     assert fixed.events == sent
     assert store.dead_letter_counts() == {"gone": 2}
 

@@ -328,7 +328,7 @@ def test_the_demo_example_stores_its_events(tmp_path):
     env["XDG_CACHE_HOME"] = str(tmp_path / ".cache")
     done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    shown = subprocess.run([sys.executable, "-m", "hostapp", "events", "--last", "--json"], cwd=tmp_path, env=env,
+    shown = subprocess.run([sys.executable, "-m", "hostapp", "events", "--last", "--jsonl"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)
     events = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [e["type"] for e in events] == ["monitoring_event"] * 5 + ["sending_event"]

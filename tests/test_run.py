@@ -153,7 +153,7 @@ def test_every_library_from_three_threads_gives_one_pair_per_call(tmp_path: Path
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"done\n"
 
-    shown = hostapp(["events", "--last", "--json"], tmp_path, env=env)
+    shown = hostapp(["events", "--last", "--jsonl"], tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr.decode()
     events = json_lines(shown.stdout)
     requests_ = [e for e in events if e["type"] == "outbound_http_request"]
@@ -189,7 +189,7 @@ def test_every_library_from_three_threads_gives_one_pair_per_call(tmp_path: Path
         assert secret not in text
 
     # the nested calls (requests -> urllib3, urllib -> http.client) are stored, linked
-    nested = json_lines(hostapp(["events", "--last", "--json", "--nested"], tmp_path, env=env).stdout)
+    nested = json_lines(hostapp(["events", "--last", "--jsonl", "--nested"], tmp_path, env=env).stdout)
     inner = [e for e in nested if e["data"]["nested_in"] is not None]
     assert {e["data"]["library"] for e in inner} == {"urllib3", "http.client"}
     top = {e["data"]["frame_id"] for e in requests_}
@@ -249,7 +249,7 @@ def test_a_kolo_processor_dict_from_tracing_kolo_processors(tmp_path: Path, back
     result = hostapp(["run", "-q", "kolo_app.py"], tmp_path, env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"5\n" and result.stderr == b""
-    events = json_lines(hostapp(["events", "--last", "--all", "--json"], tmp_path, env=env).stdout)
+    events = json_lines(hostapp(["events", "--last", "--all", "--jsonl"], tmp_path, env=env).stdout)
     mine = [e for e in events if e["subtype"] == "demo"]
     assert [e["type"] for e in mine] == ["compute_start", "compute_end"] * 3
     assert [e["data"]["n"] for e in mine] == [0, 0, 1, 1, 2, 2]
@@ -395,21 +395,21 @@ def test_the_run_record_and_options(tmp_path: Path, server: str) -> None:
     result = hostapp(["run", "--db", str(db), "--no-processor", "requests", "one.py", server], tmp_path)
     assert result.returncode == 7
     assert b"exit status 7" in result.stderr
-    runs = json_lines(hostapp(["runs", "--db", str(db), "--json"], tmp_path).stdout)
+    runs = json_lines(hostapp(["runs", "--db", str(db), "--jsonl"], tmp_path).stdout)
     [run] = runs
     assert run["exit_status"] == 7
     assert run["cwd"] == str(tmp_path)
     assert run["python"].endswith(sys.version.split()[0])
     assert "one.py" in run["command"] and "--no-processor" in run["command"]
     assert run["ended_ns"] >= run["started_ns"]
-    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--json"], tmp_path).stdout)
+    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--jsonl"], tmp_path).stdout)
     # without the requests processor, urllib3 is the outermost library of the call
     assert [(e["type"], e["data"]["library"]) for e in events] == [
         ("outbound_http_request", "urllib3"), ("outbound_http_response", "urllib3"),
     ]
     only = hostapp(["run", "--db", str(db), "-q", "--processor", "re:^url", "one.py", server], tmp_path)
     assert only.returncode == 7
-    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--json", "--nested"], tmp_path).stdout)
+    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--jsonl", "--nested"], tmp_path).stdout)
     assert [e["data"]["library"] for e in events] == ["urllib3", "urllib3"]  # urllib matched too, unused
 
 
@@ -434,11 +434,11 @@ def test_trace_context_manager(tmp_path: Path, server: str) -> None:
     assert result.returncode == 0, result.stderr.decode()
     run_id, steps, urllib_events = result.stdout.decode().split()
     assert (steps, urllib_events) == ("2", "2")
-    events = json_lines(hostapp(["events", "--run", run_id, "--all", "--json"], tmp_path).stdout)
+    events = json_lines(hostapp(["events", "--run", run_id, "--all", "--jsonl"], tmp_path).stdout)
     assert Counter(e["type"] for e in events) == {
         "step_start": 1, "step_end": 1, "outbound_http_request": 2, "outbound_http_response": 2,
     }
-    [run] = [r for r in json_lines(hostapp(["runs", "--json"], tmp_path).stdout) if r["id"] == run_id]
+    [run] = [r for r in json_lines(hostapp(["runs", "--jsonl"], tmp_path).stdout) if r["id"] == run_id]
     assert run["exit_status"] == 0
 
 
@@ -449,7 +449,7 @@ def test_the_demo_program(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     assert b"httpx async" in result.stdout
     assert b"events: 24 (outbound_http_request 12, outbound_http_response 12)" in result.stderr
-    events = json_lines(hostapp(["events", "--last", "--json"], tmp_path).stdout)
+    events = json_lines(hostapp(["events", "--last", "--jsonl"], tmp_path).stdout)
     calls = [(e["data"]["library"], e["data"]["method"], e["data"]["url"].split("/", 3)[-1])
              for e in events if e["type"] == "outbound_http_request"]
     assert calls[:5] == [

@@ -45,6 +45,37 @@ def _warn(message: str) -> None:
     click.echo(f"hostapp: warning: {message}", err=True)
 
 
+def _output_options(function: Any) -> Any:
+    """``--json`` (one JSON document: an array) and ``--jsonl`` (one object per line), the
+    output convention of every listing command; the choice arrives as ``fmt``
+    (``"json"``, ``"jsonl"`` or ``None`` for a table)."""
+    function = click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object per line (streams).")(function)
+    return click.option("--json", "fmt", flag_value="json", help="One JSON document: an array of objects.")(function)
+
+
+def _print_json(rows: Any, fmt: str | None) -> bool:
+    """Print ``rows`` as ``fmt`` asks (see :func:`_output_options`); ``False`` for a table.
+
+    ``rows`` may be any iterable: with ``--jsonl`` each row is printed as it comes, and
+    with ``--json`` the array is written element by element, so neither holds the rows
+    in memory.
+    """
+    if fmt is None:
+        return False
+    if fmt == "jsonl":
+        for row in rows:
+            click.echo(json.dumps(row, default=repr))
+        return True
+    out = click.get_text_stream("stdout")
+    first = True
+    for row in rows:
+        out.write(("[\n  " if first else ",\n  ") + json.dumps(row, default=repr, indent=2).replace("\n", "\n  "))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+    out.flush()
+    return True
+
+
 def _route_warnings() -> None:
     """Print hostapp's logged warnings (a plugin raising in an isolated hook, ...) to
     stderr as ``hostapp: warning: ...`` lines, never on stdout (``--json`` stays clean)."""
@@ -69,26 +100,60 @@ class _State:
     config_path: str | None = None
     strict: bool = False
     no_cache: bool = False
+    disable: tuple[str, ...] = ()
+    enable: tuple[str, ...] = ()
+    no_builtins: bool = False
     _config: Config | None = None
     _pm: PluginManager | None = None
     warned: set[str] = field(default_factory=set)
 
     def config(self) -> Config:
+        """The configuration, with this invocation's switches (``--disable``, ``--enable``,
+        ``--no-builtins``) applied; unknown keys are warned about, and are an error
+        (exit status 2) under ``--strict``."""
         if self._config is None:
             from hostapp.config import ConfigWarning, load_config
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConfigWarning)
                 try:
-                    self._config = load_config(self.config_path)
+                    config = load_config(self.config_path)
                 except ConfigError as exc:
                     raise HostappCliError(str(exc), exit_code=2) from None
-            for message in self._config.warnings:
+            config = self._switched(config)
+            if config.warnings and (self.strict or config.strict):
+                raise HostappCliError(f"{config.warnings[0]} (strict mode)", exit_code=2)
+            for message in config.warnings:
                 _warn(message)
+            self._config = config
         return self._config
 
-    def plugin_manager(self) -> PluginManager:
-        """Load every plugin once per command (discovery, filters, registration)."""
+    def _switched(self, config: Config) -> Config:
+        import dataclasses
+
+        data, origins = dict(config.data), dict(config.origins)
+        if self.disable:
+            data["plugins.disable"] = [*data["plugins.disable"], *self.disable]
+            origins["plugins.disable"] = "--disable / -p no:NAME"
+        if self.enable:
+            data["plugins.force"] = [*data["plugins.force"], *self.enable]
+            origins["plugins.force"] = "--enable / -p NAME"
+        if self.no_builtins:
+            data["plugins.builtins"] = False
+            origins["plugins.builtins"] = "--no-builtins"
+        if data == config.data:
+            return config
+        return dataclasses.replace(config, data=data, origins=origins)
+
+    def plugin_manager(self, *, strict: bool | None = None) -> PluginManager:
+        """Load every plugin once per command, as a run would before it starts anything:
+        discovery, filters, import, registration and ``hostapp_configure`` (a plugin
+        failing there is failed and withdrawn: it contributes nothing).
+
+        Args:
+            strict: stop at the first plugin that fails (default: ``--strict`` or
+                ``plugins.strict``); ``hostapp plugins`` loads them all and judges after.
+        """
         if self._pm is None:
             import dataclasses
 
@@ -100,12 +165,21 @@ class _State:
             if self.no_cache:
                 options = dataclasses.replace(options, use_cache=False)
             pm = PluginManager()
+            if strict is None:
+                strict = self.strict or config.strict
             try:
-                pm.load(config, options=options, strict=self.strict or config.strict)
+                pm.load(config, options=options, strict=strict)
+                failed = pm.configure(config)
             except PluginLoadError as exc:
                 raise HostappCliError(str(exc), exit_code=1) from None
             except ConfigError as exc:
                 raise HostappCliError(str(exc), exit_code=2) from None
+            if strict and failed:
+                info = failed[0]
+                raise HostappCliError(
+                    f"plugin {info.name!r} from {info.provenance} failed at configure: {info.error} (strict mode)",
+                    exit_code=1,
+                )
             self._pm = pm
         return self._pm
 
@@ -163,7 +237,29 @@ class _HostappGroup(click.Group):
             raise HostappCliError(str(exc), exit_code=1) from None
 
 
-@click.group(cls=_HostappGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _environment_help() -> str:
+    """The ``Environment:`` section of ``hostapp --help`` (from :data:`hostapp.config.ENVIRONMENT`)."""
+    from hostapp.config import ENVIRONMENT
+
+    rows = [*ENVIRONMENT.items(), ("HOSTAPP_<SECTION>__<KEY>", "Override one configuration key ('hostapp config' lists them).")]
+    width = max(len(name) for name, _ in rows) + 2
+    return "\b\nEnvironment:\n" + "\n".join(f"  {name.ljust(width)}{text}" for name, text in rows)
+
+
+def _plugin_switch(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``-p no:NAME`` (as pytest's) disables NAME, ``-p NAME`` enables it."""
+    state = ctx.ensure_object(_State)
+    for value in values:
+        if value.startswith("no:"):
+            state.disable += (value[3:],)
+        else:
+            state.enable += (value,)
+    return values
+
+
+@click.group(
+    cls=_HostappGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_environment_help(),
+)
 @click.version_option(__version__, "--version", "-V", prog_name="hostapp")
 @click.option(
     "--config",
@@ -174,35 +270,53 @@ class _HostappGroup(click.Group):
 @click.option(
     "--strict",
     is_flag=True,
-    help="Any plugin failure is fatal (for plugin development; env HOSTAPP_STRICT=1).",
+    help="Any plugin failure is fatal, and so are unknown keys (for plugin development; env HOSTAPP_STRICT=1).",
 )
+@click.option("-p", "plugin_switches", multiple=True, metavar="[no:]NAME", callback=_plugin_switch,
+              expose_value=False, help="pytest's switch: -p no:NAME disables plugin NAME, -p NAME enables it (repeatable).")
+@click.option("--disable", multiple=True, metavar="NAME",
+              help="Plugin NAME (a name or pattern) does not load, for this command (repeatable).")
+@click.option("--enable", multiple=True, metavar="NAME",
+              help="Plugin NAME loads even where a filter or autoload = false leaves it out (repeatable).")
+@click.option("--no-builtins", is_flag=True, help="Without hostapp's built-in plugins (the sqlite store sink, the HTTP processors...).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, strict: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, strict: bool, disable: tuple[str, ...], enable: tuple[str, ...],
+    no_builtins: bool,
+) -> None:
     """hostapp: a plugin host for Python applications, built on pluggy."""
     _route_warnings()
     state = ctx.ensure_object(_State)
     state.config_path = config_path
     state.strict = strict
+    state.disable += disable
+    state.enable += enable
+    state.no_builtins = no_builtins
 
 
 @cli.command("plugins")
 @click.option("--all", "show_all", is_flag=True, help="Also list hostapp's built-in plugins and shadowed candidates.")
 @click.option("--hook", "hook_name", metavar="NAME", help="Only plugins implementing hook NAME.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.option("--no-cache", is_flag=True, help="Bypass the entry-point index cache (env HOSTAPP_NO_CACHE=1).")
 @click.pass_obj
-def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_json: bool, no_cache: bool) -> None:
+def plugins_command(state: _State, show_all: bool, hook_name: str | None, fmt: str | None, no_cache: bool) -> None:
     """List every plugin candidate: state, source, distribution, priority, tags, hooks.
 
-    Filtered plugins show the rule that removed them, failed ones the stage and error.
-    Exit status 0 even when plugins failed, unless --strict.
+    Runs what a run does before it starts anything: discovery, filters, import,
+    registration and hostapp_configure (a plugin failing there contributes nothing), then
+    checks the sink and component settings. Filtered plugins show the rule that removed
+    them, failed ones the stage and error. Exit status 0 even when plugins failed; with
+    --strict, 1. A setting a run would refuse exits 2.
     """
+    from hostapp.checks import check
     from hostapp.lifecycle import PluginState
 
     state.no_cache = no_cache
-    pm = state.plugin_manager()
+    pm = state.plugin_manager(strict=False)
     if hook_name is not None and getattr(getattr(pm.hook, hook_name, None), "spec", None) is None:
         raise HostappCliError(f"no hook named {hook_name!r}; see 'hostapp hooks'", exit_code=2)
+    problems = check(pm, state.config())
     provides = _contributions(pm)
     errors: dict[str, list[dict[str, Any]]] = {}
     for record in pm.hook_errors:
@@ -218,12 +332,35 @@ def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_jso
         row["hook_errors"] = errors.get(info.name, [])
         rows.append(row)
     missing = pm.missing_required()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
+    if not _print_json(rows, fmt):
         _print_plugins(rows)
     for name in missing:
         _warn(f"required hook {name!r} has no implementation")
+    _judge(state, pm, problems)
+
+
+def _judge(state: _State, pm: PluginManager, problems: list[Any]) -> None:
+    """Print the problems :func:`hostapp.checks.check` found and end as a run would:
+    exit 2 for a setting a run refuses (and, under --strict, for a warning); under
+    --strict exit 1 when a plugin failed."""
+    from hostapp.lifecycle import PluginState
+
+    strict = state.strict or state.config().strict
+    for problem in problems:
+        if problem.level == "warning" and not strict:
+            _warn(problem.message)
+    errors = [p for p in problems if p.level == "error" or strict]
+    if errors:
+        for problem in errors[1:]:
+            click.echo(f"hostapp: error: {problem.message}", err=True)
+        suffix = " (strict mode)" if errors[0].level == "warning" else ""
+        raise HostappCliError(errors[0].message + suffix, exit_code=2)
+    failed = [info for info in pm.infos.values() if info.state is PluginState.FAILED]
+    if strict and failed:
+        raise HostappCliError(
+            f"{len(failed)} plugin(s) failed: " + "; ".join(f"{i.name!r} at {i.stage}: {i.error}" for i in failed)
+            + " (strict mode)", exit_code=1,
+        )
 
 
 def _contributions(pm: PluginManager) -> dict[str, dict[str, list[str]]]:
@@ -297,15 +434,76 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-@cli.command("hooks")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@cli.command("config")
+@_output_options
+@click.option("--no-plugins", is_flag=True, help="Only the configuration: load no plugin, check no sink.")
 @click.pass_obj
-def hooks_command(state: _State, as_json: bool) -> None:
+def config_command(state: _State, fmt: str | None, no_plugins: bool) -> None:
+    """Show the effective configuration: every key's value and where it comes from.
+
+    The origin is the file and line (hostapp.toml:12), the environment variable, the
+    command-line switch, or "default". The sinks that would run are listed with the
+    settings the event bus would give them. Loads the plugins and runs hostapp_configure
+    (as 'hostapp plugins' does) to check the sink and component settings: unknown keys
+    and names are warnings (errors under --strict); a setting a run would refuse exits 2.
+    """
+    config = state.config()
+    rows = [{"key": key, "value": value, "origin": config.origin(key)} for key, value in _config_rows(config)]
+    problems: list[Any] = []
+    pm = None
+    if not no_plugins:
+        from hostapp.checks import check, sink_settings
+
+        pm = state.plugin_manager(strict=False)
+        problems = check(pm, config)
+        for contribution in pm.collect("hostapp_event_sinks", on_conflict="report"):
+            try:
+                rows += [{"key": k, "value": v, "origin": o} for k, v, o in sink_settings(contribution, config)]
+            except ConfigError:
+                pass  # reported by check()
+    if not _print_json(rows, fmt):
+        from rich.table import Table
+        from rich.markup import escape
+
+        table = Table(header_style="bold", title=f"configuration: {config.source}")
+        for column in ("Key", "Value", "Origin"):
+            table.add_column(column, overflow="fold", no_wrap=column == "Key")
+        for row in rows:
+            value = "not set" if row["value"] is None else json.dumps(row["value"], default=repr)
+            origin = row["origin"]
+            table.add_row(row["key"], escape(value), origin if origin != "default" else "[dim]default[/]")
+        _console().print(table)
+    if pm is not None:
+        _judge(state, pm, problems)
+
+
+def _config_rows(config: Config) -> list[tuple[str, Any]]:
+    """Every key of the schema by dotted name; a table of tables as one row per key
+    inside it (``events.sinks.acme.path``), or per table when it is empty."""
+    from hostapp.config import SCHEMA
+
+    out: list[tuple[str, Any]] = []
+    for key, spec in SCHEMA.items():
+        value = config.get(key)
+        if spec.type != "tables" or not value:
+            out.append((key, value))
+            continue
+        for name, table in value.items():
+            if not table:
+                out.append((f"{key}.{name}", {}))
+            for item, item_value in table.items():
+                out.append((f"{key}.{name}.{item}", item_value))
+    return out
+
+
+@cli.command("hooks")
+@_output_options
+@click.pass_obj
+def hooks_command(state: _State, fmt: str | None) -> None:
     """List every hookspec with its implementations in call order."""
     pm = state.plugin_manager()
     rows = pm.hook_table()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -376,23 +574,24 @@ def _when(ns: int | None) -> str:
 
 @cli.command("runs")
 @_db_option
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Most recent runs to show.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Most recent runs to show (0 = all).")
+@_output_options
 @click.pass_obj
-def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) -> None:
+def runs_command(state: _State, db_path: str | None, limit: int, fmt: str | None) -> None:
     """List the recorded runs, newest first: id, start, duration, exit status, events, command."""
     store = _open_store(state, db_path)
     if store is None:
+        if fmt == "json":
+            click.echo("[]")
         return
     with store:
         rows = []
-        for run in store.runs(limit):
+        for run in store.runs(limit or None):
             row = run.to_dict()
             row["events"] = store.count_events(run_id=run.id)
             rows.append(row)
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -415,7 +614,7 @@ def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) 
 @click.option("--since", metavar="WHEN", help="Only events since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="At most N events, the newest (default: 50 in a table, all with --json; 0 = all).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@_output_options
 @click.option("--dead-letters", is_flag=True, help="List the dead letters (events a sink could not take) instead.")
 @click.option("--all", "show_all", is_flag=True, help="Every event, not the HTTP calls view.")
 @click.option("--nested", is_flag=True, help="In the HTTP view, also the calls made inside another HTTP call.")
@@ -429,7 +628,7 @@ def events_command(
     subtype: str | None,
     since: str | None,
     limit: int | None,
-    as_json: bool,
+    fmt: str | None,
     dead_letters: bool,
     show_all: bool,
     nested: bool,
@@ -455,7 +654,7 @@ def events_command(
         return
     with store:
         if dead_letters:
-            _print_dead_letters(store, limit, as_json)
+            _print_dead_letters(store, limit, fmt)
             return
         if last:
             latest = store.last_run()
@@ -463,13 +662,13 @@ def events_command(
                 _warn("no runs recorded yet")
                 return
             run_id = latest.id
-        effective = limit if limit is not None else (None if as_json else 50)
+        effective = limit if limit is not None else (None if fmt else 50)
         if effective == 0:
             effective = None
         if not (show_all or event_type or subtype):
             calls = _http_calls(store, run_id, since_ns, effective, nested)
             if calls is not None:
-                _print_http_calls(calls, as_json)
+                _print_http_calls(calls, fmt)
                 return
         events = store.events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns,
                               limit=effective, newest_first=True)
@@ -477,9 +676,7 @@ def events_command(
         total = None
         if effective is not None and len(events) == effective:
             total = store.count_events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns)
-    if as_json:
-        for event in events:
-            click.echo(json.dumps(event.to_dict(), default=repr))
+    if _print_json((event.to_dict() for event in events), fmt):
         return
     from rich.table import Table
 
@@ -549,12 +746,9 @@ def _site(data: dict[str, Any]) -> str:
     return f"{path}:{site.get('line')}"
 
 
-def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
-    if as_json:
-        for request, response in calls:
-            click.echo(json.dumps(request.to_dict(), default=repr))
-            if response is not None:
-                click.echo(json.dumps(response.to_dict(), default=repr))
+def _print_http_calls(calls: list[tuple[Any, Any]], fmt: str | None) -> None:
+    pairs = ((request, response) for request, response in calls)
+    if _print_json((e.to_dict() for pair in pairs for e in pair if e is not None), fmt):
         return
     if not calls:
         click.echo("No HTTP calls.")
@@ -588,11 +782,9 @@ def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
     _console().print(table)
 
 
-def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
+def _print_dead_letters(store: Any, limit: int | None, fmt: str | None) -> None:
     letters = store.dead_letters(limit=limit or None)
-    if as_json:
-        for letter in letters:
-            click.echo(json.dumps(letter.to_dict(), default=repr))
+    if _print_json((letter.to_dict() for letter in letters), fmt):
         return
     if not letters:
         click.echo("No dead letters.")
@@ -612,9 +804,9 @@ def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
 @click.option("--sink", metavar="NAME", help="Only this sink's dead letters.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds for each sink's redelivery.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_output_options
 @click.pass_context
-def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_json: bool) -> None:
+def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, fmt: str | None) -> None:
     """Send the dead letters to their sinks again; delivered ones are deleted.
 
     Exit status 1 when some could not be delivered (they stay dead letters).
@@ -629,8 +821,8 @@ def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_j
     sinks = pm.collect("hostapp_event_sinks", on_conflict="report")
     with store:
         results = redeliver(store, sinks, state.config(), sink, timeout=timeout)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
+    if _print_json([{"sink": name, **result} for name, result in sorted(results.items())], fmt):
+        pass
     elif not results:
         click.echo("No dead letters to redeliver.")
     else:
@@ -645,9 +837,9 @@ def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_j
 
 @cli.command("sinks")
 @_db_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
+def sinks_command(state: _State, db_path: str | None, fmt: str | None) -> None:
     """List the event sinks: who provides them, whether they are enabled, what they accept,
     their counters in the last run and their pending dead letters."""
     from hostapp.events.worker import sink_table
@@ -681,8 +873,7 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
             "counters": last_counters.get(spec.name),
             "dead_letters": pending.get(spec.name, 0),
         })
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -702,9 +893,9 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
 @cli.command("components")
 @_db_option
 @click.option("--dry-run", is_flag=True, help="Build, check and close every component now, whatever the store holds.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def components_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+def components_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | None) -> None:
     """Show the components ([components.NAME]): driver, load, state, error and health.
 
     From the store: what a running host last reported (or, when none runs, the last run
@@ -725,8 +916,7 @@ def components_command(state: _State, db_path: str | None, dry_run: bool, as_jso
     else:
         with Store(path) as store:
             rows, title = component_rows(config, state.plugin_manager, store)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=repr))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -751,9 +941,9 @@ def components_command(state: _State, db_path: str | None, dry_run: bool, as_jso
 @cli.command("tasks")
 @_db_option
 @click.option("--dry-run", is_flag=True, help="List the tasks the plugins contribute; do not read the store.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+def tasks_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | None) -> None:
     """List the background tasks: state, runs, failures, restarts and the last error.
 
     From the live run's reports in the store (a host running now), else from the last run
@@ -769,8 +959,7 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
             run, live, rows = stored_task_rows(store)
     if not rows:
         rows = dry_task_rows(state.plugin_manager().collect("hostapp_background_tasks", on_conflict="report"))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 

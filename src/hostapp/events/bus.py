@@ -17,6 +17,7 @@ Importing this module is cheap: it does not import :mod:`sqlite3` or :mod:`async
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -561,7 +562,9 @@ def redeliver(
     if sink is not None and sink not in pending and sink not in {c.spec.name for c in sinks}:
         raise HostappError(f"no event sink or dead letters named {sink!r}")
     chosen = [c for c in sinks if c.spec.name in names and pending.get(c.spec.name)]
-    bus = EventBus(chosen, config, store=store)
+    # only the chosen sinks' tables: the others are configured, not missing
+    tables = {n: t for n, t in (config.get("events.sinks") or {}).items() if n in {c.spec.name for c in chosen}}
+    bus = EventBus(chosen, dataclasses.replace(config, data={**config.data, "events.sinks": tables}), store=store)
     results: dict[str, dict[str, Any]] = {}
     running = set(bus.sinks)
     for name in names:
@@ -569,7 +572,7 @@ def redeliver(
             results[name] = {
                 "redelivered": 0,
                 "failed": pending[name],
-                "error": f"event sink {name!r} is not installed or not enabled in events.sinks",
+                "error": f"event sink {name!r} is not installed, or is off (enabled = false in events.sinks)",
             }
     if not running:
         return results
