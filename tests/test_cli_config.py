@@ -256,3 +256,30 @@ def test_one_output_convention(project):
         assert [json.loads(line) for line in lines] == document, command
     assert len(json.loads(run(["runs", "--limit", "0", "--json"], project).stdout)) == 3
     assert len(json.loads(run(["runs", "--limit", "2", "--json"], project).stdout)) == 2
+
+
+def test_the_store_directory_is_git_ignored_and_the_hint_reads_the_same_store(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "app.py").write_text("import hostapp\nhostapp.get_host().emit('monitoring_event', 'hint', n=1)\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "conf.toml").write_text('[store]\npath = "mine/other.sqlite3"\n')
+    assert run(["run", "app.py"], tmp_path).returncode == 0
+    assert (tmp_path / ".hostapp" / ".gitignore").read_text() == "*\n"
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True)
+    assert "?? app.py" in status.stdout.splitlines()
+    assert ".hostapp" not in status.stdout  # no "?? .hostapp/"
+    # a directory the user made is left alone; one hostapp makes gets the ignore file
+    with_config = run(["run", "--config", "conf.toml", "app.py"], tmp_path)
+    assert not (tmp_path / "mine" / ".gitignore").exists()
+    with_db = run(["run", "--db", "made/x.sqlite3", "app.py"], tmp_path)
+    assert (tmp_path / "made" / ".gitignore").read_text() == "*\n"
+    # the summary's hint repeats --config and --db: following it reads the run's store
+    for result, hint in (
+        (with_config, "hostapp --config conf.toml events --last"),
+        (with_db, "hostapp events --db made/x.sqlite3 --last"),
+    ):
+        lines = result.stderr.splitlines()
+        assert lines[-1].endswith(f"; see them with: {hint}"), result.stderr
+        run_id = lines[0].split()[3].rstrip(":")  # "── hostapp run ID: exit status 0, ..."
+        [event] = json.loads(run([*hint.split()[1:], "--json"], tmp_path).stdout)
+        assert (event["run_id"], event["subtype"]) == (run_id, "hint")

@@ -8,6 +8,7 @@ configuration (one line on stderr naming the file and key).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -1120,7 +1121,23 @@ def run_command(
         raise HostappCliError(f"hostapp run: can't open file {path!r}: {reason}", exit_code=2) from None
     command = ["hostapp", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["hostapp", "run", *(
         ["-m", module] if module else []), *argv]
-    run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary)
+    run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary,
+                see=_see_command(state.config_path, db_path))
+
+
+def _see_command(config_path: str | None, db_path: str | None) -> str:
+    """``hostapp [--config C] events [--db D] --last``: the summary's hint, repeating the
+    options that chose the configuration and the store, so that following it reads the
+    store the run wrote (``HOSTAPP_CONFIG`` stays in the environment, so it is not repeated)."""
+    import shlex
+
+    words = ["hostapp"]
+    if config_path and config_path != os.environ.get("HOSTAPP_CONFIG"):
+        words += ["--config", config_path]
+    words.append("events")
+    if db_path:
+        words += ["--db", db_path]
+    return shlex.join([*words, "--last"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,6 +77,19 @@ __all__ = [
 ]
 
 
+def _make_store_dir(folder: Path) -> None:
+    """Create the store's directory when it is missing, with a ``.gitignore`` holding ``*``
+    (what Kolo does for ``.kolo/``): a store created inside a project never shows up in
+    ``git status``. A directory that exists already is left as it is.
+    """
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / ".gitignore").write_text("*\n", encoding="utf-8")
+    except OSError:
+        pass  # an ignore file is a courtesy; the store works without it
+
 class StoreError(HostappError):
     """The store cannot be opened or used (not a SQLite file, closed, unreadable)."""
 
@@ -489,7 +502,7 @@ class Store:
         shown = str(path)
         try:
             if shown != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _make_store_dir(self.path.parent)
             con = sqlite3.connect(
                 shown, timeout=timeout, isolation_level=None, check_same_thread=False
             )
