@@ -61,7 +61,7 @@ def toml(load="auto", driver="flaky", extra=""):
 
 
 def run(args, cwd, module=("-m", "hostapp")):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([sys.executable, *module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -150,7 +150,7 @@ def test_dry_run_when_no_host_reported_and_with_the_flag(project):
 
 def test_a_running_host_is_shown_live(project):
     (project / "long.py").write_text(LONG_RUNNING)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(project / ".cache")
     process = subprocess.Popen([sys.executable, "long.py"], cwd=project, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -44,7 +44,7 @@ def hostapp_startup(host):
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON"))}
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON")) or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     full["XDG_CACHE_HOME"] = str(cwd / ".cache")
     full.update(env)
     return subprocess.run(

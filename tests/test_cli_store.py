@@ -38,7 +38,7 @@ APP = textwrap.dedent('''
 
 
 def run(args, cwd, env=None, module=("-m", "hostapp")):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     full["XDG_CACHE_HOME"] = str(cwd / ".cache")
     full.update(env or {})
     return subprocess.run([sys.executable, *module, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)

@@ -56,7 +56,7 @@ def labelled(page: str) -> dict[str, str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env.update(extra)
     return env
 
@@ -108,9 +108,9 @@ def test_example_distribution_is_discovered_registered_and_collected(hostapp_dis
     }
 
     emitted = []
-    host = types.SimpleNamespace(emit=lambda type, **fields: emitted.append((type, fields)))
+    host = types.SimpleNamespace(emit=lambda type, subtype=None, /, **fields: emitted.append((type, subtype, fields)))
     asyncio.run(pm.ahook.hostapp_startup(host=host))
-    assert emitted == [("monitoring_event", {"subtype": "started", "plugin": "acme", "service": "billing"})]
+    assert emitted == [("monitoring_event", "started", {"plugin": "acme", "service": "billing"})]
     assert not pm.hook_errors
 
 
@@ -125,7 +125,7 @@ def test_example_plugin_test_suite_passes(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^5 passed", result.stdout, re.M), result.stdout
+    assert re.search(r"^6 passed", result.stdout, re.M), result.stdout
 
 
 def test_writing_plugins_shows_the_example_files_verbatim():

@@ -324,7 +324,7 @@ def test_the_demo_example_stores_its_events(tmp_path):
     from pathlib import Path
 
     example = Path(__file__).resolve().parent.parent / "examples" / "hello_host.py"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(tmp_path / ".cache")
     done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

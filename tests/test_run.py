@@ -55,7 +55,7 @@ def server() -> Iterator[str]:
 
 
 def env_for(cwd: Path, backend: str = "default", extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON")) or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     if backend != "default":
         env["HOSTAPP_TRACING__BACKEND"] = backend

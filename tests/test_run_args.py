@@ -21,7 +21,7 @@ from hostapp.testing._distfactory import install_distribution
 
 
 def env_for(cwd: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON", "PYTEST_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSTAPP_", "PYTHON", "PYTEST_")) or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     env.update(extra)
     return env

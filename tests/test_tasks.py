@@ -631,7 +631,7 @@ print("restarts", host.tasks["flaky"].restarts)
 
 
 def hostapp_cli(args, cwd, **kwargs):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([sys.executable, "-m", "hostapp", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, **kwargs)

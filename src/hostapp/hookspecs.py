@@ -404,7 +404,7 @@ def hostapp_startup(host: Any) -> None:
 
         @hostapp.hookimpl
         async def hostapp_startup(host):
-            host.emit("monitoring_event", subtype="started", plugin="acme")
+            host.emit("monitoring_event", "started", plugin="acme")
     """
 
 

@@ -17,8 +17,18 @@ Plugin authors never import it: the fixtures and helpers are in :mod:`hostapp.te
 
 from __future__ import annotations
 
-from hostapp.testing import *  # noqa: F403 - the fixtures pytest registers from this module
-from hostapp.testing import __all__ as _fixtures
-from hostapp.testing import pytest_configure
+from hostapp.testing import (
+    hostapp_dist,
+    hostapp_events,
+    hostapp_host,
+    hostapp_pm,
+    hostapp_register,
+    hostapp_site,
+    hostapp_trace,
+    pytest_configure,
+)
 
-__all__ = [*_fixtures, "pytest_configure"]
+__all__ = [
+    "hostapp_dist", "hostapp_events", "hostapp_host", "hostapp_pm", "hostapp_register", "hostapp_site",
+    "hostapp_trace", "pytest_configure",
+]
