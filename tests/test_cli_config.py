@@ -283,3 +283,23 @@ def test_the_store_directory_is_git_ignored_and_the_hint_reads_the_same_store(tm
         run_id = lines[0].split()[3].rstrip(":")  # "── hostapp run ID: exit status 0, ..."
         [event] = json.loads(run([*hint.split()[1:], "--json"], tmp_path).stdout)
         assert (event["run_id"], event["subtype"]) == (run_id, "hint")
+
+
+def test_a_plugins_modules_entry_next_to_the_config_file_loads_in_every_command(tmp_path):
+    conf = tmp_path / "conf"
+    write(conf / "hostapp.toml", """
+        [plugins]
+        modules = ["localplug"]
+    """)
+    write(conf / "localplug.py", """
+        import hostapp
+
+        @hostapp.hookimpl
+        def hostapp_startup(host):
+            host.emit("monitoring_event", "localplug")
+    """)
+    (tmp_path / "app.py").write_text("print('ran')\n")
+    listed = by_name(json.loads(run(["--config", "conf/hostapp.toml", "plugins", "--json"], tmp_path).stdout))
+    assert listed["localplug"]["state"] == "registered"
+    ran = run(["run", "--config", "conf/hostapp.toml", "app.py"], tmp_path)
+    assert ran.returncode == 0 and "failed" not in ran.stderr, ran.stderr

@@ -290,7 +290,7 @@ def test_configuration_examples_are_valid(block, tmp_path):
         ("plugins = 3\n", "hostapp.toml: plugins: expected a table, got an integer"),
         ("[plugins.meta.x]\npriority = 'high'\n", "hostapp.toml: plugins.meta.x.priority: invalid value 'high'"),
         ("[plugins.meta.x]\ncolour = 'red'\n",
-         "hostapp.toml: plugins.meta.x.colour: unknown key; expected tags, priority or description"),
+         "hostapp.toml: plugins.meta.x.colour: unknown key; expected tags, priority, description or requires"),
     ],
 )
 def test_documented_config_errors_are_the_real_ones(tmp_path, toml, message):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         DuplicateNameError,
         HostappError,
         MissingHookError,
+        NotApplicable,
         PluginContractError,
         PluginLoadError,
     )
@@ -66,6 +67,7 @@ __all__ = [
     "HostappError",
     "InstrumentType",
     "MissingHookError",
+    "NotApplicable",
     "PluginContractError",
     "PluginInfo",
     "PluginLoadError",
@@ -110,6 +112,7 @@ _LAZY = {
     "DuplicateNameError": "hostapp.errors",
     "HostappError": "hostapp.errors",
     "MissingHookError": "hostapp.errors",
+    "NotApplicable": "hostapp.errors",
     "PluginContractError": "hostapp.errors",
     "PluginLoadError": "hostapp.errors",
 }

@@ -404,7 +404,8 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
     table.add_column("Prio", justify="right", no_wrap=True)
     table.add_column("Tags", overflow="fold")
     table.add_column("Provides / detail", overflow="fold", ratio=1, min_width=20)
-    colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow"}
+    colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow",
+               "not_applicable": "yellow"}
     for row in rows:
         if row["distribution"]:
             dist = f"{row['distribution']} {row['version']}"
@@ -414,6 +415,8 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
             detail = f"{row['stage']}: {row['error']}"
         elif row["state"] == "filtered":
             detail = f"filtered by {row['rule']}"
+        elif row["state"] == "not_applicable":
+            detail = f"not applicable: {row['rule']}"
         elif row["state"] == "shadowed":
             detail = f"shadowed by {row['shadowed_by']}"
         else:

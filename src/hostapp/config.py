@@ -94,7 +94,7 @@ SCHEMA: dict[str, Key] = {
     "plugins.cache": Key("bool", True, "Cache the entry-point index on disk."),
     "plugins.strict": Key("bool", False, "Any plugin failure is fatal (plugin development)."),
     "plugins.config": Key("tables", {}, "Per-plugin settings, [plugins.config.NAME]."),
-    "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, [plugins.meta.NAME]."),
+    "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, requires, [plugins.meta.NAME]."),
     "host.shutdown_timeout": Key("float", 10.0, "Seconds stop() may take in all.", minimum=0),
     "store.path": Key("str", ".hostapp/hostapp.sqlite3", "The SQLite store (relative to the config file)."),
     "events.sinks": Key(
@@ -158,6 +158,7 @@ _META_KEYS: dict[str, Callable[[Any], bool]] = {
     "tags": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
     "priority": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "description": lambda v: isinstance(v, str),
+    "requires": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
 }
 
 
@@ -303,6 +304,7 @@ class Config:
             force=tuple(self.data["plugins.force"]),
             use_cache=bool(self.data["plugins.cache"]),
             config_source=self.source,
+            root=str(self.root),
         )
 
 
@@ -687,7 +689,7 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
                     where = f"{key}.{name}.{meta_key}"
                     if check is None:
                         raise ConfigError(
-                            source, "unknown key; expected tags, priority or description"
+                            source, "unknown key; expected tags, priority, description or requires"
                             + did_you_mean(meta_key, _META_KEYS), key=where,
                         )
                     if not check(meta_value):

@@ -412,7 +412,7 @@ class PluginManager(pluggy.PluginManager):
                 self._notify(info)
                 if info.state is not PluginState.SHADOWED:
                     self.infos.setdefault(info.name, info)
-            imported = [info for info in infos if self._import(info, options)]
+            imported = [info for info in infos if self._import(info, options, config)]
             if strict:
                 self._raise_if_failed(infos)
             self.register_plugins(imported)
@@ -424,13 +424,20 @@ class PluginManager(pluggy.PluginManager):
                 self.hook.hostapp_plugin_state(info=snapshot)
         return infos
 
-    def _import(self, info: PluginInfo, options: DiscoveryOptions) -> bool:
+    def _import(self, info: PluginInfo, options: DiscoveryOptions, config: Config) -> bool:
+        """Import one candidate: ``requires`` first (no import when unmet), then the
+        import, the instance, the declared metadata and ``should_load(config)``."""
         from hostapp.discovery import load_object, tag_filter_rule
 
         if info.state is not PluginState.DISCOVERED:
             return False
+        reason = _unmet_requirements(info)
+        if reason is not None:
+            info.rule = reason
+            self._set_state(info, PluginState.NOT_APPLICABLE)
+            return False
         try:
-            obj = load_object(info)
+            obj = load_object(info, root=options.root)
         except Exception as exc:
             info.fail("import", exc)
             self._notify(info)
@@ -444,6 +451,17 @@ class PluginManager(pluggy.PluginManager):
         info.obj = plugin
         _apply_declared_meta(info, obj)
         self._set_state(info, PluginState.IMPORTED)
+        try:
+            reason = _should_not_load(plugin, config)
+        except Exception as exc:
+            info.obj = None
+            info.fail("should_load", exc)
+            self._notify(info)
+            return False
+        if reason is not None:
+            info.rule, info.obj = reason, None
+            self._set_state(info, PluginState.NOT_APPLICABLE)
+            return False
         if info.source is not Source.EXPLICIT and info.name not in options.force:
             rule = tag_filter_rule(info.tags, options)
             if rule is not None:
@@ -807,6 +825,45 @@ class FunctionPlugin:
     def __repr__(self) -> str:
         [function] = vars(self).values()
         return f"<FunctionPlugin {function.__module__}.{function.__qualname__}>"
+
+
+def _unmet_requirements(info: PluginInfo) -> str | None:
+    """Why ``info``'s ``requires`` (and its entry point's extras) are not met, or ``None``;
+    from installed metadata, before anything of the plugin is imported."""
+    from hostapp.discovery.requires import entry_point_extras, extra_requirements, unmet
+
+    requires = list(info.requires)
+    if info.source is Source.ENTRY_POINT and info.location and "[" in (info.value or ""):
+        requires += extra_requirements(info.location, entry_point_extras(info.value))
+    return unmet(requires) if requires else None
+
+
+def _should_not_load(plugin: object, config: Config) -> str | None:
+    """Ask the plugin's ``should_load`` (plux's ``Plugin.should_load``): a module-level
+    function or a method, ``should_load(config) -> bool`` (or without arguments).
+
+    Returns:
+        ``None`` to load it; the reason it does not apply: ``"should_load: " + the
+        message of the :class:`~hostapp.errors.NotApplicable` it raised``, or
+        ``"should_load() returned False"``.
+
+    Raises:
+        Exception: whatever else ``should_load`` raised (a load failure).
+    """
+    from hostapp.errors import NotApplicable
+
+    should_load = getattr(plugin, "should_load", None)
+    if not callable(should_load) or getattr(should_load, "hostapp_impl", None) is not None:
+        return None
+    try:
+        takes_config = bool(inspect.signature(should_load).parameters)
+    except (TypeError, ValueError):
+        takes_config = True
+    try:
+        answer = should_load(config) if takes_config else should_load()
+    except NotApplicable as exc:
+        return f"should_load: {exc}"
+    return None if answer else "should_load() returned False"
 
 
 def _apply_declared_meta(info: PluginInfo, obj: object) -> None:

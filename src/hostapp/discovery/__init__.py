@@ -94,6 +94,9 @@ class DiscoveryOptions:
         use_cache: read entry points through the on-disk index.
         cache_dir: the index directory, a path or ``str`` (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
         groups: the entry-point groups to read.
+        root: the configuration file's directory: a ``plugins.modules`` entry that is not
+            importable from ``sys.path`` is looked up there too (so ``hostapp plugins``
+            finds a module next to ``hostapp.toml`` as ``hostapp run`` does).
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
 
@@ -116,6 +119,7 @@ class DiscoveryOptions:
     cache_dir: str | os.PathLike[str] | None = None
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
+    root: str | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -147,6 +151,13 @@ def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
             if not isinstance(table["description"], str):
                 raise ConfigError(options.config_source, "expected a string", key=f"{key}.description")
             meta["description"] = table["description"]
+        if "requires" in table:
+            requires = table["requires"]
+            if isinstance(requires, str) or not isinstance(requires, Sequence) or not all(
+                isinstance(r, str) for r in requires
+            ):
+                raise ConfigError(options.config_source, "expected a list of strings", key=f"{key}.requires")
+            meta["requires"] = tuple(requires)
         out[name] = meta
     return out
 
@@ -249,6 +260,8 @@ def discover(
                     info.priority = override["priority"]
                 if "description" in override:
                     info.description = override["description"]
+                if "requires" in override:
+                    info.requires = override["requires"]
         winner = setdefault(info.name, info)
         if winner is not info:
             info.state = PluginState.SHADOWED
