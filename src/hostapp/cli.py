@@ -500,6 +500,75 @@ def _config_rows(config: Config) -> list[tuple[str, Any]]:
     return out
 
 
+@cli.command("entrypoints")
+@click.option("--project", "project_dir", metavar="DIR", default=".", show_default=True,
+              help="The project directory, where pyproject.toml is.")
+@click.option("--source", "sources", metavar="DIR", multiple=True,
+              help="A source root to scan (repeatable; default: src/ when there is one, else the project directory).")
+@click.option("--write", is_flag=True, help="Write the table into pyproject.toml (idempotent).")
+@click.option("--check", is_flag=True, help="Exit 1 with a diff when pyproject.toml's table is out of date (for CI).")
+def entrypoints_command(project_dir: str, sources: tuple[str, ...], write: bool, check: bool) -> None:
+    """Find the plugins of a source tree and print its [project.entry-points.hostapp] table.
+
+    Build-time discovery (plux's 'plux entrypoints'): every module with @hostapp.hookimpl
+    functions, and every class with @hookimpl methods, is read with ast (nothing is
+    imported). Names already in the table are kept; new plugins are named after their
+    module. --write puts the table into pyproject.toml, --check exits 1 with a diff when
+    it is out of date. Loads no plugin.
+    """
+    import difflib
+    import tomllib
+    from pathlib import Path
+
+    from hostapp.entrypoints import rewrite, scan, source_roots, table
+
+    if write and check:
+        raise HostappCliError("--write and --check cannot be used together", exit_code=2)
+    project = Path(project_dir)
+    pyproject = project / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+        current = tomllib.loads(text).get("project", {}).get("entry-points", {}).get("hostapp", {})
+    except FileNotFoundError:
+        raise HostappCliError(f"{pyproject}: not found (--project names the directory of pyproject.toml)", 2) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise HostappCliError(f"{pyproject}: {exc}", exit_code=2) from None
+    roots = [project / s for s in sources] if sources else source_roots(project)
+    try:
+        entries = table(scan(project, roots), current, roots)
+    except (SyntaxError, ValueError) as exc:
+        raise HostappCliError(f"hostapp entrypoints: {exc}", exit_code=1) from None
+    updated = text if entries == current else rewrite(text, entries)
+    if current and updated != text and tomllib.loads(updated).get("project", {}).get("entry-points", {}).get(
+        "hostapp"
+    ) != entries:
+        raise HostappCliError(
+            f"{pyproject}: write the table as a [project.entry-points.hostapp] section so that "
+            "'hostapp entrypoints' can keep it", exit_code=2,
+        )
+    if check:
+        if updated != text:
+            click.echo("".join(difflib.unified_diff(
+                text.splitlines(keepends=True), updated.splitlines(keepends=True),
+                fromfile=f"{pyproject}", tofile=f"{pyproject} (hostapp entrypoints)",
+            )), nl=False)
+            raise HostappCliError(
+                f"{pyproject}: [project.entry-points.hostapp] is out of date; run 'hostapp entrypoints --write'",
+            )
+        click.echo(f"{pyproject}: [project.entry-points.hostapp] is up to date ({len(entries)} entry points)")
+        return
+    if write:
+        if updated == text:
+            click.echo(f"{pyproject}: up to date ({len(entries)} entry points)")
+        else:
+            pyproject.write_text(updated, encoding="utf-8")
+            click.echo(f"{pyproject}: {len(entries)} entry points written")
+        return
+    from hostapp.entrypoints import render
+
+    click.echo(render(entries), nl=False)
+
+
 @cli.command("hooks")
 @_output_options
 @click.pass_obj
