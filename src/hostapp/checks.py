@@ -111,7 +111,8 @@ def _sink_problems(pm: PluginManager, config: Config) -> Iterator[Problem]:
             yield Problem("error", _with_line(exc, config))
     contributed = [c.spec.name for c in sinks]
     for name, table in (config.get("events.sinks") or {}).items():
-        if name not in contributed and isinstance(table, Mapping) and table.get("enabled", True) is not False:
+        configured = config.origin(f"events.sinks.{name}") != "default"
+        if name not in contributed and configured and isinstance(table, Mapping) and table.get("enabled", True) is not False:
             yield Problem(
                 "warning",
                 f"{config.origin(f'events.sinks.{name}')}: [events.sinks.{name}] is configured but no plugin "

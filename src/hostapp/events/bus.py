@@ -49,8 +49,8 @@ class EventBus:
 
     Which sinks run: every sink of ``sinks`` (a sink is on when its plugin is on), unless
     its ``[events.sinks.NAME]`` table says ``enabled = false``; an ``opt_in`` sink only
-    with a table (:func:`~hostapp.events.worker.sink_table`). A configured name that no
-    plugin contributes is logged as a warning.
+    with a table (:func:`~hostapp.events.worker.sink_table`). A table the configuration
+    has (not a default one) that no plugin contributes a sink for is logged as a warning.
 
     Settings per sink, first found wins: the sink's ``[events.sinks.NAME]`` table (keys
     ``batch_size``, ``flush_interval_ms``, ``max_retries``, ``retry_backoff_ms``,
@@ -98,7 +98,8 @@ class EventBus:
         tables: Mapping[str, Any] = config.get("events.sinks") or {}
         contributed = {c.spec.name for c in sinks}
         for name in tables:
-            if name not in contributed and tables[name].get("enabled", True) is not False:
+            configured = config.origin(f"events.sinks.{name}") != "default"  # not the default sqlite table
+            if name not in contributed and configured and tables[name].get("enabled", True) is not False:
                 logger.warning(
                     "[events.sinks.%s] is configured but no plugin contributes a sink named %r; "
                     "install or enable it, or remove the table",
