@@ -74,7 +74,7 @@ def test_runs_and_events(project):
     assert [json.loads(line)["data"]["note"] for line in typed.stdout.splitlines()] == ["only sqlite takes it"]
     limited = run(["events", "--limit", "5"], root, env)
     assert limited.returncode == 0 and "showing the newest 5 of 31 events" in limited.stderr
-    assert "monitoring_event" in run(["events", "--since", "1h"], root, env).stdout
+    assert "monitor   " in run(["events", "--since", "1h"], root, env).stdout  # the renderer's label
     bad = run(["events", "--since", "yesterday-ish"], root, env)
     assert bad.returncode == 2 and "--since 'yesterday-ish'" in bad.stderr
     assert "no store at" in run(["events", "--db", str(root / "none.sqlite3")], root, env).stderr

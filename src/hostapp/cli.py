@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -63,16 +64,26 @@ def _print_json(rows: Any, fmt: str | None) -> bool:
     """
     if fmt is None:
         return False
+    import orjson
+
+    out = click.get_binary_stream("stdout")
+
+    def encode(row: Any, option: int) -> bytes:
+        try:
+            return orjson.dumps(row, default=repr, option=option)
+        except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-str key): the stdlib
+            return json.dumps(row, default=repr, indent=2 if option else None).encode()
+
     if fmt == "jsonl":
         for row in rows:
-            click.echo(json.dumps(row, default=repr))
+            out.write(encode(row, 0) + b"\n")
+        out.flush()
         return True
-    out = click.get_text_stream("stdout")
     first = True
     for row in rows:
-        out.write(("[\n  " if first else ",\n  ") + json.dumps(row, default=repr, indent=2).replace("\n", "\n  "))
+        out.write((b"[\n  " if first else b",\n  ") + encode(row, orjson.OPT_INDENT_2).replace(b"\n", b"\n  "))
         first = False
-    out.write("[]\n" if first else "\n]\n")
+    out.write(b"[]\n" if first else b"\n]\n")
     out.flush()
     return True
 
@@ -243,8 +254,15 @@ def _environment_help() -> str:
     from hostapp.config import ENVIRONMENT
 
     rows = [*ENVIRONMENT.items(), ("HOSTAPP_<SECTION>__<KEY>", "Override one configuration key ('hostapp config' lists them).")]
+    import textwrap
+
     width = max(len(name) for name, _ in rows) + 2
-    return "\b\nEnvironment:\n" + "\n".join(f"  {name.ljust(width)}{text}" for name, text in rows)
+    lines = []
+    for name, text in rows:  # wrapped here: click leaves a \b paragraph as it is
+        wrapped = textwrap.wrap(text, width=max(30, 78 - width - 2))
+        lines.append(f"  {name.ljust(width)}{wrapped[0]}")
+        lines += [" " * (width + 2) + more for more in wrapped[1:]]
+    return "\b\nEnvironment:\n" + "\n".join(lines)
 
 
 def _plugin_switch(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -618,31 +636,10 @@ def _open_store(state: _State, db_path: str | None, *, must_exist: bool = True) 
     return Store(path)
 
 
-def _since_ns(text: str) -> int:
-    """``--since``: a duration back from now (``30s``, ``15m``, ``2h``, ``7d``) or an ISO 8601 time."""
-    import re
-    import time
-    from datetime import datetime
-
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if match:
-        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return time.time_ns() - int(seconds * 1e9)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HostappCliError(
-            f"--since {text!r}: expected a duration like 30s, 15m, 2h, 7d or an ISO 8601 time", exit_code=2
-        ) from None
-    return int(moment.timestamp() * 1e9)
-
-
 def _when(ns: int | None) -> str:
-    from datetime import datetime
+    from hostapp.timeline import when
 
-    if ns is None:
-        return ""
-    return datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="milliseconds")
+    return when(ns)
 
 
 @cli.command("runs")
@@ -680,183 +677,258 @@ def runs_command(state: _State, db_path: str | None, limit: int, fmt: str | None
 
 @cli.group("events", invoke_without_command=True)
 @_db_option
-@click.option("--run", "run_id", metavar="ID", help="Only this run's events.")
+@click.option("--run", "run_id", metavar="ID", help="Only this run's events (its id, or a unique prefix of it).")
 @click.option("--last", is_flag=True, help="Only the most recent run's events.")
-@click.option("--type", "event_type", metavar="TYPE", help="Only this event type.")
-@click.option("--subtype", metavar="SUBTYPE", help="Only this subtype.")
-@click.option("--since", metavar="WHEN", help="Only events since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
+@click.option("-n", "nth", type=click.IntRange(min=1), metavar="N", help="Only the Nth most recent run's (-n 1 is --last).")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (names or globs; repeatable).")
+@click.option("--library", "libraries", multiple=True, metavar="LIB",
+              help="Only these libraries, the event's subtype: requests, httpx, huey... (repeatable).")
+@click.option("--subtype", "subtypes", multiple=True, metavar="SUBTYPE", hidden=True)
+@click.option("--status", metavar="SPEC", help="HTTP status: 404, 5xx, >=400, <300, 200-299.")
+@click.option("--url", metavar="TEXT", help="The URL contains TEXT, or matches it whole as a glob (with * ? [).")
+@click.option("--min-duration", metavar="DURATION", help="At least this long: 100ms, 1.5s, 250us.")
+@click.option("--since", metavar="WHEN", help="Since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
+@click.option("--until", metavar="WHEN", help="Before a duration ago or an ISO 8601 time.")
+@click.option("--grep", metavar="TEXT", help="TEXT appears in the event's subtype or data (as JSON).")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="At most N events, the newest (default: 50 in a table, all with --json; 0 = all).")
+              help="The newest N (default: 50 in a table, all with --json/--jsonl; 0 = all).")
 @_output_options
+@click.option("--follow", "-f", is_flag=True,
+              help="Then go on showing the run's events as they arrive, until it ends (Ctrl-C stops).")
 @click.option("--dead-letters", is_flag=True, help="List the dead letters (events a sink could not take) instead.")
-@click.option("--all", "show_all", is_flag=True, help="Every event, not the HTTP calls view.")
-@click.option("--nested", is_flag=True, help="In the HTTP view, also the calls made inside another HTTP call.")
+@click.option("--all", "show_all", is_flag=True, hidden=True)
 @click.pass_context
 def events_command(
     ctx: click.Context,
     db_path: str | None,
     run_id: str | None,
     last: bool,
-    event_type: str | None,
-    subtype: str | None,
+    nth: int | None,
+    types: tuple[str, ...],
+    libraries: tuple[str, ...],
+    subtypes: tuple[str, ...],
+    status: str | None,
+    url: str | None,
+    min_duration: str | None,
     since: str | None,
+    until: str | None,
+    grep: str | None,
     limit: int | None,
     fmt: str | None,
+    follow: bool,
     dead_letters: bool,
     show_all: bool,
-    nested: bool,
 ) -> None:
-    """Show stored events (or, with --dead-letters, the dead letters), oldest first.
+    """Show stored events in time order: every kind, one row per HTTP call.
 
-    By default: the outbound HTTP calls, one row per call (method, URL, status, duration,
-    library, call site); a call made inside another (requests -> urllib3) is shown only
-    with --nested. Where the selection has no HTTP call, and with --all, --type or
-    --subtype: every event. --json prints the same events with every field, one per line.
-
-    'hostapp events redeliver' sends the dead letters to their sinks again.
+    Each event is drawn by its plugin's renderer (hostapp_event_renderers): an HTTP call
+    as one row (method, URL, status, library), jobs, probe events, monitoring events and
+    plugin-defined types alike. Rows are printed as they are read. Without --run/--last/-n,
+    every run's events. 'hostapp events show ID' prints one whole; 'hostapp events
+    redeliver' sends the dead letters to their sinks again.
     """
+    from hostapp import timeline
+
     if ctx.invoked_subcommand is not None:
         ctx.meta["hostapp.db"] = db_path
         return
     state: _State = ctx.obj
-    if run_id and last:
-        raise HostappCliError("--run and --last cannot be used together", exit_code=2)
-    since_ns = _since_ns(since) if since else None
+    if sum(bool(x) for x in (run_id, last, nth)) > 1:
+        raise HostappCliError("use one of --run, --last and -n", exit_code=2)
+    if follow and fmt == "json":
+        raise HostappCliError("--follow streams: use --jsonl with it", exit_code=2)
+    def parsed(option: str, parse: Any, text: str | None) -> Any:
+        try:
+            return parse(text) if text else None
+        except ValueError as exc:
+            raise HostappCliError(f"{option} {exc}", exit_code=2) from None
+
+    query = timeline.Query(
+        types=list(types), libraries=[*libraries, *subtypes], url=url, grep=grep,
+        since_ns=parsed("--since", timeline.parse_when_ns, since),
+        until_ns=parsed("--until", timeline.parse_when_ns, until),
+        min_duration_ns=parsed("--min-duration", timeline.parse_duration_ns, min_duration),
+    )
+    query.status_min, query.status_max = parsed("--status", timeline.parse_status, status) or (None, None)
     store = _open_store(state, db_path)
     if store is None:
+        if fmt == "json":
+            click.echo("[]")
         return
     with store:
         if dead_letters:
             _print_dead_letters(store, limit, fmt)
             return
-        if last:
-            latest = store.last_run()
-            if latest is None:
-                _warn("no runs recorded yet")
-                return
-            run_id = latest.id
+        run = _chosen_run(store, run_id, 1 if last else nth, follow)
+        if run is False:
+            return
+        query.run_id = run.id if run is not None else None
         effective = limit if limit is not None else (None if fmt else 50)
-        if effective == 0:
-            effective = None
-        if not (show_all or event_type or subtype):
-            calls = _http_calls(store, run_id, since_ns, effective, nested)
-            if calls is not None:
-                _print_http_calls(calls, fmt)
-                return
-        events = store.events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns,
-                              limit=effective, newest_first=True)
-        events.reverse()
-        total = None
-        if effective is not None and len(events) == effective:
-            total = store.count_events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns)
-    if _print_json((event.to_dict() for event in events), fmt):
-        return
-    from rich.table import Table
+        events, cut = timeline.select(store, query, effective or None)
+        renderers = _renderers(state)
+        shown = _print_events(events, renderers, fmt)
+        if cut:
+            total = "" if query.in_python else f" of {store.count_events(**query.store_filters())}"
+            _note(f"showing the newest {effective}{total} events; --limit N for more (0 = all)")
+        if follow:
+            last_seen = shown[-1] if shown else None
+            live_run = run
 
-    table = Table(header_style="bold")
-    table.add_column("Time", no_wrap=True)
-    table.add_column("Type", no_wrap=True)
-    table.add_column("Subtype", no_wrap=True)
-    table.add_column("Source", no_wrap=True)
-    table.add_column("Data", overflow="fold", ratio=1)
-    for event in events:
-        data = json.dumps(event.data, default=repr, sort_keys=True)
-        table.add_row(_when(event.timestamp_ns), event.type, event.subtype or "", event.source or "",
-                      data if len(data) <= 300 else data[:297] + "...")
-    _console().print(table)
-    if total is not None and total > len(events):
-        _warn(f"showing the newest {len(events)} of {total} events; --limit N (0 = all) to see more")
+            def ended() -> bool:
+                current = store.run(live_run.id) if live_run is not None else None
+                return current is None or current.ended_ns is not None or not current.is_live
+
+            try:
+                more = _print_events(
+                    timeline.follow(store, query, store.cursor(last_seen) if last_seen else None, until=ended),
+                    renderers, fmt, header=not shown,
+                )
+            except KeyboardInterrupt:
+                more = []
+            shown = shown + more
+        if not shown:
+            _note(timeline.why_empty(store, query, run))
 
 
-_REQUEST = "outbound_http_request"
-_RESPONSE = "outbound_http_response"
+def _note(message: str) -> None:
+    click.echo(f"hostapp: note: {message}", err=True)
 
 
-def _http_calls(
-    store: Any, run_id: str | None, since_ns: int | None, limit: int | None, nested: bool,
-) -> list[tuple[Any, Any]] | None:
-    """The newest ``limit`` HTTP calls as ``(request, response or None)`` pairs, oldest
-    first; ``None`` when the selection has no HTTP request at all."""
-    if not store.count_events(run_id=run_id, type=_REQUEST, since_ns=since_ns):
+def _chosen_run(store: Any, run_id: str | None, nth: int | None, follow: bool) -> Any:
+    """The run ``--run`` (a unique id prefix), ``--last`` / ``-n N`` or ``--follow`` (the
+    last run) names; ``None`` for every run; ``False`` when there is no run at all."""
+    from hostapp.timeline import resolve_run
+
+    if run_id:
+        try:
+            return resolve_run(store, run_id)
+        except LookupError as exc:
+            raise HostappCliError(str(exc), exit_code=2) from None
+    if nth is None and not follow:
         return None
-    requests: list[Any] = []
-    batch = None if limit is None else max(limit * 4, 200)
-    until = None
-    while True:  # newest first, skipping nested calls, until ``limit`` are found
-        chunk = store.events(run_id=run_id, type=_REQUEST, since_ns=since_ns, until_ns=until,
-                             limit=batch, newest_first=True)
-        for event in chunk:
-            if nested or event.data.get("nested_in") is None:
-                requests.append(event)
-        if batch is None or len(chunk) < batch or (limit is not None and len(requests) >= limit):
-            break
-        until = chunk[-1].timestamp_ns
-    if limit is not None:
-        requests = requests[:limit]
-    requests.reverse()
-    if not requests:
-        return []
-    if all("frame_id" not in r.data for r in requests):  # call records: request and response in one
-        return [(r, r) for r in requests]
-    first = requests[0].timestamp_ns
-    responses = {  # request/response pairs of Kolo-style processors, joined on frame_id
-        e.data.get("frame_id"): e
-        for e in store.events(run_id=run_id, type=_RESPONSE, since_ns=first)
-    }
-    return [(r, r if "frame_id" not in r.data else responses.get(r.data.get("frame_id"))) for r in requests]
+    runs = store.runs(nth or 1)
+    if len(runs) < (nth or 1):
+        _note("no runs recorded yet" if not runs else f"only {len(runs)} run(s) recorded; -n {nth} names none")
+        return False
+    return runs[-1]
 
 
-def _site(data: dict[str, Any]) -> str:
+def _renderers(state: _State) -> Any:
+    from hostapp.render import Renderers
+
+    return Renderers(state.plugin_manager().collect("hostapp_event_renderers", on_conflict="report"))
+
+
+def _print_events(events: Any, renderers: Any, fmt: str | None, *, header: bool = True) -> list[Any]:
+    """Print ``events`` as they come (a table's rows, or JSON); return the last one in a
+    list (what ``--follow`` goes on from), or ``[]`` when there was none."""
+    last: list[Any] = []
+
+    def counted() -> Iterator[Any]:
+        for event in events:
+            last[:] = [event]
+            yield event
+
+    if fmt is not None:
+        _print_json((e.to_dict() for e in counted()), fmt)
+        return last
     import os
+    import shutil
 
-    site = data.get("call_site") or {}
-    if not site.get("file"):
-        return ""
-    path = site["file"]
-    try:
-        rel = os.path.relpath(path)
-        path = rel if not rel.startswith("..") else path
-    except ValueError:
-        pass
-    return f"{path}:{site.get('line')}"
+    from hostapp.timeline import KIND_WIDTH, row
+
+    width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160))
+    cwd = os.getcwd()
+    for event in counted():
+        if header:
+            click.echo(f"{'Time':<23}  {'Kind':<{KIND_WIDTH}} {'Duration':>9}  Event")
+            header = False
+        click.echo(row(event, renderers, width, cwd=cwd))
+    return last
 
 
-def _print_http_calls(calls: list[tuple[Any, Any]], fmt: str | None) -> None:
-    rows = (e.to_dict() for request, response in calls
-            for e in ((request,) if response is None or response is request else (request, response)))
-    if _print_json(rows, fmt):
+@events_command.command("show")
+@click.argument("event_id")
+@_output_options
+@click.pass_context
+def show_command(ctx: click.Context, event_id: str, fmt: str | None) -> None:
+    """Print one event whole: an HTTP call with its request and response side by side
+    (headers, bodies) and the calls made inside it; any other event with every field.
+
+    EVENT_ID is the event's id or a unique prefix of it (--jsonl prints ids).
+    """
+    from hostapp import timeline
+    from hostapp.events.calls import RESPONSE, join_calls
+
+    state: _State = ctx.obj
+    store = _open_store(state, ctx.parent.meta.get("hostapp.db") if ctx.parent else None)
+    if store is None:
         return
-    if not calls:
-        click.echo("No HTTP calls.")
-        return
+    with store:
+        found = store.find_events(event_id, limit=2)
+        if not found:
+            raise HostappCliError(f"no event with an id starting {event_id!r}", exit_code=2)
+        if len(found) > 1 and found[0].id != event_id:
+            raise HostappCliError(f"event id prefix {event_id!r} is ambiguous: {found[0].id}, {found[1].id}, ...", 2)
+        event = found[0]
+        frame = event.data.get("frame_id")
+        if event.type == "outbound_http_request" and frame is not None and "status_code" not in event.data:
+            later = store.iter_events(run_id=event.run_id, types=[RESPONSE], since_ns=event.timestamp_ns)
+            event = next(join_calls([event, *(e for e in later if e.data.get("frame_id") == frame)]))
+        children = []
+        span = event.data.get("span_id")
+        if span and isinstance(event.data.get("duration_ns"), int):
+            window = store.iter_events(run_id=event.run_id, since_ns=event.timestamp_ns,
+                                       until_ns=event.timestamp_ns + event.data["duration_ns"] + 1)
+            children = [e for e in window if e.id != event.id and e.data.get("parent_span_id") == span]
+        if _print_json([event.to_dict()], fmt):
+            return
+        _print_event_details(event, _renderers(state), children)
+
+
+def _print_event_details(event: Any, renderers: Any, children: list[Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(header_style="bold")
-    table.add_column("Time", no_wrap=True)
-    table.add_column("Method", no_wrap=True)
-    table.add_column("URL", overflow="fold", ratio=1)
-    table.add_column("Status", no_wrap=True, justify="right")
-    table.add_column("Duration", no_wrap=True, justify="right")
-    table.add_column("Library", no_wrap=True)
-    table.add_column("Call site", overflow="fold")
-    for request, response in calls:
-        data = request.data
-        if response is None:
-            status, duration = "…", ""
+    from hostapp import timeline
+
+    console = _console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in timeline.details(event, renderers, children):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            text = "\n".join(value) if name == "nested" else ", ".join(value)
         else:
-            rd = response.data
-            error = rd.get("error") if isinstance(rd.get("error"), dict) else {}
-            status = str(rd.get("status_code")) if rd.get("status_code") is not None else (
-                str(error.get("type") or rd.get("exception_type") or "error").rsplit(".", 1)[-1]
-            )
-            ns = rd.get("duration_ns")
-            duration = f"{ns / 1e6:.1f} ms" if isinstance(ns, (int, float)) else ""
-        library = str(request.subtype or data.get("library") or "")
-        if data.get("nested_in"):
-            library = f"  ↳ {library}"
-        table.add_row(_when(request.timestamp_ns), str(data.get("method") or ""), str(data.get("url") or ""),
-                      status, duration, library, _site(data))
-    _console().print(table)
+            text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+        grid.add_row(escape(str(name)), escape(str(text)))
+    console.print(grid)
+    request, response = event.data.get("request"), event.data.get("response")
+    if isinstance(request, dict) or isinstance(response, dict) or "error" in event.data:
+        sides = Table(header_style="bold", show_lines=True, expand=True)
+        sides.add_column("Request", overflow="fold", ratio=1)
+        sides.add_column("Response", overflow="fold", ratio=1)
+        sides.add_row(escape(_side(request, event.data.get("method"), event.data.get("url"))),
+                      escape(_side(response, event.data.get("status_code"), None, event.data.get("error"))))
+        console.print(sides)
+
+
+def _side(part: Any, first: Any, second: Any, error: Any = None) -> str:
+    """One side of an HTTP call: its first line, headers and body."""
+    lines = [" ".join(str(x) for x in (first, second) if x is not None)]
+    if isinstance(error, dict):
+        lines.append(f"raised {error.get('type')}: {error.get('message')}")
+    if not isinstance(part, dict):
+        return "\n".join(lines + ([] if error else ["(nothing recorded)"]))
+    for name, value in (part.get("headers") or {}).items():
+        lines.append(f"{name}: {value}")
+    body, size = part.get("body"), part.get("body_size")
+    lines.append("")
+    if body is None:
+        lines.append("(no body)" if not size else f"(body not recorded, {size} bytes)")
+    else:
+        lines.append(str(body) + ("\n… (cut)" if part.get("body_truncated") else ""))
+    return "\n".join(lines)
 
 
 def _print_dead_letters(store: Any, limit: int | None, fmt: str | None) -> None:

@@ -957,6 +957,16 @@ class Store:
         )
         return int(self._read(sql, params)[0][0])
 
+    def find_events(self, id_prefix: str, limit: int = 10) -> list[Event]:
+        """The stored events whose id starts with ``id_prefix`` (ids are 32 lower-case hex
+        digits; ``hostapp events show`` takes a unique prefix, as git does), by id, at most
+        ``limit``. Uses the index of ``id``."""
+        low = id_prefix.strip().lower()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT ?", (low, low + "~", limit)
+        )
+        return [_joined(row) for row in rows]
+
     def event_ids(self, run_id: str | None = None) -> set[str]:
         """The ids of the stored events (of one run), without decoding the rows."""
         if run_id is None:
