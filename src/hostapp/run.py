@@ -494,8 +494,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"  processor {name!r} (plugin {stats.get('plugin')!r}): {stats['errors']} error(s), "
                 f"{state}; last: {stats.get('last_error')}"
             )
-    active = [n for n, s in summary["processors"].items() if s.get("applicable", True) and not s.get("disabled")]
+    superseded = {n: s["superseded_by"] for n, s in summary["processors"].items() if s.get("superseded_by")}
+    active = [
+        n for n, s in summary["processors"].items()
+        if s.get("applicable", True) and not s.get("disabled") and n not in superseded
+    ]
     line = f"processors: {len(active)} on"
+    if superseded:
+        line += f", {len(superseded)} superseded by built-in ones ({', '.join(f'{n} by {b}' for n, b in superseded.items())})"
     off = [n for n, s in summary["processors"].items() if s.get("disabled")]
     if off:
         line += f", {len(off)} switched off ({', '.join(off)})"
