@@ -439,6 +439,17 @@ class FastPath:
             setattr(self, name, value)
 
 
+_UNSET: Final = object()
+
+
+def _only_group(procs: tuple[ProcessorRuntime, ...]) -> str | None:
+    """The group every processor of ``procs`` is a call-record processor of, else ``None``."""
+    groups = {rt.group if rt.record_call else None for rt in procs}
+    if len(groups) == 1:
+        return next(iter(groups))
+    return None
+
+
 def fast_processor(procs: tuple[ProcessorRuntime, ...]) -> ProcessorRuntime | None:
     """The processor of :class:`FastPath` when ``procs`` qualifies for it, else ``None``."""
     if len(procs) != 1:
@@ -710,6 +721,8 @@ def make_dispatch(
         if rt.capture is not None:
             if args is None:
                 args = frame.f_locals if frame is not None else {}
+            elif type(args) is tuple:  # (parameter names, values), from the trampoline
+                args = dict(zip(*args))
             try:
                 captured = rt.capture(args, rt.context)
             except Exception as exc:
@@ -755,6 +768,9 @@ def make_dispatch(
             failed(rt, "emit", exc, frame)
             return
         rt.events += 1
+
+    #: procs tuple -> the group all of them belong to, or None (see enter)
+    group_of: dict[tuple[ProcessorRuntime, ...], str | None] = {}
 
     #: procs tuple -> (has a call-record processor, some processor's capture wants the args)
     proc_flags: dict[tuple[ProcessorRuntime, ...], tuple[bool, bool]] = {}
@@ -819,6 +835,26 @@ def make_dispatch(
         args: Any = None,
     ) -> tuple[Any, ...]:
         try:
+            group = group_of.get(procs, _UNSET)
+            if group is _UNSET:
+                group = group_of[procs] = _only_group(procs)
+            if group is not None:
+                # every processor of this code is of one group: a call inside a call of
+                # that group is only named in the outer record (no record, clock or site)
+                outer = group_var.get()
+                if outer is not None and outer[3] is epoch and outer[2] == group:
+                    for rt in procs:
+                        if rt.off:
+                            continue
+                        rt.calls += 1
+                        rt.nested += 1
+                        if rt.name != outer[5]:
+                            via = outer[1]
+                            if via is None:
+                                outer[1] = [rt.name]
+                            elif rt.name not in via:
+                                via.append(rt.name)
+                    return skip
             ts = time_ns()
             seq = next(lows)
             try:
