@@ -38,6 +38,7 @@ __all__ = [
     "Interpreter",
     "callgrind_instructions",
     "child_env",
+    "current_interpreter",
     "interpreters",
 ]
 
@@ -181,6 +182,18 @@ def _venv(version: str, log: Callable[[str], None]) -> str:
             raise RuntimeError(f"{' '.join(argv[:4])} failed: {last}")
     stamp.write_text(_stamp() + "\n")
     return str(python)
+
+
+def current_interpreter() -> Interpreter:
+    """The running Python as an :class:`Interpreter` (for one-off runs and the harness's tests).
+
+    Raises:
+        RuntimeError: it cannot import this checkout's ``hostapp`` and ``requests``.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    full_version, _ = _probe(sys.executable)
+    return Interpreter(version, python=sys.executable, hostapp=_hostapp_command(sys.executable),
+                       full_version=full_version, source="current interpreter")
 
 
 def interpreters(log: Callable[[str], None]) -> list[Interpreter]:

@@ -92,7 +92,7 @@ FULL_PLAN = Plan(n=1_000_000, pairs=5, min_pairs=3, warmup=1, budget_s=900.0, si
 QUICK_PLAN = Plan(n=100_000, pairs=1, min_pairs=1, warmup=0, budget_s=120.0, single_thread=False, micro_n=50_000)
 
 
-def _child(python: str, *args: str) -> tuple[dict[str, Any], int]:
+def _spawn(python: str, *args: str) -> tuple[dict[str, Any], int]:
     """Run one child; its JSON report and its peak RSS in kB (from ``os.wait4``)."""
     result = run_child([python, str(CHILD), *args], env=child_env(), cwd=tempfile.gettempdir(), timeout=900)
     return json.loads(result.stdout), result.maxrss_kb
@@ -117,12 +117,12 @@ def _measure(interp: Interpreter, plan: Plan, ctx: SuiteContext) -> dict[str, An
             load = loadavg()
             ctx.log(f"Python {interp.version} {'warm-up' if warm else f'pair {measured + 1}'}: "
                     f"host x{THREADS}{', host x1' if plan.single_thread else ''}, raw; N={plan.n:,}")
-            host, host_rss = _child(python, "host", str(plan.n), str(THREADS), str(work / "host"))
+            host, host_rss = _spawn(python, "host", str(plan.n), str(THREADS), str(work / "host"))
             single = None
             if plan.single_thread:
-                single, _ = _child(python, "host", str(plan.n), "1", str(work / "single"))
+                single, _ = _spawn(python, "host", str(plan.n), "1", str(work / "single"))
                 shutil.rmtree(work / "single", ignore_errors=True)
-            raw, _ = _child(python, "raw", host["db"], str(work / "raw"))
+            raw, _ = _spawn(python, "raw", host["db"], str(work / "raw"))
             shutil.rmtree(work / "host", ignore_errors=True)
             shutil.rmtree(work / "raw", ignore_errors=True)
             if warm:
@@ -145,7 +145,7 @@ def _measure(interp: Interpreter, plan: Plan, ctx: SuiteContext) -> dict[str, An
         micro: dict[str, Any]
         try:
             ctx.log(f"Python {interp.version} micro: create and emit, {plan.micro_n:,} calls x 5")
-            micro, _ = _child(python, "micro", str(plan.micro_n), str(work / "micro"))
+            micro, _ = _spawn(python, "micro", str(plan.micro_n), str(work / "micro"))
         except ChildError as exc:
             micro = {"error": exc.summary}
     single_s = spread(samples["host_1_thread_events_per_s"]) if samples["host_1_thread_events_per_s"] else None
