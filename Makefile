@@ -1,6 +1,7 @@
 # hostapp — the two quick-start commands (`make demo`, `make test`) and the benchmarks.
 # Every target builds and uses a local virtual environment from this project's own files.
 PYTHON ?= python3
+BENCH_ARGS ?=
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -22,8 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# `make bench BENCH_ARGS="--only peers --quick"` runs one suite as a smoke run.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
