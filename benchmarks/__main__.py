@@ -26,6 +26,7 @@ SUITES: dict[str, str] = {
     "events": "benchmarks.events",
     "events_view": "benchmarks.events_view",
     "tracing": "benchmarks.tracing",
+    "peers": "benchmarks.peers",
 }
 
 
