@@ -493,5 +493,5 @@ def test_a_program_installed_among_the_libraries_is_its_own_call_site(
     result = hostapp(["run", "-m", "thirdparty", server], tmp_path, env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"fetched\n"
-    [call] = json_lines(hostapp(["events", "--last", "--json"], tmp_path, env=env).stdout)
+    [call] = json_lines(hostapp(["events", "--last", "--jsonl"], tmp_path, env=env).stdout)
     assert call["data"]["call_site"] == {"file": str(package / "net.py"), "line": 4}
