@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         EventRenderer,
         EventSink,
         InstrumentType,
+        Route,
         TraceProcessor,
     )
 
@@ -70,6 +71,7 @@ __all__ = [
     "PluginManager",
     "PluginState",
     "RetryAfter",
+    "Route",
     "Source",
     "TraceProcessor",
     "__version__",
@@ -89,6 +91,7 @@ _LAZY = {
     "EventRenderer": "hostapp.types",
     "EventSink": "hostapp.types",
     "InstrumentType": "hostapp.types",
+    "Route": "hostapp.types",
     "TraceProcessor": "hostapp.types",
     "PluginInfo": "hostapp.lifecycle",
     "PluginState": "hostapp.lifecycle",

@@ -197,26 +197,11 @@ def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_jso
     Filtered plugins show the rule that removed them, failed ones the stage and error.
     Exit status 0 even when plugins failed, unless --strict.
     """
-    from hostapp.lifecycle import PluginState
-
     state.no_cache = no_cache
     pm = state.plugin_manager()
     if hook_name is not None and getattr(getattr(pm.hook, hook_name, None), "spec", None) is None:
         raise HostappCliError(f"no hook named {hook_name!r}; see 'hostapp hooks'", exit_code=2)
-    provides = _contributions(pm)
-    errors: dict[str, list[dict[str, Any]]] = {}
-    for record in pm.hook_errors:
-        errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
-    rows = []
-    for info in pm.candidates:
-        if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
-            continue
-        if hook_name is not None and hook_name not in info.hooks:
-            continue
-        row = info.to_dict()
-        row["provides"] = provides.get(info.name, {})
-        row["hook_errors"] = errors.get(info.name, [])
-        rows.append(row)
+    rows = pm.plugin_rows(show_all=show_all, hook=hook_name)
     missing = pm.missing_required()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -224,18 +209,6 @@ def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_jso
         _print_plugins(rows)
     for name in missing:
         _warn(f"required hook {name!r} has no implementation")
-
-
-def _contributions(pm: PluginManager) -> dict[str, dict[str, list[str]]]:
-    """What each plugin contributes through the registration hooks, by hook."""
-    from hostapp.hookspecs import REGISTRATION_HOOKS
-
-    out: dict[str, dict[str, list[str]]] = {}
-    for hook_name in REGISTRATION_HOOKS:
-        for contribution in pm.collect(hook_name, on_conflict="report"):
-            short = hook_name.removeprefix("hostapp_")
-            out.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
-    return out
 
 
 def _console() -> Any:
@@ -322,6 +295,39 @@ def hooks_command(state: _State, as_json: bool) -> None:
         kind = row["kind"] + (f" -> {row['spec_type']}" if row["spec_type"] else "")
         table.add_row(row["name"], kind, ", ".join(options), "\n".join(impls) or "-")
     _console().print(table)
+
+
+@cli.command("routes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def routes_command(state: _State, as_json: bool) -> None:
+    """List the HTTP routes plugins contribute (hostapp_routes), as 'hostapp serve' mounts them.
+
+    Exit status 1 when some would be refused (a path claimed twice, a path under hostapp's
+    own); each is named on stderr.
+    """
+    from hostapp.serve.routes import collect_routes, route_rows
+
+    kept, problems = collect_routes(state.plugin_manager(), on_conflict="report")
+    rows = route_rows(kept)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("No routes. (Plugins add them with the hostapp_routes hook; see docs/serve.md.)")
+    else:
+        from rich.table import Table
+
+        table = Table(header_style="bold")
+        for column in ("Path", "Methods", "Kind", "Name", "Plugin", "Endpoint"):
+            table.add_column(column, overflow="fold", no_wrap=column in ("Path", "Kind"))
+        for row in rows:
+            table.add_row(row["path"], ", ".join(row["methods"]) or "*", row["kind"], row["name"],
+                          row["plugin"], row["endpoint"])
+        _console().print(table)
+    for problem in problems:
+        _warn(f"refused: {problem}")
+    if problems:
+        raise SystemExit(1)
 
 
 # -- the store: runs, events, dead letters, sinks -------------------------------------------
@@ -794,6 +800,49 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
             row.get("last_error") or "",
         )
     _console().print(table)
+
+
+@cli.command("serve")
+@click.option("--host", "bind", metavar="ADDRESS", default=None,
+              help="Address to listen on (default: serve.host, 127.0.0.1). Not loopback: HOSTAPP_SERVE_TOKEN is required.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: serve.port, 8765; 0 picks a free one).")
+@click.option("--config", "serve_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
+@_db_option
+@click.pass_obj
+def serve_command(state: _State, bind: str | None, port: int | None, serve_config: str | None,
+                  db_path: str | None) -> None:
+    """Run the host as a service: plugins' routes, the management API and the web view.
+
+    Starts a Host (components, sinks, background tasks, tracing) and serves it with
+    uvicorn until SIGINT or SIGTERM, then stops the server and the host in order. Needs
+    the serve extra: pip install 'hostapp[serve]'. Every change (POST, PUT, DELETE) needs
+    the token (HOSTAPP_SERVE_TOKEN, or one generated and printed at start).
+    """
+    import dataclasses
+    import os
+
+    from hostapp.serve import MissingExtraError, require_extra
+    from hostapp.serve.server import serve
+
+    try:
+        require_extra()
+    except MissingExtraError as exc:
+        raise HostappCliError(str(exc), exit_code=2) from None
+    if serve_config:
+        state.config_path = serve_config
+    config = state.config()
+    data = dict(config.data)
+    if db_path:
+        data["store.path"] = os.path.abspath(db_path)
+    if state.strict:
+        data["plugins.strict"] = True
+    config = dataclasses.replace(config, data=data)
+    try:
+        serve(config, host=bind or config["serve.host"], port=config["serve.port"] if port is None else port,
+              command=["hostapp", *sys.argv[1:]])
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 @cli.command(

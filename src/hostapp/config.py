@@ -127,6 +127,8 @@ SCHEMA: dict[str, Key] = {
         "list", ["token", "api_key", "password", "secret"],
         "URL query parameters whose values are replaced by [REDACTED] (case-insensitive).",
     ),
+    "serve.host": Key("str", "127.0.0.1", "Address hostapp serve listens on (not loopback: HOSTAPP_SERVE_TOKEN is required)."),
+    "serve.port": Key("int", 8765, "Port hostapp serve listens on (0: a free one).", minimum=0),
 }
 
 _META_KEYS: dict[str, Callable[[Any], bool]] = {
