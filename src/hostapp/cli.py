@@ -802,6 +802,23 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
     _console().print(table)
 
 
+def _host_config(state: _State, config_path: str | None, db_path: str | None) -> Config:
+    """The configuration of a command that runs a host: its own ``--config`` (as the
+    group's), ``--db`` as ``store.path``, ``--strict`` as ``plugins.strict``."""
+    import dataclasses
+    import os
+
+    if config_path:
+        state.config_path = config_path
+    config = state.config()
+    data = dict(config.data)
+    if db_path:
+        data["store.path"] = os.path.abspath(db_path)
+    if state.strict:
+        data["plugins.strict"] = True
+    return dataclasses.replace(config, data=data)
+
+
 @cli.command("serve")
 @click.option("--host", "bind", metavar="ADDRESS", default=None,
               help="Address to listen on (default: serve.host, 127.0.0.1). Not loopback: HOSTAPP_SERVE_TOKEN is required.")
@@ -819,9 +836,6 @@ def serve_command(state: _State, bind: str | None, port: int | None, serve_confi
     the serve extra: pip install 'hostapp[serve]'. Every change (POST, PUT, DELETE) needs
     the token (HOSTAPP_SERVE_TOKEN, or one generated and printed at start).
     """
-    import dataclasses
-    import os
-
     from hostapp.serve import MissingExtraError, require_extra
     from hostapp.serve.server import serve
 
@@ -829,15 +843,7 @@ def serve_command(state: _State, bind: str | None, port: int | None, serve_confi
         require_extra()
     except MissingExtraError as exc:
         raise HostappCliError(str(exc), exit_code=2) from None
-    if serve_config:
-        state.config_path = serve_config
-    config = state.config()
-    data = dict(config.data)
-    if db_path:
-        data["store.path"] = os.path.abspath(db_path)
-    if state.strict:
-        data["plugins.strict"] = True
-    config = dataclasses.replace(config, data=data)
+    config = _host_config(state, serve_config, db_path)
     try:
         serve(config, host=bind or config["serve.host"], port=config["serve.port"] if port is None else port,
               command=["hostapp", *sys.argv[1:]])
@@ -886,18 +892,12 @@ def run_command(
 
     if module is None and not argv:
         raise HostappCliError("hostapp run: expected SCRIPT or -m MODULE (see 'hostapp run --help')", exit_code=2)
-    if run_config:
-        state.config_path = run_config
-    config = state.config()
+    config = _host_config(state, run_config, db_path)
     data = dict(config.data)
-    if db_path:
-        data["store.path"] = os.path.abspath(db_path)
     if only:
         data["tracing.processors"] = [*(data["tracing.processors"] or []), *only]
     if disable:
         data["tracing.disable"] = [*data["tracing.disable"], *disable]
-    if state.strict:
-        data["plugins.strict"] = True
     config = dataclasses.replace(config, data=data)
     try:
         if module is not None:
