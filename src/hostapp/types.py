@@ -551,8 +551,8 @@ class Route:
     Attributes:
         path: where it answers, starting with ``/``: ``"/teapot"``, ``"/items/{item_id}"``
             (Starlette's path syntax, ``{name}`` and ``{name:int}`` parameters). Paths under
-            hostapp's own ``/api``, ``/-`` and the web view (``/``, ``/runs``, ``/plugins``,
-            ``/static``) are refused when the app is built.
+            hostapp's own ``/api``, ``/-`` and the web view (``/``, ``/runs``, ``/plugins``)
+            are refused when the app is built.
         endpoint: one of
             * a function (``def`` or ``async def``) taking a Starlette ``Request`` and
               returning a Starlette ``Response`` — a *route*, answering exactly ``path``;

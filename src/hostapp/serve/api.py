@@ -9,6 +9,7 @@ the bus before any sink, the store included, saw them. The reference is ``docs/s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -31,6 +32,11 @@ __all__ = ["ApiError", "BadParameter", "EventQuery", "event_row", "parse_event_q
 #: Default and largest ``limit`` of ``GET /api/runs/{id}/events``.
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+
+#: Seconds between two looks at the store of a live stream; longest life of one stream
+#: (the browser's ``EventSource`` then reconnects by itself).
+STREAM_POLL_S = 0.5
+STREAM_S = 600.0
 
 
 class ApiError(Exception):
@@ -184,19 +190,19 @@ def parse_event_query(params: Any, *, run_id: str | None, default_limit: int = D
 
 
 def page_of_events(store: Store, query: Mapping[str, Any]) -> tuple[list[Event], str | None]:
-    """One page of events: at most ``query["limit"]``, streamed from the store (never more
-    than one page and one event in memory), and the cursor of the next page (``None`` at
-    the end)."""
+    """One page of events, one keyset query of at most ``query["limit"] + 1`` rows (so
+    memory is bounded by the page, whatever the run holds), and the cursor of the next
+    page (``None`` at the end).
+
+    Raises:
+        ValueError: ``query["after"]`` is not a cursor.
+    """
     limit = int(query["limit"])
     kwargs = {k: v for k, v in query.items() if k != "limit"}
-    events: list[Event] = []
-    more = False
-    for event in store.iter_events(**kwargs, limit=limit + 1):
-        if len(events) == limit:
-            more = True
-            break
-        events.append(event)
-    return events, (store.cursor(events[-1]) if more and events else None)
+    events = store.events(limit=limit + 1, **kwargs)
+    more = len(events) > limit
+    del events[limit:]
+    return events, (store.cursor(events[-1]) if more else None)
 
 
 # -- rows ---------------------------------------------------------------------------------
@@ -263,7 +269,8 @@ def routes(context: ServeContext) -> list[Any]:
             "state": host.state,
             "endpoints": [
                 "/api/plugins", "/api/hooks", "/api/routes", "/api/runs", "/api/runs/{run_id}",
-                "/api/runs/{run_id}/events", "/api/runs/{run_id}/events/{event_id}", "/api/sinks",
+                "/api/runs/{run_id}/events", "/api/runs/{run_id}/events/{event_id}",
+                "/api/runs/{run_id}/stream", "/api/sinks",
                 "POST /api/sinks/{name}/redeliver", "/api/tasks", "/api/components", "/-/health",
             ],
         })
@@ -305,6 +312,42 @@ def routes(context: ServeContext) -> list[Any]:
         row = event_row(context, event)
         row["fields"] = [[label, value] for label, value in context.renderers().fields(event)]
         return _json(row)
+
+    async def stream(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import StreamingResponse
+
+        store = need_store(context)
+        run_id = need_run(store, request.path_params["run_id"]).id
+        last = request.query_params.get("last") or request.headers.get("last-event-id") or ""
+
+        def probe() -> tuple[str, bool, int]:
+            newest = store.events(run_id=run_id, newest_first=True, limit=1)
+            run = store.run(run_id)
+            ended = run is None or not run.is_live()
+            return (newest[0].id if newest else ""), ended, (newest[0].timestamp_ns if newest else 0)
+
+        async def messages() -> Any:
+            nonlocal last
+            yield "retry: 2000\n\n"
+            deadline = time.monotonic() + STREAM_S
+            while not context.stopping.is_set() and time.monotonic() < deadline:
+                newest, ended, at_ns = await run_in_threadpool(probe)
+                if newest != last:
+                    last = newest
+                    yield f"id: {newest}\nevent: changed\ndata: {json.dumps({'newest': newest, 'at_ns': at_ns})}\n\n"
+                if ended:
+                    yield "event: ended\ndata: {}\n\n"
+                    return
+                for _ in range(int(STREAM_POLL_S / 0.1)):
+                    if context.stopping.is_set():
+                        return
+                    await asyncio.sleep(0.1)
+
+        return StreamingResponse(
+            messages(), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     def sinks(request: Request) -> Response:
         bus = host.bus
@@ -375,6 +418,7 @@ def routes(context: ServeContext) -> list[Any]:
         Route("/api/runs/{run_id}", one_run, methods=["GET"], name="hostapp:run"),
         Route("/api/runs/{run_id}/events", run_events, methods=["GET"], name="hostapp:events"),
         Route("/api/runs/{run_id}/events/{event_id}", one_event, methods=["GET"], name="hostapp:event"),
+        Route("/api/runs/{run_id}/stream", stream, methods=["GET"], name="hostapp:stream"),
         Route("/api/sinks", sinks, methods=["GET"], name="hostapp:sinks"),
         Route("/api/sinks/{name}/redeliver", redeliver, methods=["POST"], name="hostapp:redeliver"),
         Route("/api/tasks", tasks, methods=["GET"], name="hostapp:tasks"),

@@ -21,10 +21,9 @@ __all__ = ["RESERVED", "check_routes", "collect_routes", "route_rows"]
 #: (nor ``/`` itself, the web view's runs page).
 RESERVED: dict[str, str] = {
     "/api": "the management API",
-    "/-": "hostapp's health and assets",
+    "/-": "hostapp's health and the web view's assets",
     "/runs": "the web view",
     "/plugins": "the web view",
-    "/static": "the web view",
 }
 
 _PARAM = re.compile(r"\{[^}]*\}")
