@@ -1,0 +1,637 @@
+"""``hostapp serve``: plugin routes (LUNA's and opa-stack's, ported), the management API,
+request monitoring, the security model and the orderly shutdown.
+
+Every server is real: ``hostapp serve`` runs as a subprocess on 127.0.0.1 with a port the
+kernel picks (``--port 0``, read from its first line), or uvicorn serves
+``hostapp.asgi.create_app`` in a thread of the test; the client is ``requests``. Plugins
+are real modules in a plugin folder, the store a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+import hostapp
+from hostapp.errors import DuplicateNameError
+from hostapp.serve.routes import check_routes
+from hostapp.store import Store
+from hostapp.types import Contribution, Route
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# -- plugins ------------------------------------------------------------------------------------
+
+#: LUNA's BackgroundPluginExample, ported: a background job and a tornado-style handler class
+#: (one method per verb) on /teapot answering 418.
+LUNA_PLUGIN = textwrap.dedent('''
+    """LUNA's BackgroundPluginExample: a background job, and a route on /teapot."""
+    from starlette.endpoints import HTTPEndpoint
+    from starlette.responses import PlainTextResponse
+
+    import hostapp
+
+
+    class HandlerExample(HTTPEndpoint):
+        async def get(self, request):
+            return PlainTextResponse("I'm a teapot", status_code=418)
+
+
+    class BackgroundPluginExample:
+        def __init__(self):
+            self.beats = 0
+
+        def run(self, host, stop_event):
+            self.beats += 1
+            host.emit("monitoring_event", "background_example", beats=self.beats)
+
+
+    example = BackgroundPluginExample()
+
+
+    @hostapp.hookimpl
+    def hostapp_background_tasks():
+        return hostapp.BackgroundTask(name="background_example", run=example.run, interval=0.2)
+
+
+    @hostapp.hookimpl
+    def hostapp_routes():
+        return hostapp.Route("/teapot", HandlerExample, methods=("GET",))
+
+
+    @hostapp.hookimpl
+    def hostapp_shutdown(host):
+        host.emit("monitoring_event", "background_example_stopping")
+''')
+
+#: A LUNA-style monitoring plugin: every monitoring_event to a JSON-lines file.
+MONITOR_SINK = textwrap.dedent('''
+    import json, os
+    import hostapp
+
+    def handle(events):
+        with open(os.environ["MONITOR_OUT"], "a") as out:
+            for event in events:
+                out.write(json.dumps({"subtype": event.subtype, **event.data}) + "\\n")
+
+    @hostapp.hookimpl
+    def hostapp_event_sinks():
+        return hostapp.EventSink(name="monitor", handle=handle, event_types=("monitoring_event",))
+''')
+
+#: An opa-stack plugin module with its own router, mounted unchanged under /opa.
+OPA_ROUTER = textwrap.dedent('''
+    """opa-stack style: the plugin module has a router of its own."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, Router
+
+    import hostapp
+
+
+    async def item(request):
+        return JSONResponse({"item": request.path_params["item_id"], "root_path": request.scope["root_path"]})
+
+
+    def items(request):  # a sync endpoint, run in the threadpool
+        return JSONResponse({"items": [1, 2, 3]})
+
+
+    router = Router(routes=[Route("/items", items), Route("/items/{item_id:int}", item)])
+
+
+    @hostapp.hookimpl
+    def hostapp_routes():
+        return hostapp.Route("/opa", router)
+''')
+
+KETTLE = textwrap.dedent('''
+    from starlette.responses import PlainTextResponse
+    import hostapp
+
+    def kettle(request):
+        return PlainTextResponse("boiling")
+
+    @hostapp.hookimpl
+    def hostapp_routes():
+        return hostapp.Route("/teapot", kettle, name="kettle")
+''')
+
+#: A driver whose component's health() follows a file: present means down.
+FLAGGED_DRIVER = textwrap.dedent('''
+    import os, pathlib
+    import hostapp
+
+    class Flagged:
+        def __init__(self, options):
+            self.flag = pathlib.Path(options["flag"])
+        def connect(self):
+            return True
+        def health(self):
+            if self.flag.exists():
+                raise ConnectionError("the flag says down")
+            return {"ok": True}
+
+    @hostapp.hookimpl
+    def hostapp_drivers():
+        return hostapp.DriverSpec(name="flagged", factory=Flagged)
+''')
+
+
+def write_project(tmp_path: Path, plugins: dict[str, str], extra_toml: str = "") -> Path:
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    for name, source in plugins.items():
+        (tmp_path / "plugins" / f"{name}.py").write_text(source)
+    (tmp_path / "hostapp.toml").write_text(textwrap.dedent('''
+        [plugins]
+        paths = ["plugins"]
+        [events]
+        flush_interval_ms = 20
+        [events.sinks.sqlite]
+        [events.sinks.monitor]
+    ''') + textwrap.dedent(extra_toml))
+    return tmp_path
+
+
+def clean_env(cwd: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env["XDG_CACHE_HOME"] = str(cwd / ".cache")
+    env["MONITOR_OUT"] = str(cwd / "monitor.jsonl")
+    env.update(extra)
+    return env
+
+
+class Served:
+    """A ``hostapp serve`` subprocess: its URL, its token (when generated), its output."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str, token: str | None, lines: list[str]) -> None:
+        self.proc = proc
+        self.url = url
+        self.token = token
+        self.lines = lines
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url.rstrip("/") + path, timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url.rstrip("/") + path, timeout=30, **kwargs)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            pytest.fail(f"hostapp serve did not stop within 30 s of signal {sig}")
+        return self.proc.returncode, "".join(self.lines) + (err or "")
+
+
+@contextlib.contextmanager
+def serving(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``hostapp serve --port 0`` in ``cwd`` until the block ends (SIGTERM)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hostapp", "serve", "--port", "0", *args],
+        cwd=cwd, env=env or clean_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    url = token = None
+    deadline = time.monotonic() + 30
+    while url is None or (token is None and not any("token from" in line for line in lines)):
+        line = proc.stderr.readline()
+        if not line:
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"hostapp serve exited {proc.returncode}: {''.join(lines)}{err}")
+        lines.append(line)
+        if match := re.match(r"hostapp serve: (http://\S+) ", line):
+            url = match.group(1)
+        if match := re.search(r"for changes\): (\S+)$", line):
+            token = match.group(1)
+        assert time.monotonic() < deadline, lines
+    served = Served(proc, url, token, lines)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def wait_for(check, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def monitor_lines(cwd: Path) -> list[dict]:
+    path = cwd / "monitor.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- the Route spec and the conflict rules ---------------------------------------------------------
+
+
+async def async_endpoint(request):
+    return None
+
+
+def sync_endpoint(request):
+    return None
+
+
+async def asgi_app(scope, receive, send):
+    return None
+
+
+def test_route_spec_takes_starlette_shapes():
+    from starlette.endpoints import HTTPEndpoint
+    from starlette.routing import Router
+
+    class Verbs(HTTPEndpoint):
+        pass
+
+    assert Route("/a", async_endpoint).kind == "route"
+    assert Route("/a", sync_endpoint, methods=["get", "post"]).methods == ("GET", "POST")
+    assert Route("/a", Verbs).kind == "route"
+    assert Route("/a", asgi_app).kind == "mount"
+    assert Route("/a", Router(routes=[])).kind == "mount"
+    assert Route("/items/{item_id:int}", sync_endpoint).name == "/items/{item_id:int}"
+    assert Route("/a", sync_endpoint, name="a").name == "a"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"path": "teapot", "endpoint": sync_endpoint}, "Route.path: expected a path starting with '/'"),
+        ({"path": "/a b", "endpoint": sync_endpoint}, "Route.path: expected a path without spaces"),
+        ({"path": "/a", "endpoint": lambda a, b: None}, "Route.endpoint: expected a function taking a Request"),
+        ({"path": "/a", "endpoint": sync_endpoint, "methods": ("FETCH",)}, "Route.methods: expected HTTP methods"),
+        ({"path": "/a/", "endpoint": asgi_app}, "a mounted app's path must not end with '/'"),
+        ({"path": "/a", "endpoint": "not callable"}, "Route.endpoint: expected a callable"),
+    ],
+)
+def test_route_spec_refuses_what_cannot_be_served(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Route(**kwargs)
+
+
+def contributed(plugin: str, route: Route) -> Contribution[Route]:
+    return Contribution(route, plugin, f"{plugin}-dist", "1.0")
+
+
+def test_one_path_two_plugins_is_refused_naming_both():
+    routes = [contributed("teapot", Route("/teapot", sync_endpoint)),
+              contributed("kettle", Route("/teapot", async_endpoint, name="kettle"))]
+    with pytest.raises(DuplicateNameError) as caught:
+        check_routes(routes)
+    message = str(caught.value)
+    assert "path '/teapot' is claimed by plugin 'teapot' (distribution 'teapot-dist' 1.0)" in message
+    assert "plugin 'kettle' (distribution 'kettle-dist' 1.0) (route 'kettle')" in message
+    kept, problems = check_routes(routes, on_conflict="report")
+    assert [c.plugin for c in kept] == ["teapot"] and len(problems) == 1
+
+
+def test_same_shape_mount_overlap_and_reserved_paths_are_refused():
+    kept, problems = check_routes(
+        [
+            contributed("a", Route("/items/{id}", sync_endpoint)),
+            contributed("a", Route("/items/{id}", sync_endpoint, methods=("POST",), name="items-post")),
+            contributed("b", Route("/items/{item_id:int}", sync_endpoint, name="b-items")),
+            contributed("c", Route("/opa", asgi_app)),
+            contributed("d", Route("/opa/extra", sync_endpoint)),
+            contributed("e", Route("/api/mine", sync_endpoint)),
+            contributed("f", Route("/", sync_endpoint)),
+            contributed("g", Route("/-/x", sync_endpoint)),
+        ],
+        on_conflict="report",
+    )
+    assert [(c.plugin, c.spec.name) for c in kept] == [("a", "/items/{id}"), ("a", "items-post"), ("c", "/opa")]
+    assert "path '/items/{item_id:int}' is claimed by plugin 'a'" in problems[0]
+    assert "overlaps the app plugin 'c' (distribution 'c-dist' 1.0) mounts at '/opa'" in problems[1]
+    assert "under hostapp's own path '/api' (the management API)" in problems[2]
+    assert "under hostapp's own path '/' (the web view)" in problems[3]
+    assert "under hostapp's own path '/-'" in problems[4]
+
+
+def test_hostapp_routes_lists_and_checks(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "opa": OPA_ROUTER})
+    env = clean_env(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "hostapp", "routes", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = {row["path"]: row for row in json.loads(out.stdout)}
+    assert rows["/teapot"]["kind"] == "route" and rows["/teapot"]["methods"] == ["GET"]
+    assert rows["/teapot"]["plugin"] == "luna"
+    assert rows["/teapot"]["endpoint"].endswith(":HandlerExample")
+    assert rows["/opa"]["kind"] == "mount" and rows["/opa"]["methods"] == []
+    hooks = subprocess.run([sys.executable, "-m", "hostapp", "hooks", "--json"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    (row,) = [r for r in json.loads(hooks.stdout) if r["name"] == "hostapp_routes"]
+    assert row["kind"] == "registration" and row["spec_type"] == "Route"
+    assert sorted(i["plugin"] for i in row["implementations"]) == ["luna", "opa"]
+    table = subprocess.run([sys.executable, "-m", "hostapp", "routes"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "/teapot" in table.stdout and "HandlerExample" in table.stdout
+
+    (tmp_path / "plugins" / "kettle.py").write_text(KETTLE)
+    clash = subprocess.run([sys.executable, "-m", "hostapp", "routes"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert clash.returncode == 1
+    assert "hostapp: warning: refused: path '/teapot' is claimed by plugin 'kettle'" in clash.stderr \
+        or "hostapp: warning: refused: path '/teapot' is claimed by plugin 'luna'" in clash.stderr
+    assert "kettle" in clash.stderr and "luna" in clash.stderr
+
+
+# -- hostapp serve: the LUNA and opa-stack plugins, monitoring, health ------------------------------
+
+
+def test_luna_background_plugin_with_a_route_is_served(tmp_path):
+    """Must show: the route answers, the background task runs, /-/health is 200, a request
+    emits a monitoring_event that reaches a plugin sink."""
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "monitor": MONITOR_SINK, "opa": OPA_ROUTER})
+    with serving(tmp_path) as served:
+        reply = served.get("/teapot", headers={"X-Request-ID": "req-teapot-1"})
+        assert (reply.status_code, reply.text) == (418, "I'm a teapot")
+        assert reply.headers["X-Request-ID"] == "req-teapot-1"
+
+        tasks = wait_for(lambda: [t for t in served.get("/api/tasks").json() if t["runs"] >= 2], "two task runs")
+        assert tasks[0]["name"] == "background_example" and tasks[0]["plugin"] == "luna"
+
+        health = served.get("/-/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok" and health.json()["tasks"] == {"background_example": "waiting"}
+
+        request = wait_for(
+            lambda: [m for m in monitor_lines(tmp_path) if m.get("request_id") == "req-teapot-1"],
+            "the monitoring_event of GET /teapot in the plugin's sink",
+        )
+        assert request[0] | {"duration_ns": 0, "client": None} == {
+            "subtype": "http_request", "request_id": "req-teapot-1", "method": "GET", "path": "/teapot",
+            "route": "/teapot", "plugin": "luna", "status_code": 418, "duration_ns": 0, "client": None,
+        }
+        assert request[0]["duration_ns"] > 0 and request[0]["client"] == "127.0.0.1"
+        assert any(m["subtype"] == "background_example" for m in monitor_lines(tmp_path))
+
+        items = served.get("/opa/items")
+        assert (items.status_code, items.json()) == (200, {"items": [1, 2, 3]})
+        item = served.get("/opa/items/7").json()
+        assert item == {"item": 7, "root_path": "/opa"}
+        assert served.get("/opa/items/seven").status_code == 404
+        opa = wait_for(lambda: [m for m in monitor_lines(tmp_path) if m.get("path") == "/opa/items/7"], "opa event")
+        assert (opa[0]["plugin"], opa[0]["route"]) == ("opa", "/opa/items/{item_id:int}")
+        code, output = served.stop()
+    assert code == 143, output
+    assert any(m["subtype"] == "background_example_stopping" for m in monitor_lines(tmp_path))
+
+
+def test_the_api_lists_plugins_hooks_routes_runs_sinks_tasks_components(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "monitor": MONITOR_SINK, "flagged": FLAGGED_DRIVER}, f'''
+        [components.gauge]
+        driver = "flagged"
+        load = "yes"
+        options = {{ flag = "{tmp_path / 'down'}" }}
+    ''')
+    with serving(tmp_path) as served:
+        index = served.get("/api").json()
+        assert "/api/runs/{run_id}/events" in index["endpoints"] and index["state"] == "running"
+        plugins = {row["name"]: row for row in served.get("/api/plugins").json()}
+        assert plugins["luna"]["state"] == "started"
+        assert plugins["luna"]["provides"] == {"background_tasks": ["background_example"], "routes": ["/teapot"]}
+        assert plugins["sinks.sqlite"]["builtin"] is True
+        assert "sinks.sqlite" not in {row["name"] for row in served.get("/api/plugins?all=0").json()}
+        hooks = {row["name"]: row for row in served.get("/api/hooks").json()}
+        assert [i["plugin"] for i in hooks["hostapp_routes"]["implementations"]] == ["luna"]
+        routes = served.get("/api/routes").json()
+        assert [r["path"] for r in routes["routes"]] == ["/teapot"] and routes["refused"] == []
+        runs = served.get("/api/runs").json()
+        assert runs[0]["live"] is True and runs[0]["command"].startswith("hostapp serve")
+        run = served.get(f"/api/runs/{runs[0]['id']}").json()
+        assert run["id"] == runs[0]["id"] and run["ended_ns"] is None
+        assert served.get("/api/runs/nope").status_code == 404
+        assert served.get("/api/runs/nope").json() == {"error": "no run 'nope'"}
+        sinks = {row["name"]: row for row in served.get("/api/sinks").json()}
+        assert sinks["monitor"]["enabled"] and sinks["monitor"]["counters"]["state"] == "running"
+        assert sinks["jsonl"]["enabled"] is False and sinks["jsonl"]["counters"] is None
+        (component,) = served.get("/api/components").json()
+        assert (component["name"], component["state"], component["load"]) == ("gauge", "available", "yes")
+        assert served.get("/-/health").status_code == 200
+        (tmp_path / "down").write_text("")
+        down = served.get("/-/health")
+        assert down.status_code == 503
+        assert down.json()["down"] == ["gauge"]
+        assert "the flag says down" in down.json()["components"]["gauge"]["health"]["error"]
+        assert served.get("/api/nowhere").status_code == 404
+
+
+# -- security ----------------------------------------------------------------------------------------
+
+
+def test_a_change_without_the_token_is_401_and_with_it_works(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "monitor": MONITOR_SINK})
+    with serving(tmp_path) as served:
+        assert served.token and len(served.token) >= 32
+        refused = served.post("/api/sinks/monitor/redeliver")
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="hostapp"'
+        assert "needs the token in a header" in refused.json()["error"]
+        assert served.post("/api/sinks/monitor/redeliver", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        # a token in the query string does not count for a change (a form or a link could carry it)
+        assert served.post(f"/api/sinks/monitor/redeliver?token={served.token}").status_code == 401
+        done = served.post("/api/sinks/monitor/redeliver", headers={"Authorization": f"Bearer {served.token}"})
+        assert done.status_code == 200 and done.json()["monitor"]["failed"] == 0
+        other = served.post("/api/sinks/monitor/redeliver", headers={"X-Hostapp-Token": served.token})
+        assert other.status_code == 200
+        assert served.post("/teapot", headers={"X-Hostapp-Token": served.token}).status_code == 405
+        assert served.post("/teapot").status_code == 401  # plugin routes too
+        rebound = served.get("/api/runs", headers={"Host": "attacker.example:8765"})
+        assert rebound.status_code == 403 and "not a loopback name" in rebound.json()["error"]
+        assert served.get("/api/runs", headers={"Host": "localhost"}).status_code == 200
+        refused_paths = wait_for(
+            lambda: {m["path"] for m in monitor_lines(tmp_path) if m.get("status_code") == 401} >= {"/teapot"}
+            and {m["path"] for m in monitor_lines(tmp_path) if m.get("status_code") == 401}, "the 401s monitored")
+        assert refused_paths == {"/api/sinks/monitor/redeliver", "/teapot"}
+
+
+def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN})
+    out = subprocess.run([sys.executable, "-m", "hostapp", "serve", "--host", "0.0.0.0", "--port", "0"],
+                         cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        "hostapp: error: --host: 0.0.0.0 is not a loopback address, so every request needs a token: "
+        "set HOSTAPP_SERVE_TOKEN")
+    assert not (tmp_path / ".hostapp").exists()  # refused before the host started
+
+
+def test_the_token_from_the_environment_is_not_printed(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN})
+    with serving(tmp_path, env=clean_env(tmp_path, HOSTAPP_SERVE_TOKEN="s3cret-token-from-env")) as served:
+        assert served.token is None
+        assert served.post("/api/sinks/sqlite/redeliver", headers={"Authorization": "Bearer s3cret-token-from-env"}
+                           ).status_code == 200
+        code, output = served.stop()
+    assert "s3cret-token-from-env" not in output and "token from HOSTAPP_SERVE_TOKEN" in output
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread of this process."""
+    import uvicorn
+
+    from hostapp.serve.server import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, "uvicorn to start")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def host_config(tmp_path: Path) -> dict:
+    return {
+        "plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
+        "store": {"path": str(tmp_path / "store.sqlite3")},
+        "events": {"flush_interval_ms": 20},
+        "tracing": {"enabled": False},
+    }
+
+
+class Teapot:
+    """A plugin object with one route."""
+
+    @hostapp.hookimpl
+    def hostapp_routes(self):
+        from starlette.responses import PlainTextResponse
+
+        return hostapp.Route("/teapot", lambda request: PlainTextResponse("short and stout", status_code=418))
+
+
+def test_a_public_app_needs_the_token_for_every_request(tmp_path):
+    """create_app(bind="0.0.0.0"): the app behaves as on a public address (the test server
+    itself listens on 127.0.0.1 only)."""
+    from hostapp.asgi import create_app
+
+    host = hostapp.Host(host_config(tmp_path), plugins=[("teapot", Teapot())])
+    with pytest.raises(hostapp.ConfigError, match="bind '0.0.0.0' is not loopback; pass token="):
+        create_app(host, bind="0.0.0.0")
+    app = create_app(host, bind="0.0.0.0", token="tok-123")
+    with uvicorn_serving(app) as url:
+        assert requests.get(f"{url}/api/runs", timeout=10).status_code == 401
+        assert requests.get(f"{url}/teapot", timeout=10).status_code == 401
+        assert requests.get(f"{url}/api/runs?token=tok-123", timeout=10).status_code == 200
+        assert requests.get(f"{url}/api/runs", headers={"Authorization": "Bearer tok-123"}, timeout=10).status_code == 200
+        # no Host-header check on a public bind
+        assert requests.get(f"{url}/teapot", headers={"Host": "shop.example", "X-Hostapp-Token": "tok-123"},
+                            timeout=10).status_code == 418
+        page = requests.get(f"{url}/?token=tok-123", timeout=10)
+        assert page.status_code == 200 and "/plugins?token=tok-123" in page.text  # links carry it along
+    assert host.state == "stopped"  # the app's lifespan started the new host and stopped it
+
+
+def test_create_app_mounted_into_a_starlette_app_with_its_lifespan(tmp_path):
+    """docs/host.md: the host starts in the user's lifespan; the mounted app's plugin routes
+    are mounted at the first request, its links are under the mount path."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from hostapp.asgi import create_app
+
+    host = hostapp.Host(host_config(tmp_path), plugins=[("teapot", Teapot())])
+    hostapp_app = create_app(host)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with host:
+            yield
+
+    shop = Starlette(routes=[Mount("/hostapp", app=hostapp_app)], lifespan=lifespan)
+    with uvicorn_serving(shop) as url:
+        reply = requests.get(f"{url}/hostapp/teapot", timeout=10)
+        assert (reply.status_code, reply.text) == (418, "short and stout")
+        assert requests.get(f"{url}/hostapp/api/routes", timeout=10).json()["routes"][0]["plugin"] == "teapot"
+        page = requests.get(f"{url}/hostapp/plugins", timeout=10)
+        assert 'href="/hostapp/-/static/hostapp.css"' in page.text and "/teapot" in page.text
+        assert requests.get(f"{url}/hostapp/-/static/hostapp.js", timeout=10).status_code == 200
+    with Store(tmp_path / "store.sqlite3") as store:
+        events = store.events(run_id=host.run_id, type="monitoring_event")
+    assert {e.data["path"] for e in events} >= {"/hostapp/teapot", "/hostapp/api/routes"}
+
+
+# -- orderly start and stop ----------------------------------------------------------------------
+
+
+def test_sigint_and_sigterm_stop_the_server_then_the_host(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "monitor": MONITOR_SINK})
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        with serving(tmp_path) as served:
+            assert served.get("/teapot").status_code == 418
+            code, output = served.stop(sig)
+        assert code == status, output
+        assert "Traceback" not in output
+    with Store(tmp_path / ".hostapp" / "hostapp.sqlite3") as store:
+        runs = store.runs(2)
+        assert all(run.ended_ns is not None for run in runs)
+        for run in runs:  # hostapp_shutdown ran after the server stopped, and its event was stored
+            stopping = store.events(run_id=run.id, type="monitoring_event", subtype="background_example_stopping")
+            served = store.events(run_id=run.id, type="monitoring_event", subtype="http_request")
+            assert len(stopping) == 1 and served
+            assert stopping[0].timestamp_ns > max(e.timestamp_ns for e in served)
+
+
+def test_conflicting_routes_stop_the_start_naming_both_plugins(tmp_path):
+    write_project(tmp_path, {"luna": LUNA_PLUGIN, "kettle": KETTLE})
+    out = subprocess.run([sys.executable, "-m", "hostapp", "serve", "--port", "0"], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert re.search(r"hostapp: error: path '/teapot' is claimed by plugin '(luna|kettle)' \(route '[^']+'\) and "
+                     r"by plugin '(luna|kettle)'", out.stderr), out.stderr
+    with Store(tmp_path / ".hostapp" / "hostapp.sqlite3") as store:
+        assert store.last_run().ended_ns is not None  # the host was stopped again
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    from hostapp.serve.server import bind_socket
+
+    write_project(tmp_path, {})
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        port = str(sock.getsockname()[1])
+        out = subprocess.run([sys.executable, "-m", "hostapp", "serve", "--port", port], cwd=tmp_path,
+                             env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    finally:
+        sock.close()
+    assert out.returncode == 1
+    assert out.stderr == f"hostapp: error: hostapp serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_without_the_serve_extra_the_command_names_it(tmp_path):
+    code = "import sys; sys.modules['starlette'] = None; from hostapp.cli import main; main(['serve'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr == (
+        "hostapp: error: hostapp serve needs the 'serve' extra (Starlette and uvicorn): "
+        "pip install 'hostapp[serve]' (missing module: starlette)\n"
+    )
