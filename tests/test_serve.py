@@ -635,3 +635,88 @@ def test_without_the_serve_extra_the_command_names_it(tmp_path):
         "hostapp: error: hostapp serve needs the 'serve' extra (Starlette and uvicorn): "
         "pip install 'hostapp[serve]' (missing module: starlette)\n"
     )
+
+
+# -- a run's events: filters and cursor pagination ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory) -> tuple[Path, str]:
+    """``examples/outbound_http.py`` run under ``hostapp run``: the project and the run id."""
+    cwd = tmp_path_factory.mktemp("demo")
+    (cwd / "hostapp.toml").write_text("[events]\nflush_interval_ms = 20\n")
+    out = subprocess.run([sys.executable, "-m", "hostapp", "run", str(ROOT / "examples" / "outbound_http.py")],
+                         cwd=cwd, env=clean_env(cwd), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with Store(cwd / ".hostapp" / "hostapp.sqlite3") as store:
+        return cwd, store.last_run().id
+
+
+def test_events_api_pages_with_a_cursor_through_every_event(demo_project):
+    cwd, run_id = demo_project
+    with Store(cwd / ".hostapp" / "hostapp.sqlite3") as store:
+        stored = [e.id for e in store.events(run_id=run_id)]
+    with serving(cwd) as served:
+        seen, cursor, pages = [], None, 0
+        while True:
+            params = {"limit": 3, **({"after": cursor} if cursor else {})}
+            page = served.get(f"/api/runs/{run_id}/events", params=params)
+            assert page.status_code == 200, page.text
+            body = page.json()
+            assert len(body["events"]) <= 3
+            seen.extend(e["id"] for e in body["events"])
+            pages += 1
+            cursor = body["next"]
+            if cursor is None:
+                break
+            assert pages < 100
+        newest = served.get(f"/api/runs/{run_id}/events", params={"order": "desc", "limit": 1}).json()
+    assert seen == stored and pages == -(-len(stored) // 3)
+    assert newest["events"][0]["id"] == stored[-1]
+
+
+def test_events_api_filters(demo_project):
+    cwd, run_id = demo_project
+    url = f"/api/runs/{run_id}/events"
+    with serving(cwd) as served:
+        def events(**params):
+            reply = served.get(url, params={"limit": 1000, **params})
+            assert reply.status_code == 200, reply.text
+            return reply.json()["events"]
+
+        calls = events(type="outbound_http_*")
+        assert calls and all(e["type"].startswith("outbound_http_") for e in calls)
+        assert {e["subtype"] for e in events(type="outbound_http_request", library="requests")} == {"requests"}
+        assert {e["subtype"] for e in events(library=["requests", "httpx"])} == {"requests", "httpx"}
+        client_errors = events(status="4xx")
+        assert client_errors and all(400 <= e["data"]["status_code"] <= 499 for e in client_errors)
+        assert all("/nowhere" in e["data"]["url"] for e in client_errors)
+        assert events(status="404") == client_errors and events(status="400-499") == client_errors
+        assert events(status="5xx") == []
+        users = events(url="/users/")
+        assert users and all("/users/" in e["data"]["url"] for e in users)
+        slow = events(min_duration_ms="2")
+        assert all(e["data"]["duration_ns"] >= 2_000_000 for e in slow)
+        middle = calls[len(calls) // 2]["timestamp_ns"]
+        later = events(since=str(middle))
+        assert later and all(e["timestamp_ns"] >= middle for e in later)
+        assert all(e["timestamp_ns"] < middle for e in events(until=str(middle)))
+        one = served.get(f"{url}/{calls[0]['id']}").json()
+        assert one["id"] == calls[0]["id"] and one["fields"] and one["summary"]
+        for params, message in (
+            ({"limit": "0"}, "limit: expected an integer from 1 to 1000, got '0'"),
+            ({"status": "teapot"}, "status: expected a code (404), a class (4xx) or a range (400-499), got 'teapot'"),
+            ({"since": "yesterday"}, "since: expected ns since the epoch or an ISO 8601 time, got 'yesterday'"),
+            ({"order": "sideways"}, "order: expected 'asc' or 'desc', got 'sideways'"),
+            ({"after": "not-a-cursor"}, "after: not a hostapp event cursor: 'not-a-cursor'"),
+        ):
+            reply = served.get(url, params=params)
+            assert (reply.status_code, reply.json()["error"].split(" (use")[0]) == (400, message)
+        assert served.get(f"{url}/{'0' * 32}").status_code == 404
+
+
+def test_open_names_the_run_page(demo_project):
+    cwd, run_id = demo_project
+    with serving(cwd, "--open", "last") as served:
+        assert served.proc.stderr.readline() == f"hostapp serve: opening {served.url}runs/{run_id}\n"
+        assert served.get(f"/runs/{run_id}").status_code == 200

@@ -826,9 +826,11 @@ def _host_config(state: _State, config_path: str | None, db_path: str | None) ->
               help="Port (default: serve.port, 8765; 0 picks a free one).")
 @click.option("--config", "serve_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
 @_db_option
+@click.option("--open", "open_run", metavar="RUN",
+              help="Open this run's page in the web browser at start (a run id, or 'last').")
 @click.pass_obj
 def serve_command(state: _State, bind: str | None, port: int | None, serve_config: str | None,
-                  db_path: str | None) -> None:
+                  db_path: str | None, open_run: str | None) -> None:
     """Run the host as a service: plugins' routes, the management API and the web view.
 
     Starts a Host (components, sinks, background tasks, tracing) and serves it with
@@ -844,9 +846,17 @@ def serve_command(state: _State, bind: str | None, port: int | None, serve_confi
     except MissingExtraError as exc:
         raise HostappCliError(str(exc), exit_code=2) from None
     config = _host_config(state, serve_config, db_path)
+    if open_run == "last":  # the newest run before this one starts its own
+        store = _open_store(state, db_path)
+        latest = store.last_run() if store is not None else None
+        if store is not None:
+            store.close()
+        if latest is None:
+            raise HostappCliError("--open last: no runs recorded yet", exit_code=2)
+        open_run = latest.id
     try:
         serve(config, host=bind or config["serve.host"], port=config["serve.port"] if port is None else port,
-              command=["hostapp", *sys.argv[1:]])
+              command=["hostapp", *sys.argv[1:]], open_path=f"runs/{open_run}" if open_run else None)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -15,8 +15,10 @@ sinks drained, components closed, the run recorded). SIGTERM exits with status 1
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +73,7 @@ def serve(
     host: str,
     port: int,
     command: Sequence[str] | None = None,
+    open_path: str | None = None,
     echo: Callable[[str], Any] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> None:
     """Run ``hostapp serve`` until SIGINT or SIGTERM (see the module docstring).
@@ -80,6 +83,9 @@ def serve(
         host: the address to listen on (``127.0.0.1`` unless the user says otherwise).
         port: the port (0: a free one, printed).
         command: the command line recorded on the run.
+        open_path: a page to print and open in the web browser once serving
+            (``"runs/ID"``; :func:`webbrowser.open`, on a desktop only: macOS, Windows, or
+            with ``DISPLAY`` / ``WAYLAND_DISPLAY`` set).
         echo: prints the start lines (the URL, and the token when it was generated).
 
     Raises:
@@ -111,6 +117,13 @@ def serve(
             if not is_loopback(host):
                 echo(f"hostapp serve: {host} is not loopback: every request needs the token "
                      f"(a browser: {url}?token=TOKEN)")
+            if open_path:
+                page = url + open_path.lstrip("/")
+                echo(f"hostapp serve: opening {page}")
+                if sys.platform in ("darwin", "win32") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+                    import webbrowser  # never a text browser taking over this terminal
+
+                    threading.Timer(0.5, webbrowser.open, (page,)).start()
 
             class Server(uvicorn.Server):
                 def handle_exit(self, sig: int, frame: Any) -> None:
