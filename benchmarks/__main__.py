@@ -24,6 +24,7 @@ SUITES: dict[str, str] = {
     "discovery": "benchmarks.discovery",
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
+    "serve": "benchmarks.serve",
     "tracing": "benchmarks.tracing",
 }
 
