@@ -720,3 +720,31 @@ def test_open_names_the_run_page(demo_project):
     with serving(cwd, "--open", "last") as served:
         assert served.proc.stderr.readline() == f"hostapp serve: opening {served.url}runs/{run_id}\n"
         assert served.get(f"/runs/{run_id}").status_code == 200
+
+
+# -- the examples of docs/serve.md, served ----------------------------------------------------------
+
+
+def test_the_plugins_of_serve_md_are_served(tmp_path):
+    """The teapot folder plugin, the migrated LUNA plugin and the opa-stack router of
+    docs/serve.md, as written there, in one plugin folder."""
+    from test_docs_examples import blocks
+
+    found = {}
+    for block in blocks("serve.md", "python"):
+        if block.label == "plugins/teapot.py":
+            found["teapot"] = block.text
+        elif "class HandlerExample(HTTPEndpoint)" in block.text:
+            found["luna"] = block.text
+        elif "router = Router(" in block.text:
+            found["opa"] = block.text
+    assert sorted(found) == ["luna", "opa", "teapot"]
+    found["luna"] = found["luna"].replace('Route("/teapot"', 'Route("/luna-teapot"')  # both claim /teapot
+    write_project(tmp_path, found)
+    with serving(tmp_path) as served:
+        assert served.get("/teapot").status_code == 418
+        assert served.get("/luna-teapot").text == "I'm a teapot"
+        assert served.post("/brew/oolong", headers={"X-Hostapp-Token": served.token}).json() == {"brewing": "oolong"}
+        assert served.get("/opa/items/7").json() == {"item": 7}
+        tasks = wait_for(lambda: [t for t in served.get("/api/tasks").json() if t["runs"]], "the LUNA task")
+        assert tasks[0]["name"] == "background_example"
