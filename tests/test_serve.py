@@ -716,7 +716,9 @@ def test_events_api_filters(demo_project):
 
 
 def test_open_names_the_run_page(demo_project):
-    cwd, run_id = demo_project
+    cwd, _ = demo_project
+    with Store(cwd / ".hostapp" / "hostapp.sqlite3") as store:
+        run_id = store.last_run().id  # the newest before this serve's own run
     with serving(cwd, "--open", "last") as served:
         assert served.proc.stderr.readline() == f"hostapp serve: opening {served.url}runs/{run_id}\n"
         assert served.get(f"/runs/{run_id}").status_code == 200
