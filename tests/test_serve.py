@@ -750,3 +750,47 @@ def test_the_plugins_of_serve_md_are_served(tmp_path):
         assert served.get("/opa/items/7").json() == {"item": 7}
         tasks = wait_for(lambda: [t for t in served.get("/api/tasks").json() if t["runs"]], "the LUNA task")
         assert tasks[0]["name"] == "background_example"
+
+
+# -- the waterfall's layout ------------------------------------------------------------------------
+
+
+def test_the_timeline_pairs_calls_drops_nested_ones_and_keeps_the_rest_as_marks():
+    from hostapp.events.record import Event
+    from hostapp.render import Renderers
+    from hostapp.serve.timeline import build_timeline, status_class
+
+    def at(ms, type, subtype=None, **data):
+        event = Event.create(type, subtype, data=data, run_id="r")
+        return Event(event.id, type, subtype, data, 1_000_000_000 + ms * 1_000_000, "r", 1, 7, None)
+
+    events = [
+        at(0, "outbound_http_request", "requests", frame_id="a", method="GET", url="http://x/1",
+           thread={"name": "MainThread"}),
+        at(1, "outbound_http_request", "urllib3", frame_id="b", nested_in="a", method="GET", url="http://x/1"),
+        at(5, "outbound_http_response", "urllib3", frame_id="b", status_code=200, duration_ns=4_000_000),
+        at(6, "outbound_http_response", "requests", frame_id="a", status_code=503, duration_ns=6_000_000),
+        at(8, "outbound_http_request", "httpx", method="POST", url="http://x/2", status_code=201,
+           duration_ns=2_000_000, thread_name="worker-1", call_site={"file": "/app/a.py", "line": 3}),
+        at(9, "probe_fired", None, value=42),
+        at(10, "background_job", "celery", frame_id="j", name="send_mail"),
+        at(12, "outbound_http_request", "httpx", method="GET", url="http://x/3",
+           error={"type": "httpx.ConnectTimeout", "message": "timed out"}, duration_ns=1_000_000),
+    ]
+    timeline = build_timeline(events, Renderers(), now_ns=1_000_000_000 + 20 * 1_000_000, cwd="/app")
+    lanes = {lane.thread: lane for lane in timeline.lanes}
+    assert list(lanes) == ["MainThread", "worker-1", "thread 7"]
+    main = lanes["MainThread"].bars
+    assert [(b.label, b.status, b.status_text, b.duration_ns) for b in main] == [
+        ("GET http://x/1", "s5xx", "503", 6_000_000)]
+    (post,) = lanes["worker-1"].bars
+    assert (post.label, post.status, post.site, post.kind) == ("POST http://x/2", "s2xx", "a.py:3", "httpx")
+    other = lanes["thread 7"]
+    assert [(b.label, b.status, b.duration_ns) for b in other.bars] == [
+        ("celery frame_id=j name=send_mail", "open", None), ("GET http://x/3", "err", 1_000_000)]
+    assert [m.event.type for m in other.marks] == ["probe_fired"]
+    assert timeline.end_ns == 1_000_000_000 + 20 * 1_000_000  # the open job runs to now
+    assert timeline.percent(1_000_000_000 + 10 * 1_000_000) == 50.0
+    assert [text for _, text in timeline.ticks()][:3] == ["0", "5.0 ms", "10.0 ms"]
+    assert status_class({"state": "FAILURE"}) == ("err", "FAILURE")
+    assert status_class({"status_code": 302}) == ("s3xx", "302")

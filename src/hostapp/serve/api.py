@@ -458,9 +458,9 @@ def _not_found(request: Request) -> Response:
 def find_event(store: Store, run_id: str, event_id: str) -> Event | None:
     """The event ``event_id`` of run ``run_id``, or ``None``.
 
-    The id encodes the event's time (:func:`~hostapp.events.record.id_timestamp_ns`), so the
-    search reads the run's events at that nanosecond only; an id made otherwise is looked
-    for among the run's events in time order, a page at a time.
+    An id made by :func:`~hostapp.events.record.new_id` encodes a time, most often the
+    event's own: the run's events at that nanosecond are read first. Otherwise the run's
+    events are read in time order, a chunk at a time (memory stays bounded).
     """
     from hostapp.events.record import id_timestamp_ns
 
@@ -471,4 +471,4 @@ def find_event(store: Store, run_id: str, event_id: str) -> Event | None:
     for event in store.events(run_id=run_id, since_ns=at, until_ns=at + 1):
         if event.id == event_id:
             return event
-    return None
+    return next((event for event in store.iter_events(run_id=run_id) if event.id == event_id), None)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hostapp.events.record import Event
     from hostapp.render import Renderers
 
-__all__ = ["Bar", "Lane", "Mark", "Timeline", "build_timeline", "call_label", "call_site", "status_class", "thread_name"]
+__all__ = ["Bar", "Lane", "Mark", "Timeline", "build_timeline", "call_label", "call_site", "kind_label", "status_class", "thread_name"]
 
 
 @dataclass
@@ -194,8 +194,9 @@ def call_label(event: Event, summary: str) -> str:
     return summary
 
 
-def _kind(event: Event, renderers: Renderers) -> str:
-    """The renderer's label, else the library (subtype), else the type."""
+def kind_label(event: Event, renderers: Renderers) -> str:
+    """What kind of thing ``event`` is, in a word: its renderer's label, else its library
+    (subtype), else its type."""
     if renderers.lookup(event.type) is not None:
         return renderers.label(event)
     return event.subtype or event.type
@@ -250,7 +251,7 @@ def build_timeline(
             bar = Bar(
                 event=event, end=None, start_ns=ts, duration_ns=int(duration) if is_span else None,
                 status=status, status_text=text, label=call_label(event, summary),
-                kind=_kind(event, renderers), site=call_site(data, cwd), summary=summary,
+                kind=kind_label(event, renderers), site=call_site(data, cwd), summary=summary,
             )
             lane.bars.append(bar)
             if is_span:
@@ -258,7 +259,7 @@ def build_timeline(
             else:
                 open_pairs[frame] = bar
             continue
-        lane.marks.append(Mark(event=event, at_ns=ts, kind=_kind(event, renderers), summary=summary))
+        lane.marks.append(Mark(event=event, at_ns=ts, kind=kind_label(event, renderers), summary=summary))
     if start is None:
         start = end = now_ns or 0
     if open_pairs:

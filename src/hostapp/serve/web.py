@@ -41,6 +41,7 @@ from hostapp.serve.timeline import (
     call_label,
     call_site,
     format_duration,
+    kind_label,
     status_class,
     thread_name,
 )
@@ -440,7 +441,7 @@ def _event_page(context: ServeContext, request: Request) -> Response:
     end = _closing_event(store, event)
     back = f'<p><a href="{h(links(f"/runs/{event.run_id}"))}">← run {h((event.run_id or "")[:12])}</a></p>'
     title = call_label(event, renderers.summary(event))
-    body = f'{back}<h1 class="event-title"><span class="kind">{h(renderers.label(event))}</span> {h(title)}</h1>'
+    body = f'{back}<h1 class="event-title"><span class="kind">{h(kind_label(event, renderers))}</span> {h(title)}</h1>'
     if event.data.get("method") and event.data.get("url"):
         run = store.run(event.run_id) if event.run_id else None
         body += _call_html(links, store, event, end, context, run.cwd if run is not None else None)
@@ -529,7 +530,14 @@ def routes(context: ServeContext) -> list[Any]:
 
     def bind(view: Any) -> Any:
         def endpoint(request: Request) -> Response:
-            return view(context, request)
+            try:
+                return view(context, request)
+            except api.ApiError as exc:  # a page, not JSON, for a person
+                links = _Links(request)
+                page = _page(links, "Not found" if exc.status == 404 else "Error",
+                             f'<h1>{h(exc)}</h1><p><a href="{h(links("/"))}">the runs</a></p>')
+                page.status_code = exc.status
+                return page
 
         endpoint.__name__ = view.__name__.strip("_")
         return endpoint
