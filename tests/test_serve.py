@@ -794,3 +794,56 @@ def test_the_timeline_pairs_calls_drops_nested_ones_and_keeps_the_rest_as_marks(
     assert [text for _, text in timeline.ticks()][:3] == ["0", "5.0 ms", "10.0 ms"]
     assert status_class({"state": "FAILURE"}) == ("err", "FAILURE")
     assert status_class({"status_code": 302}) == ("s3xx", "302")
+
+
+RECORD_APP = textwrap.dedent('''
+    """Emits two HTTP call records of the one-record-per-call shape (an outer call and one
+    made inside it) and a call that raised."""
+    from hostapp import Host
+
+    def call(span, parent, url, **extra):
+        return dict(
+            method="POST", url=url, status_code=extra.pop("status_code", 201), duration_ns=extra.pop("duration_ns", 9_000_000),
+            call_site={"file": "shop/checkout.py", "line": 42}, thread_name="MainThread",
+            request={"headers": {"Authorization": "[REDACTED]", "Content-Type": "application/json"},
+                     "body": '{"sku": "A-1"}', "body_size": 70000, "body_truncated": True},
+            response={"headers": {"Content-Type": "application/json"}, "body": '{"ok": true}',
+                      "body_size": 12, "body_truncated": False},
+            via=["urllib3", "http.client"], trace_id="ab" * 16, span_id=span, parent_span_id=parent, **extra,
+        )
+
+    with Host(command=["shop"]) as host:
+        host.emit("outbound_http_request", "requests", **call("1" * 16, None, "https://pay.example/charge"))
+        host.emit("outbound_http_request", "httpx", **call("2" * 16, "1" * 16, "https://fraud.example/score",
+                                                             duration_ns=2_000_000, status_code=200))
+        failed = call("3" * 16, None, "https://pay.example/refund", status_code=None)
+        failed.update(response=None, error={"type": "requests.ConnectionError", "message": "refused"})
+        host.emit("outbound_http_request", "requests", **failed)
+''')
+
+
+def test_a_call_record_is_shown_whole(tmp_path):
+    (tmp_path / "hostapp.toml").write_text("[events]\nflush_interval_ms = 20\n")
+    (tmp_path / "app.py").write_text(RECORD_APP)
+    out = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    with Store(tmp_path / ".hostapp" / "hostapp.sqlite3") as store:
+        run_id = store.last_run().id
+        outer, inner, failed = store.events(run_id=run_id, type="outbound_http_request")
+    with serving(tmp_path) as served:
+        waterfall = served.get(f"/runs/{run_id}").text
+        assert waterfall.count('class="bar ') == 3
+        assert 'class="bar s2xx"' in waterfall and 'class="bar err"' in waterfall
+        page = served.get(f"/runs/{run_id}/events/{outer.id}").text
+        request_side, response_side = page.split('<section class="side request">')[1].split(
+            '<section class="side response">')
+        assert '<td class="redacted">[REDACTED]</td>' in request_side
+        assert "truncated: 14 of 70000 bytes shown" in request_side and "{&quot;sku&quot;: &quot;A-1&quot;}" in request_side
+        assert "12 bytes" in response_side and "{&quot;ok&quot;: true}" in response_side
+        assert "urllib3 → http.client" in page and "shop/checkout.py:42" in page
+        assert f'/runs/{run_id}/events/{inner.id}"' in page.split("Calls made inside this one")[1]
+        refused = served.get(f"/runs/{run_id}/events/{failed.id}").text
+        assert "no response: the call raised" in refused and "ConnectionError" in refused
+        assert served.get(f"/runs/{run_id}/events/{'0' * 32}").status_code == 404
+        assert "no event" in served.get(f"/runs/{run_id}/events/{'0' * 32}").text
