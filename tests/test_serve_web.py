@@ -63,8 +63,12 @@ def browser(tmp_path):
 
 
 def run_demo(cwd: Path) -> str:
+    """``hostapp run examples/outbound_http.py`` in a copy of the project's examples (so
+    the call sites read ``examples/outbound_http.py:62``, as after ``make demo``)."""
     (cwd / "hostapp.toml").write_text("[events]\nflush_interval_ms = 20\n")
-    out = subprocess.run([sys.executable, "-m", "hostapp", "run", str(ROOT / "examples" / "outbound_http.py")],
+    (cwd / "examples").mkdir()
+    shutil.copy(ROOT / "examples" / "outbound_http.py", cwd / "examples" / "outbound_http.py")
+    out = subprocess.run([sys.executable, "-m", "hostapp", "run", "examples/outbound_http.py"],
                          cwd=cwd, env=clean_env(cwd), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     with Store(cwd / ".hostapp" / "hostapp.sqlite3") as store:
@@ -104,7 +108,7 @@ def test_the_waterfall_of_the_demo_run(tmp_path, browser):
         assert max(widths) > min(widths)  # sized by duration
         lanes = browser.find_elements(By.CSS_SELECTOR, ".waterfall .lane")
         assert any(lane.get_attribute("data-thread") == "MainThread" for lane in lanes)
-        browser.save_screenshot(str(tmp_path / "waterfall.png"))
+        browser.save_screenshot(str(tmp_path / "waterfall.png"))  # docs/images/serve-waterfall.png is one
         assert (tmp_path / "waterfall.png").stat().st_size > 10_000
 
         first = bars[0]  # urllib's GET /users/1, sent with "Authorization: Bearer demo-secret-token"
