@@ -322,10 +322,15 @@ def routes(context: ServeContext) -> list[Any]:
         last = request.query_params.get("last") or request.headers.get("last-event-id") or ""
 
         def probe() -> tuple[str, bool, int]:
-            newest = store.events(run_id=run_id, newest_first=True, limit=1)
+            # The newest event that is not the web view's own live machinery: watching the
+            # run of this very server must not make each refresh announce the next one.
+            newest = next((e for e in store.events(run_id=run_id, newest_first=True, limit=50)
+                           if not _live_machinery(e)), None)
             run = store.run(run_id)
             ended = run is None or not run.is_live()
-            return (newest[0].id if newest else ""), ended, (newest[0].timestamp_ns if newest else 0)
+            if newest is None:
+                return last, ended, 0
+            return newest.id, ended, newest.timestamp_ns
 
         async def messages() -> Any:
             nonlocal last
@@ -425,6 +430,15 @@ def routes(context: ServeContext) -> list[Any]:
         Route("/api/components", components, methods=["GET"], name="hostapp:components"),
         Route("/api/{rest:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
+
+
+def _live_machinery(event: Event) -> bool:
+    """Whether ``event`` is the ``monitoring_event`` of a live update of the web view (a
+    stream, or the waterfall fetched because of one)."""
+    if event.source != "hostapp.serve" or event.subtype != "http_request":
+        return False
+    path = str(event.data.get("path") or "")
+    return path.endswith("/stream") or path.endswith("/waterfall")
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
