@@ -277,7 +277,7 @@ def routes(context: ServeContext) -> list[Any]:
 
     def plugins(request: Request) -> Response:
         show_all = request.query_params.get("all", "1") not in ("0", "false", "no")
-        return _json(host.pm.plugin_rows(show_all=show_all))
+        return _json(context.plugin_rows(show_all=show_all))
 
     def hooks(request: Request) -> Response:
         return _json(host.pm.hook_table())

@@ -53,6 +53,7 @@ class ServeContext:
         self._lock = threading.Lock()
         self._store: Store | None = None
         self._renderers: Renderers | None = None
+        self._provided: dict[str, dict[str, list[str]]] | None = None
 
     # -- plugin routes -----------------------------------------------------------------
 
@@ -110,6 +111,13 @@ class ServeContext:
 
             self._renderers = Renderers(self.host.pm.collect("hostapp_event_renderers", on_conflict="report"))
         return self._renderers
+
+    def plugin_rows(self, *, show_all: bool = True) -> list[dict[str, Any]]:
+        """``PluginManager.plugin_rows`` with what each plugin provides collected once (so
+        a broken registration hook is not reported again at every request)."""
+        if self._provided is None:
+            self._provided = self.host.pm.provided()
+        return self.host.pm.plugin_rows(show_all=show_all, provides=self._provided)
 
     async def on_host_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Await ``make()`` on the host's loop (the host's own thread, or this loop)."""

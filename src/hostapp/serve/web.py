@@ -464,7 +464,7 @@ def _plugins_page(context: ServeContext, request: Request) -> Response:
     host = context.host
     colours = {"started": "ok", "registered": "ok", "failed": "bad", "filtered": "warn", "shadowed": "warn"}
     plugin_rows = []
-    for row in host.pm.plugin_rows(show_all=True):
+    for row in context.plugin_rows(show_all=True):
         state = str(row["state"])
         if state == "failed":
             why = f"failed at {row['stage']}: {row['error']}"
