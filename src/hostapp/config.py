@@ -119,13 +119,17 @@ SCHEMA: dict[str, Key] = {
     "tracing.kolo_compat": Key("bool", False, "Also load Kolo processors from entry-point group kolo.processors."),
     "tracing.kolo_processors": Key("list", [], "Kolo processor configs to load: 'module:attr' (a dict or a list)."),
     "tracing.max_body_bytes": Key("int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0),
+    "tracing.supersede": Key(
+        "bool", True, "A plugin's processor selecting the same calls as a built-in one is superseded by it.",
+    ),
     "tracing.redact_headers": Key(
         "list", ["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"],
-        "HTTP headers whose values are replaced by [REDACTED] (case-insensitive).",
+        "Keys (HTTP headers first) whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
     "tracing.redact_params": Key(
-        "list", ["token", "api_key", "password", "secret"],
-        "URL query parameters whose values are replaced by [REDACTED] (case-insensitive).",
+        "list", ["token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "password", "passwd",
+                 "secret", "client_secret"],
+        "Query parameters and body keys whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
     "serve.host": Key("str", "127.0.0.1", "Address hostapp serve listens on (not loopback: HOSTAPP_SERVE_TOKEN is required)."),
     "serve.port": Key("int", 8765, "Port hostapp serve listens on (0: a free one).", minimum=0),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from hostapp.errors import HostappError
 from hostapp.events.record import DeadLetter, Event, SinkError, process_alive
+from hostapp.events.redaction import RedactionPolicy
 from hostapp.events.worker import _describe, _Request, _settings, _Worker
 
 if TYPE_CHECKING:
@@ -117,7 +118,9 @@ class EventBus:
                 )
         self._routes: dict[str, tuple[_Worker, ...]] = {}
         #: raw_builder() keys -> the functions that build an Event from a raw item
-        self._builders: list[Callable[[tuple[Any, ...]], Event]] = []
+        self._builders: list[Callable[[tuple[Any, ...]], Event | None]] = []
+        #: applied to every event of an HTTP type before any sink sees it
+        self.redaction = RedactionPolicy.from_config(config)
         self._memory: list[DeadLetter] = []
         self._memory_lock = threading.Lock()
         self._memory_ids = itertools.count(1)
@@ -186,7 +189,6 @@ class EventBus:
         """
         workers = self._route(event_type) if event_type not in self._routes else self._routes[event_type]
         overflow = self._overflow
-        builders = self._builders
         bus = self
 
         def emit_none(item: tuple[Any, ...]) -> None:
@@ -204,7 +206,7 @@ class EventBus:
                     if worker.waiting and len(queue) >= worker.wake_at:
                         worker.wake.set()
                 else:
-                    overflow(worker, builders[item[0]](item))
+                    overflow(worker, item)
 
             return emit_one
 
@@ -216,7 +218,7 @@ class EventBus:
                     if worker.waiting and len(queue) >= worker.wake_at:
                         worker.wake.set()
                 else:
-                    overflow(worker, builders[item[0]](item))
+                    overflow(worker, item)
 
         return emit_many
 
@@ -246,7 +248,40 @@ class EventBus:
         self._routes[event_type] = workers
         return workers
 
-    def _overflow(self, worker: _Worker, event: Event) -> None:
+    def add_redaction(self, names: Iterable[str]) -> None:
+        """Add header/parameter names to the redaction policy (a processor's ``redact``
+        field): the defaults and the configured names are never removed."""
+        self.redaction = self.redaction.extended(names)
+
+    def _prepare(self, item: Any) -> Event | None:
+        """The event of a queue item: a raw item built (``None`` when its builder made no
+        event), then the redaction policy applied to the event types it covers."""
+        event = self._builders[item[0]](item) if type(item) is tuple else item
+        if event is not None and event.type in self.redaction.event_types:
+            event = self.redaction.redact_event(event)
+        return event
+
+    def _materialize(self, batch: list[Any]) -> list[Event]:
+        """``batch`` (raw items and events) as the events a sink receives (see :meth:`_prepare`);
+        items that built no event are left out."""
+        prepare = self._prepare
+        types = self.redaction.event_types
+        out: list[Event] = []
+        append = out.append
+        for item in batch:
+            if type(item) is tuple or item.type in types:
+                item = prepare(item)
+                if item is None:
+                    continue
+            append(item)
+        return out
+
+    def _overflow(self, worker: _Worker, item: Any) -> None:
+        event = self._prepare(item)
+        if event is None:
+            with worker.lock:
+                worker.discarded += 1
+            return
         policy = worker.policy
         if policy == "block" and not self._closed:
             wait = not worker.stalled and worker.max_block_s > 0
@@ -397,6 +432,8 @@ class EventBus:
         * ``dead_lettered``: events kept as dead letters (store, else memory);
         * ``dropped``: events discarded: queue full under ``drop`` (or ``block``/``spill``
           with no store), or emitted after :meth:`stop`;
+        * ``discarded``: raw items that built no event (a call-record processor's
+          ``build`` returned ``None`` for a call: nothing was lost);
         * ``queue_depth``: events waiting in the memory queue now;
         * ``spill_depth``: spilled events waiting in the spill buffer or table now;
         * ``in_flight``: events in the batch the worker is handling (or retrying) now;
@@ -410,12 +447,12 @@ class EventBus:
         The identity, exact for every snapshot (the counters are read under the
         sink's lock)::
 
-            accepted == delivered + dead_lettered + dropped
+            accepted == delivered + dead_lettered + dropped + discarded
                         + queue_depth + spill_depth + in_flight
 
         After :meth:`stop` returns, ``queue_depth``, ``spill_depth`` and ``in_flight`` are 0
         (unless a sink was stuck in ``handle``), so
-        ``accepted == delivered + dead_lettered + dropped``.
+        ``accepted == delivered + dead_lettered + dropped + discarded``.
 
         Also: ``plugin``, ``state`` (``new``, ``opening``, ``running``, ``failed``,
         ``closed``, ``stuck``, ``crashed``), ``error`` (the reason of a failed state),

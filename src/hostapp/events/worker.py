@@ -80,12 +80,6 @@ class SinkConfig(dict[str, Any]):
 
 
 
-def _materialize(batch: list[Any], builders: list[Callable[[tuple[Any, ...]], Event]]) -> list[Event]:
-    """Build the events of the raw items in ``batch`` (see :meth:`EventBus.raw_emitter`)."""
-    for i, item in enumerate(batch):
-        if type(item) is tuple:
-            batch[i] = builders[item[0]](item)
-    return batch
 
 
 def _describe(exc: BaseException) -> str:
@@ -184,7 +178,8 @@ class _Worker:
     Counters (ints) are written by the worker thread, except ``dropped`` and ``spilled``
     (written by emitters); all of them under ``lock`` where two change together, so that
     :meth:`snapshot` sees them add up. ``accepted`` is derived:
-    ``taken + len(queue) + dropped + spilled``.
+    ``taken + len(queue) + dropped + spilled``; ``discarded`` counts raw items that built
+    no event (a call-record processor's ``build`` returned ``None``).
     """
 
     __slots__ = (
@@ -195,7 +190,7 @@ class _Worker:
         "requests", "retried", "settings", "spec", "spill_buf", "spill_lock", "spilled",
         "stalled", "state", "table", "taken", "thread", "unspilled", "waiters", "waiting",
         "wake", "wake_at", "batch_size", "backoff_s", "max_backoff_s", "last_drop_log",
-        "spill_chunk", "fast_limit",
+        "spill_chunk", "fast_limit", "discarded",
     )
 
     def __init__(
@@ -247,7 +242,7 @@ class _Worker:
         self.spill_chunk = max(self.batch_size, 1000)
         self.taken = self.unspilled = self.delivered = self.dead_lettered = 0
         self.dropped = self.spilled = self.retried = self.failed = self.in_flight = 0
-        self.redelivered = self.blocked = 0
+        self.redelivered = self.blocked = self.discarded = 0
 
     # -- emitter side (any thread) ---------------------------------------------------
 
@@ -389,7 +384,12 @@ class _Worker:
             self.stalled = False
             if self.waiters:
                 self.not_full.notify_all()
-        return _materialize(batch, self.bus._builders)
+        batch = self.bus._materialize(batch)
+        if len(batch) != n:  # raw items that built no event (a processor discarded the call)
+            with self.lock:
+                self.discarded += n - len(batch)
+                self.in_flight = len(batch)
+        return batch
 
     def _take_spilled(self) -> tuple[list[Event], list[int] | None]:
         store = self.bus._store
@@ -538,8 +538,10 @@ class _Worker:
         store = self.bus._store
         with self.spill_lock, self.lock:
             queue = self.queue
-            rest = _materialize([queue.popleft() for _ in range(len(queue))], self.bus._builders)
-            self.taken += len(rest)
+            taken = [queue.popleft() for _ in range(len(queue))]
+            rest = self.bus._materialize(taken)
+            self.taken += len(taken)
+            self.discarded += len(taken) - len(rest)
             self.dead_letter(rest, error, 0, in_flight=False)
             buffered, self.spill_buf = self.spill_buf, []
             self.unspilled += len(buffered)
@@ -626,7 +628,7 @@ class _Worker:
             depth = len(self.queue)
             taken, dropped, spilled = self.taken, self.dropped, self.spilled
             unspilled, delivered = self.unspilled, self.delivered
-            dead, in_flight = self.dead_lettered, self.in_flight
+            dead, in_flight, discarded = self.dead_lettered, self.in_flight, self.discarded
         return {
             "plugin": self.plugin,
             "state": self.state,
@@ -636,6 +638,7 @@ class _Worker:
             "delivered": delivered,
             "dead_lettered": dead,
             "dropped": dropped,
+            "discarded": discarded,
             "queue_depth": depth,
             "spill_depth": spilled - unspilled,
             "in_flight": in_flight,
