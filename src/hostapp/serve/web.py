@@ -371,6 +371,8 @@ def _body_html(side: Mapping[str, Any]) -> str:
         note = f'<p class="truncated">truncated: {shown} of {h(size if size is not None else "?")} bytes shown</p>'
     elif size is not None:
         note = f'<p class="size">{h(size)} bytes</p>'
+    if body is None and size:
+        return note + '<p class="empty">body not recorded</p>'
     if body is None or body == "":
         return note + '<p class="empty">no body</p>'
     if not isinstance(body, str):
