@@ -847,3 +847,40 @@ def test_a_call_record_is_shown_whole(tmp_path):
         assert "no response: the call raised" in refused and "ConnectionError" in refused
         assert served.get(f"/runs/{run_id}/events/{'0' * 32}").status_code == 404
         assert "no event" in served.get(f"/runs/{run_id}/events/{'0' * 32}").text
+
+
+JOBS_APP = textwrap.dedent('''
+    """Two huey jobs, run in place (immediate mode), one of them failing."""
+    import huey
+
+    h = huey.MemoryHuey("shop-jobs", immediate=True)
+
+    @h.task()
+    def send_receipt(order):
+        return f"sent {order}"
+
+    @h.task()
+    def charge(order):
+        raise RuntimeError("card declined")
+
+    send_receipt(7)
+    charge(8)
+''')
+
+
+def test_background_jobs_are_bars_of_the_waterfall(tmp_path):
+    (tmp_path / "hostapp.toml").write_text("[events]\nflush_interval_ms = 20\n")
+    (tmp_path / "jobs_app.py").write_text(JOBS_APP)
+    out = subprocess.run([sys.executable, "-m", "hostapp", "run", "-q", "jobs_app.py"], cwd=tmp_path,
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with Store(tmp_path / ".hostapp" / "hostapp.sqlite3") as store:
+        run_id = store.last_run().id
+        jobs = store.count_events(run_id=run_id, types=["background_job*"])
+    assert jobs >= 4  # enqueue and execution, start and end, of each job
+    with serving(tmp_path) as served:
+        page = served.get(f"/runs/{run_id}").text
+    bars = re.findall(r'class="bar (\w+)"', page)
+    assert bars and "open" not in bars  # every job's start met its end
+    assert "err" in bars  # the failed charge
+    assert "send_receipt" in page and "charge" in page
