@@ -26,6 +26,7 @@ SUITES: dict[str, str] = {
     "events": "benchmarks.events",
     "serve": "benchmarks.serve",
     "tracing": "benchmarks.tracing",
+    "peers": "benchmarks.peers",
 }
 
 
