@@ -193,7 +193,8 @@ def test_every_hookspec_is_in_hooks_md():
 @pytest.mark.parametrize(
     "spec_type",
     [hostapp.TraceProcessor, hostapp.EventSink, hostapp.DriverSpec, hostapp.BackgroundTask,
-     hostapp.InstrumentType, hostapp.CliCommand, hostapp.EventRenderer, hostapp.Contribution, PluginInfo],
+     hostapp.InstrumentType, hostapp.CliCommand, hostapp.EventRenderer, hostapp.Route, hostapp.Contribution,
+     PluginInfo],
 )
 def test_every_spec_type_field_is_in_hooks_md(spec_type):
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")
@@ -228,7 +229,8 @@ def test_cli_json_fields_are_in_cli_md():
 # -- code blocks ------------------------------------------------------------------------------
 
 
-PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md"]
+PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md",
+         "serve.md", "host.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

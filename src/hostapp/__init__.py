@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         EventRenderer,
         EventSink,
         InstrumentType,
+        Route,
         TraceProcessor,
     )
 
@@ -75,6 +76,7 @@ __all__ = [
     "PluginManager",
     "PluginState",
     "RetryAfter",
+    "Route",
     "Source",
     "TraceProcessor",
     "__version__",
@@ -94,6 +96,7 @@ _LAZY = {
     "EventRenderer": "hostapp.types",
     "EventSink": "hostapp.types",
     "InstrumentType": "hostapp.types",
+    "Route": "hostapp.types",
     "TraceProcessor": "hostapp.types",
     "PluginInfo": "hostapp.lifecycle",
     "PluginState": "hostapp.lifecycle",

@@ -329,27 +329,13 @@ def plugins_command(state: _State, show_all: bool, hook_name: str | None, fmt: s
     --strict, 1. A setting a run would refuse exits 2.
     """
     from hostapp.checks import check
-    from hostapp.lifecycle import PluginState
 
     state.no_cache = no_cache
     pm = state.plugin_manager(strict=False)
     if hook_name is not None and getattr(getattr(pm.hook, hook_name, None), "spec", None) is None:
         raise HostappCliError(f"no hook named {hook_name!r}; see 'hostapp hooks'", exit_code=2)
     problems = check(pm, state.config())
-    provides = _contributions(pm)
-    errors: dict[str, list[dict[str, Any]]] = {}
-    for record in pm.hook_errors:
-        errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
-    rows = []
-    for info in pm.candidates:
-        if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
-            continue
-        if hook_name is not None and hook_name not in info.hooks:
-            continue
-        row = info.to_dict()
-        row["provides"] = provides.get(info.name, {})
-        row["hook_errors"] = errors.get(info.name, [])
-        rows.append(row)
+    rows = pm.plugin_rows(show_all=show_all, hook=hook_name)
     missing = pm.missing_required()
     if not _print_json(rows, fmt):
         _print_plugins(rows)
@@ -380,18 +366,6 @@ def _judge(state: _State, pm: PluginManager, problems: list[Any]) -> None:
             f"{len(failed)} plugin(s) failed: " + "; ".join(f"{i.name!r} at {i.stage}: {i.error}" for i in failed)
             + " (strict mode)", exit_code=1,
         )
-
-
-def _contributions(pm: PluginManager) -> dict[str, dict[str, list[str]]]:
-    """What each plugin contributes through the registration hooks, by hook."""
-    from hostapp.hookspecs import REGISTRATION_HOOKS
-
-    out: dict[str, dict[str, list[str]]] = {}
-    for hook_name in REGISTRATION_HOOKS:
-        for contribution in pm.collect(hook_name, on_conflict="report"):
-            short = hook_name.removeprefix("hostapp_")
-            out.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
-    return out
 
 
 def _console() -> Any:
@@ -611,6 +585,39 @@ def hooks_command(state: _State, fmt: str | None) -> None:
         kind = row["kind"] + (f" -> {row['spec_type']}" if row["spec_type"] else "")
         table.add_row(row["name"], kind, ", ".join(options), "\n".join(impls) or "-")
     _console().print(table)
+
+
+@cli.command("routes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def routes_command(state: _State, as_json: bool) -> None:
+    """List the HTTP routes plugins contribute (hostapp_routes), as 'hostapp serve' mounts them.
+
+    Exit status 1 when some would be refused (a path claimed twice, a path under hostapp's
+    own); each is named on stderr.
+    """
+    from hostapp.serve.routes import collect_routes, route_rows
+
+    kept, problems = collect_routes(state.plugin_manager(), on_conflict="report")
+    rows = route_rows(kept)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("No routes. (Plugins add them with the hostapp_routes hook; see docs/serve.md.)")
+    else:
+        from rich.table import Table
+
+        table = Table(header_style="bold")
+        for column in ("Path", "Methods", "Kind", "Name", "Plugin", "Endpoint"):
+            table.add_column(column, overflow="fold", no_wrap=column in ("Path", "Kind"))
+        for row in rows:
+            table.add_row(row["path"], ", ".join(row["methods"]) or "*", row["kind"], row["name"],
+                          row["plugin"], row["endpoint"])
+        _console().print(table)
+    for problem in problems:
+        _warn(f"refused: {problem}")
+    if problems:
+        raise SystemExit(1)
 
 
 # -- the store: runs, events, dead letters, sinks -------------------------------------------
@@ -857,7 +864,6 @@ def show_command(ctx: click.Context, event_id: str, fmt: str | None) -> None:
 
     EVENT_ID is the event's id or a unique prefix of it (--jsonl prints ids).
     """
-    from hostapp import timeline
     from hostapp.events.calls import RESPONSE, join_calls
 
     state: _State = ctx.obj
@@ -1135,6 +1141,65 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | 
     _console().print(table)
 
 
+def _host_config(state: _State, config_path: str | None, db_path: str | None) -> Config:
+    """The configuration of a command that runs a host: its own ``--config`` (as the
+    group's), ``--db`` as ``store.path``, ``--strict`` as ``plugins.strict``."""
+    import dataclasses
+    import os
+
+    if config_path:
+        state.config_path = config_path
+    config = state.config()
+    data = dict(config.data)
+    if db_path:
+        data["store.path"] = os.path.abspath(db_path)
+    if state.strict:
+        data["plugins.strict"] = True
+    return dataclasses.replace(config, data=data)
+
+
+@cli.command("serve")
+@click.option("--host", "bind", metavar="ADDRESS", default=None,
+              help="Address to listen on (default: serve.host, 127.0.0.1). Not loopback: HOSTAPP_SERVE_TOKEN is required.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: serve.port, 8765; 0 picks a free one).")
+@click.option("--config", "serve_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
+@_db_option
+@click.option("--open", "open_run", metavar="RUN",
+              help="Open this run's page in the web browser at start (a run id, or 'last').")
+@click.pass_obj
+def serve_command(state: _State, bind: str | None, port: int | None, serve_config: str | None,
+                  db_path: str | None, open_run: str | None) -> None:
+    """Run the host as a service: plugins' routes, the management API and the web view.
+
+    Starts a Host (components, sinks, background tasks, tracing) and serves it with
+    uvicorn until SIGINT or SIGTERM, then stops the server and the host in order. Needs
+    the serve extra: pip install 'hostapp[serve]'. Every change (POST, PUT, DELETE) needs
+    the token (HOSTAPP_SERVE_TOKEN, or one generated and printed at start).
+    """
+    from hostapp.serve import MissingExtraError, require_extra
+    from hostapp.serve.server import serve
+
+    try:
+        require_extra()
+    except MissingExtraError as exc:
+        raise HostappCliError(str(exc), exit_code=2) from None
+    config = _host_config(state, serve_config, db_path)
+    if open_run == "last":  # the newest run before this one starts its own
+        store = _open_store(state, db_path)
+        latest = store.last_run() if store is not None else None
+        if store is not None:
+            store.close()
+        if latest is None:
+            raise HostappCliError("--open last: no runs recorded yet", exit_code=2)
+        open_run = latest.id
+    try:
+        serve(config, host=bind or config["serve.host"], port=config["serve.port"] if port is None else port,
+              command=["hostapp", *sys.argv[1:]], open_path=f"runs/{open_run}" if open_run else None)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 class _RunCommand(click.Command):
     """``hostapp run``: python's command line. hostapp's options come before the target;
     everything after ``SCRIPT`` or ``-m MODULE`` is the program's, untouched (``-h``,
@@ -1239,18 +1304,12 @@ def run_command(
 
     if module is None and not argv:
         raise HostappCliError("hostapp run: expected SCRIPT or -m MODULE (see 'hostapp run --help')", exit_code=2)
-    if run_config:
-        state.config_path = run_config
-    config = state.config()
+    config = _host_config(state, run_config, db_path)
     data = dict(config.data)
-    if db_path:
-        data["store.path"] = os.path.abspath(db_path)
     if only:
         data["tracing.processors"] = [*(data["tracing.processors"] or []), *only]
     if disable:
         data["tracing.disable"] = [*data["tracing.disable"], *disable]
-    if state.strict:
-        data["plugins.strict"] = True
     config = dataclasses.replace(config, data=data)
     try:
         if module is not None:

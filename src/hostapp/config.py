@@ -143,6 +143,8 @@ SCHEMA: dict[str, Key] = {
                  "secret", "client_secret"],
         "Query parameters and body keys whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
+    "serve.host": Key("str", "127.0.0.1", "Address hostapp serve listens on (not loopback: HOSTAPP_SERVE_TOKEN is required)."),
+    "serve.port": Key("int", 8765, "Port hostapp serve listens on (0: a free one).", minimum=0),
 }
 
 #: The ``HOSTAPP_*`` environment variables that are not key overrides
@@ -159,6 +161,7 @@ ENVIRONMENT: dict[str, str] = {
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD)."
     ),
     "HOSTAPP_NO_CACHE": "1: bypass the entry-point index cache (as hostapp plugins --no-cache).",
+    "HOSTAPP_SERVE_TOKEN": "The token of hostapp serve (a secret: no key in the file).",
 }
 
 _META_KEYS: dict[str, Callable[[Any], bool]] = {

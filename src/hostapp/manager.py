@@ -621,6 +621,51 @@ class PluginManager(pluggy.PluginManager):
             )
         return rows
 
+    def provided(self) -> dict[str, dict[str, list[str]]]:
+        """What each plugin contributes: ``{plugin: {registration hook without "hostapp_":
+        [names]}}``, from calling each registration hook once (a plugin whose hook raises
+        is reported, as by :meth:`collect`)."""
+        provides: dict[str, dict[str, list[str]]] = {}
+        for hook_name in _hostapp_hookspecs.REGISTRATION_HOOKS:
+            for contribution in self.collect(hook_name, on_conflict="report"):
+                short = hook_name.removeprefix("hostapp_")
+                provides.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
+        return provides
+
+    def plugin_rows(
+        self,
+        *,
+        show_all: bool = True,
+        hook: str | None = None,
+        provides: Mapping[str, dict[str, list[str]]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every plugin candidate as ``hostapp plugins --json`` lists it (and ``GET
+        /api/plugins``): :meth:`PluginInfo.to_dict` plus ``provides`` (see :meth:`provided`)
+        and ``hook_errors`` (``[{"hook", "error"}]`` of the isolated hook errors recorded).
+
+        Args:
+            show_all: also hostapp's built-in plugins and shadowed candidates.
+            hook: only plugins implementing this hook.
+            provides: the result of :meth:`provided` to use (a server computes it once);
+                default: computed now.
+        """
+        if provides is None:
+            provides = self.provided()
+        errors: dict[str, list[dict[str, Any]]] = {}
+        for record in self.hook_errors:
+            errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
+        rows = []
+        for info in self.candidates:
+            if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
+                continue
+            if hook is not None and hook not in info.hooks:
+                continue
+            row = info.to_dict()
+            row["provides"] = provides.get(info.name, {})
+            row["hook_errors"] = errors.get(info.name, [])
+            rows.append(row)
+        return rows
+
     # -- registration hooks -------------------------------------------------------------------
 
     def collect(
