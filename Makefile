@@ -2,6 +2,7 @@
 # (`make check`) and the benchmarks.
 # Every target builds and uses a local virtual environment from this project's own files.
 PYTHON ?= python3
+BENCH_ARGS ?=
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hostapp run examples/outbound_http.py
 	$(BIN)/hostapp events --last
+	@run=$$($(BIN)/hostapp runs --json --limit 1 | $(BIN)/python -c "import json, sys; print(json.loads(sys.stdin.readline())['id'])"); \
+	echo; echo "See this run in the web view (http://127.0.0.1:8765/runs/$$run):"; \
+	echo "    $(BIN)/hostapp serve --open $$run"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -29,8 +33,9 @@ check: $(STAMP)
 	@echo "== lint-imports: layer and no-cycle contracts of src/hostapp and src/hostapp_plugins"
 	$(BIN)/lint-imports --no-cache
 
+# `make bench BENCH_ARGS="--only peers --quick"` runs one suite as a smoke run.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

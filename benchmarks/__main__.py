@@ -24,8 +24,11 @@ SUITES: dict[str, str] = {
     "discovery": "benchmarks.discovery",
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
+    "events_view": "benchmarks.events_view",
+    "serve": "benchmarks.serve",
     "hardening": "benchmarks.hardening",
     "tracing": "benchmarks.tracing",
+    "peers": "benchmarks.peers",
 }
 
 

@@ -2,7 +2,7 @@
 
 No asyncio without async plugin code, no rich for a run, no platformdirs (Linux), no
 tomllib without a configuration file, and a plugin whose library is not installed is not
-imported (``hostapp.requires``). Checked on the modules a real ``hostapp run`` leaves in
+imported (``hostapp.libraries``). Checked on the modules a real ``hostapp run`` leaves in
 ``sys.modules`` (the program prints them), never on time.
 """
 
@@ -62,7 +62,7 @@ def test_an_async_plugin_brings_the_loop_and_a_config_file_tomllib(tmp_path):
 def test_a_plugin_whose_library_is_missing_is_not_imported(hostapp_dist, tmp_path):
     hostapp_dist("acme-traces", entry_points={
         "hostapp": {"acme.present": "acme_present", "acme.absent": "acme_absent"},
-        "hostapp.requires": {"acme.present": "json", "acme.absent": "no_such_library_here"},
+        "hostapp.libraries": {"acme.present": "json", "acme.absent": "no_such_library_here"},
     }, files={
         "acme_present.py": "import hostapp\n",
         "acme_absent.py": "raise RuntimeError('imported although its library is missing')\n",
@@ -71,9 +71,9 @@ def test_a_plugin_whose_library_is_missing_is_not_imported(hostapp_dist, tmp_pat
     pm.load()
     present, absent = pm.infos["acme.present"], pm.infos["acme.absent"]
     assert present.state.value == "registered"
-    assert absent.state.value == "filtered" and absent.obj is None
-    assert absent.rule == "requires: 'no_such_library_here' is not installed (hostapp.requires)"
-    assert "hostapp.requires:acme.present" not in pm.infos  # the group holds no plugins
+    assert absent.state.value == "not_applicable" and absent.obj is None
+    assert absent.rule == "library 'no_such_library_here' is not installed (hostapp.libraries)"
+    assert "hostapp.libraries:acme.present" not in pm.infos  # the group holds no plugins
 
 
 @pytest.mark.parametrize("plugin", ["http.requests", "http.httpx", "http.urllib3", "jobs.celery", "jobs.huey"])
@@ -81,5 +81,5 @@ def test_the_built_in_processor_plugins_say_what_they_require(plugin):
     """Installed here, so loaded; the entry points that would filter them exist."""
     from importlib.metadata import entry_points
 
-    required = {ep.name: ep.value for ep in entry_points(group="hostapp.requires")}
+    required = {ep.name: ep.value for ep in entry_points(group="hostapp.libraries")}
     assert required[plugin] == plugin.split(".", 1)[1]

@@ -296,6 +296,16 @@ class PluginManager(pluggy.PluginManager):
             ``True`` when registered, ``False`` when it failed (``info`` is then
             ``failed`` at stage ``register`` with the pluggy validation error).
         """
+        other = self.get_name(info.obj)
+        if other is not None and other != info.name:
+            # one module named by two sources (plugins.modules and an entry point): loaded once
+            first = self.infos.get(other)
+            info.state = PluginState.SHADOWED
+            info.shadowed_by = f"{first.source.value} {first.location or first.value}" if first else other
+            info.shadowed_by += f" (plugin {other!r}, the same object)"
+            info.obj = None
+            self._notify(info)
+            return False
         self._recording = []
         try:
             self.register(info.obj, name=info.name)
@@ -424,7 +434,7 @@ class PluginManager(pluggy.PluginManager):
                 self._notify(info)
                 if info.state is not PluginState.SHADOWED:
                     self.infos.setdefault(info.name, info)
-            imported = self._import_all([i for i in infos if i.state is PluginState.DISCOVERED], options)
+            imported = self._import_all([i for i in infos if i.state is PluginState.DISCOVERED], options, config)
             if strict:
                 self._raise_if_failed(infos)
             self.register_plugins(imported)
@@ -435,26 +445,45 @@ class PluginManager(pluggy.PluginManager):
             self._deliver_states(pending)
         return infos
 
-    def _import_all(self, infos: list[PluginInfo], options: DiscoveryOptions) -> list[PluginInfo]:
-        """Import every candidate (each a bounded call); the ones imported and not filtered."""
+    def _import_all(self, infos: list[PluginInfo], options: DiscoveryOptions, config: Config) -> list[PluginInfo]:
+        """Import every candidate; the ones imported, applicable and not filtered.
+
+        For each: ``requires`` first (no import when unmet), then, as one bounded call on a
+        helper thread (:attr:`calls`), the import, the instance and ``should_load(config)``;
+        then the declared metadata and the tag filters.
+        """
         from hostapp.discovery import tag_filter_rule
 
-        outcomes = self.calls.each([functools.partial(_import_plugin, info) for info in infos], self.call_timeout)
+        todo = []
+        for info in infos:
+            reason = _unmet_requirements(info)
+            if reason is not None:
+                info.rule = reason
+                self._set_state(info, PluginState.NOT_APPLICABLE)
+                continue
+            todo.append(info)
+        outcomes = self.calls.each(
+            [functools.partial(_import_plugin, info, options.root, config) for info in todo], self.call_timeout,
+        )
         imported = []
-        for info, outcome in zip(infos, outcomes):
+        for info, outcome in zip(todo, outcomes):
             if not outcome.ok:
                 error = outcome.error
                 stage = "import"
-                if isinstance(error, _InstantiateError):
-                    stage, error = "instantiate", error.error
+                if isinstance(error, _StageError):
+                    stage, error = error.stage, error.error
                 info.fail(stage, error if error is not None else self._timeout_error(outcome))
                 self._notify(info)
                 continue
-            obj, plugin = outcome.value
+            obj, plugin, reason = outcome.value
             info.obj = plugin
             _apply_declared_meta(info, obj)
             self._set_state(info, PluginState.IMPORTED)
-            if info.source is not Source.EXPLICIT:
+            if reason is not None:
+                info.rule, info.obj = reason, None
+                self._set_state(info, PluginState.NOT_APPLICABLE)
+                continue
+            if info.source is not Source.EXPLICIT and info.name not in options.force:
                 rule = tag_filter_rule(info.tags, options)
                 if rule is not None:
                     info.rule = f"{rule} (tags declared by the plugin)"
@@ -622,6 +651,51 @@ class PluginManager(pluggy.PluginManager):
                     "implementations": impls,
                 }
             )
+        return rows
+
+    def provided(self) -> dict[str, dict[str, list[str]]]:
+        """What each plugin contributes: ``{plugin: {registration hook without "hostapp_":
+        [names]}}``, from calling each registration hook once (a plugin whose hook raises
+        is reported, as by :meth:`collect`)."""
+        provides: dict[str, dict[str, list[str]]] = {}
+        for hook_name in _hostapp_hookspecs.REGISTRATION_HOOKS:
+            for contribution in self.collect(hook_name, on_conflict="report"):
+                short = hook_name.removeprefix("hostapp_")
+                provides.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
+        return provides
+
+    def plugin_rows(
+        self,
+        *,
+        show_all: bool = True,
+        hook: str | None = None,
+        provides: Mapping[str, dict[str, list[str]]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every plugin candidate as ``hostapp plugins --json`` lists it (and ``GET
+        /api/plugins``): :meth:`PluginInfo.to_dict` plus ``provides`` (see :meth:`provided`)
+        and ``hook_errors`` (``[{"hook", "error"}]`` of the isolated hook errors recorded).
+
+        Args:
+            show_all: also hostapp's built-in plugins and shadowed candidates.
+            hook: only plugins implementing this hook.
+            provides: the result of :meth:`provided` to use (a server computes it once);
+                default: computed now.
+        """
+        if provides is None:
+            provides = self.provided()
+        errors: dict[str, list[dict[str, Any]]] = {}
+        for record in self.hook_errors:
+            errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
+        rows = []
+        for info in self.candidates:
+            if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
+                continue
+            if hook is not None and hook not in info.hooks:
+                continue
+            row = info.to_dict()
+            row["provides"] = provides.get(info.name, {})
+            row["hook_errors"] = errors.get(info.name, [])
+            rows.append(row)
         return rows
 
     # -- registration hooks -------------------------------------------------------------------
@@ -836,31 +910,40 @@ class _Raised:
     exc: BaseException
 
 
-class _InstantiateError(Exception):
-    """A plugin's class raised when instantiated (stage ``instantiate``, not ``import``)."""
+class _StageError(Exception):
+    """What a plugin raised after its import: when made into a plugin object (stage
+    ``instantiate``) or in its ``should_load`` (stage ``should_load``)."""
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, stage: str, error: BaseException) -> None:
         super().__init__(str(error))
+        self.stage = stage
         self.error = error
 
 
-def _import_plugin(info: PluginInfo) -> tuple[object, object]:
-    """Import a candidate and make its plugin object; a bounded call of :meth:`PluginManager.load`.
+def _import_plugin(info: PluginInfo, root: str | None, config: Config) -> tuple[object, object, str | None]:
+    """Import a candidate, make its plugin object and ask its ``should_load``; a bounded call
+    of :meth:`PluginManager.load`.
 
     Returns:
-        ``(the object the candidate names, the plugin registered with pluggy)``.
+        ``(the object the candidate names, the plugin registered with pluggy, why it does
+        not apply or None)``.
 
     Raises:
-        _InstantiateError: making the plugin object raised (the cause inside).
+        _StageError: making the plugin object, or ``should_load``, raised (the cause inside).
         BaseException: whatever importing raised.
     """
     from hostapp.discovery import load_object
 
-    obj = load_object(info)
+    obj = load_object(info, root=root)
     try:
-        return obj, _as_plugin(obj, info.name)
+        plugin = _as_plugin(obj, info.name)
     except BaseException as exc:  # noqa: BLE001 - reported as the plugin's, at stage instantiate
-        raise _InstantiateError(exc) from exc
+        raise _StageError("instantiate", exc) from exc
+    try:
+        reason = _should_not_load(plugin, config)
+    except BaseException as exc:  # noqa: BLE001 - reported as the plugin's, at stage should_load
+        raise _StageError("should_load", exc) from exc
+    return obj, plugin, reason
 
 
 def _registration_call(impl: pluggy.HookImpl) -> Callable[[], Any]:
@@ -960,6 +1043,45 @@ class FunctionPlugin:
     def __repr__(self) -> str:
         [function] = vars(self).values()
         return f"<FunctionPlugin {function.__module__}.{function.__qualname__}>"
+
+
+def _unmet_requirements(info: PluginInfo) -> str | None:
+    """Why ``info``'s ``requires`` (and its entry point's extras) are not met, or ``None``;
+    from installed metadata, before anything of the plugin is imported."""
+    from hostapp.discovery.requires import entry_point_extras, extra_requirements, unmet
+
+    requires = list(info.requires)
+    if info.source is Source.ENTRY_POINT and info.location and "[" in (info.value or ""):
+        requires += extra_requirements(info.location, entry_point_extras(info.value))
+    return unmet(requires) if requires else None
+
+
+def _should_not_load(plugin: object, config: Config) -> str | None:
+    """Ask the plugin's ``should_load`` (plux's ``Plugin.should_load``): a module-level
+    function or a method, ``should_load(config) -> bool`` (or without arguments).
+
+    Returns:
+        ``None`` to load it; the reason it does not apply: ``"should_load: " + the
+        message of the :class:`~hostapp.errors.NotApplicable` it raised``, or
+        ``"should_load() returned False"``.
+
+    Raises:
+        Exception: whatever else ``should_load`` raised (a load failure).
+    """
+    from hostapp.errors import NotApplicable
+
+    should_load = getattr(plugin, "should_load", None)
+    if not callable(should_load) or getattr(should_load, "hostapp_impl", None) is not None:
+        return None
+    try:
+        takes_config = bool(inspect.signature(should_load).parameters)
+    except (TypeError, ValueError):
+        takes_config = True
+    try:
+        answer = should_load(config) if takes_config else should_load()
+    except NotApplicable as exc:
+        return f"should_load: {exc}"
+    return None if answer else "should_load() returned False"
 
 
 def _apply_declared_meta(info: PluginInfo, obj: object) -> None:

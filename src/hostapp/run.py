@@ -67,11 +67,15 @@ class RunTarget:
         main: the ``__main__`` module the code runs in.
         source: the source text (``None`` when only compiled code is available).
         filename: the file name the code is compiled with.
+        app_paths: the program's own directories, for call sites: the script's directory,
+            or the top-level package of the ``-m`` module (``site-packages/pip`` for
+            ``-m pip``).
     """
 
     def __init__(
         self, code: types.CodeType, argv: list[str], path0: str, main: types.ModuleType,
         source: bytes | str | None = None, filename: str | None = None,
+        app_paths: Sequence[str] = (),
     ) -> None:
         self.code = code
         self.argv = argv
@@ -79,6 +83,7 @@ class RunTarget:
         self.main = main
         self.source = source
         self.filename = filename or code.co_filename
+        self.app_paths = list(app_paths)
 
 
 # The program being run and the engine tracing it, for the calls compile_for_tracing() adds.
@@ -171,7 +176,7 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
         main.__spec__ = None
         main.__package__ = None
         main.__cached__ = None  # type: ignore[attr-defined]
-        return RunTarget(code, [target, *args], os.path.dirname(path), main, source, path)
+        return RunTarget(code, [target, *args], os.path.dirname(path), main, source, path, [os.path.dirname(path)])
 
     import importlib.util
 
@@ -201,7 +206,11 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
     source = None
     with contextlib.suppress(Exception):
         source = loader.get_source(spec.name)  # type: ignore[union-attr]
-    return RunTarget(code, [spec.origin or target, *args], cwd, main, source, code.co_filename)
+    top = importlib.util.find_spec(target.partition(".")[0])
+    package = list(top.submodule_search_locations or ()) if top is not None else []
+    if not package and spec.origin:
+        package = [os.path.dirname(spec.origin)]
+    return RunTarget(code, [spec.origin or target, *args], cwd, main, source, code.co_filename, package)
 
 
 class _LogKeeper(logging.Handler):
@@ -283,6 +292,7 @@ def run_program(
     quiet: bool = False,
     json_summary: str | None = None,
     summary_stream: Any = None,
+    see: str = "hostapp events --last",
 ) -> NoReturn:
     """Run ``target`` under a started host with tracing on, then exit as ``python`` would.
 
@@ -293,6 +303,8 @@ def run_program(
         quiet: no summary on stderr.
         json_summary: also write the summary (:func:`run_summary`) to this file.
         summary_stream: where the summary goes (default ``sys.stderr``).
+        see: the command the summary's last line offers for the run's events (the CLI
+            repeats the ``--config`` and ``--db`` it was given, so it reads the same store).
 
     Raises:
         SystemExit: always, with the program's exit status (``KeyboardInterrupt`` ends the
@@ -303,6 +315,7 @@ def run_program(
 
     _refuse_program_in_plugin_folder(target, config)
     host = Host(config, command=list(command), tracing=True)
+    host.app_paths = list(target.app_paths)
     started = time.monotonic()
     # the program's sys.argv and sys.path first: plugins and Kolo processors named in
     # the configuration are found next to the program, as they would be inside it
@@ -317,6 +330,7 @@ def run_program(
 
         def report() -> None:
             summary = run_summary(host, time.monotonic() - started, keeper.records)
+            summary["see"] = see
             if json_summary:
                 with open(json_summary, "w", encoding="utf-8") as f:
                     json.dump(summary, f, indent=2, default=repr)
@@ -523,7 +537,7 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
     sink), ``tasks`` (per background task: ``state``, ``runs``, ``failures``,
     ``restarts``, ``skipped``, ``last_error``), ``failed_plugins`` (``{name: "stage: error"}``),
     ``not_installed`` (``{plugin: module}``: plugins not imported because the library they
-    trace is not installed, ``hostapp.requires``), ``signal`` (the signal that ended the
+    trace is not installed, ``hostapp.libraries``), ``signal`` (the signal that ended the
     run, ``"SIGTERM"``, or ``None``), ``flush_skipped``
     (a second Ctrl-C cut the exit flush short) and ``warnings`` (hostapp's log messages of
     the run, at most 20).
@@ -555,7 +569,7 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
         "not_installed": {
             name: info.rule.split("'")[1]
             for name, info in host.pm.infos.items()
-            if info.state is PluginState.FILTERED and (info.rule or "").startswith("requires: '")
+            if info.state is PluginState.NOT_APPLICABLE and (info.rule or "").startswith("library '")
         },
         "flush_skipped": host.hurried,
         "warnings": [record.getMessage().splitlines()[0] for record in records[:20]],
@@ -632,8 +646,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"  processor {name!r} (plugin {stats.get('plugin')!r}): {stats['errors']} error(s), "
                 f"{state}; last: {stats.get('last_error')}"
             )
-    active = [n for n, s in summary["processors"].items() if s.get("applicable", True) and not s.get("disabled")]
+    superseded = {n: s["superseded_by"] for n, s in summary["processors"].items() if s.get("superseded_by")}
+    active = [
+        n for n, s in summary["processors"].items()
+        if s.get("applicable", True) and not s.get("disabled") and n not in superseded
+    ]
     line = f"processors: {len(active)} on"
+    if superseded:
+        line += f", {len(superseded)} superseded by built-in ones ({', '.join(f'{n} by {b}' for n, b in superseded.items())})"
     off = [n for n, s in summary["processors"].items() if s.get("disabled")]
     if off:
         line += f", {len(off)} switched off ({', '.join(off)})"
@@ -664,7 +684,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for warning in summary["warnings"][:5]:
         lines.append(f"warning: {warning}")
     if summary["store"] is not None:
-        lines.append(f"stored in {summary['store']}; see them with: hostapp events --last")
+        lines.append(f"stored in {summary['store']}; see them with: {summary.get('see') or 'hostapp events --last'}")
     return "\n".join(lines) + "\n"
 
 

@@ -88,6 +88,21 @@ __all__ = [
 ]
 
 
+def _make_store_dir(folder: Path) -> None:
+    """Create the store's directory when it is missing, owner-only (``0700``), with a
+    ``.gitignore`` holding ``*`` (what Kolo does for ``.kolo/``): a store created inside a
+    project never shows up in ``git status``. A directory that exists already is left as it
+    is.
+    """
+    if folder.is_dir():
+        return
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)  # owner-only (mkdir's mode is cut by the umask; this one is exact)
+    try:
+        (folder / ".gitignore").write_text("*\n", encoding="utf-8")
+    except OSError:
+        pass  # an ignore file is a courtesy; the store works without it
+
 class StoreError(HostappError):
     """The store cannot be opened or used (not a SQLite file, closed, unreadable)."""
 
@@ -448,12 +463,9 @@ def _chunks(total: int, step: int) -> Iterator[tuple[int, int]]:
 
 
 def _owner_only(path: Path) -> None:
-    """Make ``path``'s directory (``0700`` when made here) and the database file (``0600``)
-    before SQLite opens it."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(parent, 0o700)  # mkdir's mode is cut by the umask; this one is exact
+    """Make ``path``'s directory (:func:`_make_store_dir`: ``0700`` when made here) and the
+    database file (``0600``) before SQLite opens it."""
+    _make_store_dir(path.parent)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
@@ -519,26 +531,51 @@ def _split(data: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
     A value moves to its column only when it has the column's type (an ``int`` that is not
     a ``bool``; a ``str``; a call site ``{"file": str, "line": int}``); anything else, ``None``
-    included, stays in the JSON, so that reading the row back gives ``data`` exactly."""
+    included, stays in the JSON, so that reading the row back gives ``data`` exactly. Written
+    out per column: this runs for every stored event."""
     if data.keys().isdisjoint(_PROMOTED_KEYS):
         return _NONE_COLUMNS, data
     rest = dict(data)
-    values: list[Any] = []
-    for _column, key, sql_type in _PROMOTED:
-        if key not in rest:
-            values.append(None)
-            continue
-        value = rest[key]
-        if key == "call_site":
-            stored = _site_text(value)
-        elif sql_type == "INTEGER":
-            stored = value if type(value) is int else None
-        else:
-            stored = value if type(value) is str else None
-        if stored is not None:
-            del rest[key]
-        values.append(stored)
-    return tuple(values), rest
+    get = rest.get
+    duration = get("duration_ns")
+    if type(duration) is int:
+        del rest["duration_ns"]
+    else:
+        duration = None
+    status = get("status_code")
+    if type(status) is int:
+        del rest["status_code"]
+    else:
+        status = None
+    method = get("method")
+    if type(method) is str:
+        del rest["method"]
+    else:
+        method = None
+    url = get("url")
+    if type(url) is str:
+        del rest["url"]
+    else:
+        url = None
+    site = _site_text(get("call_site"))
+    if site is not None:
+        del rest["call_site"]
+    trace_id = get("trace_id")
+    if type(trace_id) is str:
+        del rest["trace_id"]
+    else:
+        trace_id = None
+    span_id = get("span_id")
+    if type(span_id) is str:
+        del rest["span_id"]
+    else:
+        span_id = None
+    parent = get("parent_span_id")
+    if type(parent) is str:
+        del rest["parent_span_id"]
+    else:
+        parent = None
+    return (duration, status, method, url, site, trace_id, span_id, parent), rest
 
 
 def _joined(row: Sequence[Any]) -> Event:
@@ -1112,6 +1149,16 @@ class Store:
             select="count(*)",
         )
         return int(self._read(sql, params)[0][0])
+
+    def find_events(self, id_prefix: str, limit: int = 10) -> list[Event]:
+        """The stored events whose id starts with ``id_prefix`` (ids are 32 lower-case hex
+        digits; ``hostapp events show`` takes a unique prefix, as git does), by id, at most
+        ``limit``. Uses the index of ``id``."""
+        low = id_prefix.strip().lower()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT ?", (low, low + "~", limit)
+        )
+        return [_joined(row) for row in rows]
 
     def event_ids(self, run_id: str | None = None) -> set[str]:
         """The ids of the stored events (of one run), without decoding the rows."""

@@ -8,8 +8,8 @@ offer a name wins, later ones are ``SHADOWED``):
 3. module and package plugins in the ``plugins.paths`` folders;
 4. entry points of the ``hostapp`` group of installed distributions, read through a
    cached index (:mod:`hostapp.discovery.index`); an entry point of group
-   ``hostapp.requires`` (:data:`REQUIRES_GROUP`) names the module a plugin needs, and a
-   plugin whose module cannot be found is filtered before import (rule ``requires``).
+   ``hostapp.libraries`` (:data:`LIBRARIES_GROUP`) names the library a plugin is for, and
+   a plugin whose library cannot be found is ``not_applicable``, never imported.
 
 It then applies the filters (:mod:`hostapp.discovery.filters`) to the winners, recording the
 first rule that removes each filtered one. Nothing is imported by :func:`discover`;
@@ -45,7 +45,7 @@ __all__ = [
     "DiscoveryOptions",
     "EntryPointIndex",
     "EntryPointRecord",
-    "REQUIRES_GROUP",
+    "LIBRARIES_GROUP",
     "compile_pattern",
     "discover",
     "load_object",
@@ -85,10 +85,20 @@ class DiscoveryOptions:
         meta: ``[plugins.meta.NAME]`` tables: ``tags`` (list of str), ``priority`` (int),
             ``description`` (str) set or override a candidate's metadata by name; other
             keys are ignored here.
-        autoload: ``plugins.autoload``: read entry points at all.
+        autoload: ``plugins.autoload``: read the entry points of installed distributions
+            (``False``, or ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD=1``: only hostapp's built-ins
+            and the ``force`` names; the others are listed ``filtered``, as pytest's
+            ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` keeps pytest's own plugins).
+        builtins: ``plugins.builtins``: load hostapp's built-in plugins (``hostapp
+            --no-builtins`` turns them off).
+        force: ``plugins.force``: plugin names that load whatever the filters and
+            ``autoload`` say (``hostapp --enable NAME``, as pytest's ``-p NAME``).
         use_cache: read entry points through the on-disk index.
         cache_dir: the index directory, a path or ``str`` (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
         groups: the entry-point groups to read.
+        root: the configuration file's directory: a ``plugins.modules`` entry that is not
+            importable from ``sys.path`` is looked up there too (so ``hostapp plugins``
+            finds a module next to ``hostapp.toml`` as ``hostapp run`` does).
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
         allow_insecure: ``plugins.allow_insecure``: load folder plugins from folders and
@@ -108,10 +118,13 @@ class DiscoveryOptions:
     modules: tuple[str, ...] = ()
     meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     autoload: bool = True
+    builtins: bool = True
+    force: tuple[str, ...] = ()
     use_cache: bool = True
     cache_dir: str | os.PathLike[str] | None = None
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
+    root: str | None = None
     allow_insecure: bool = False
 
 
@@ -140,6 +153,13 @@ def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
             if not isinstance(table["description"], str):
                 raise ConfigError(options.config_source, "expected a string", key=f"{key}.description")
             meta["description"] = table["description"]
+        if "requires" in table:
+            requires = table["requires"]
+            if isinstance(requires, str) or not isinstance(requires, Sequence) or not all(
+                isinstance(r, str) for r in requires
+            ):
+                raise ConfigError(options.config_source, "expected a list of strings", key=f"{key}.requires")
+            meta["requires"] = tuple(requires)
         out[name] = meta
     return out
 
@@ -215,15 +235,24 @@ def discover(
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
     candidates += folder_candidates(options.paths, allow_insecure=options.allow_insecure)
-    requires: dict[str, str] = {}
-    if options.autoload and not env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
+    autoload_rule = None
+    if env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
+        autoload_rule = "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"
+    elif not options.autoload:
+        autoload_rule = "plugins.autoload = false"
+    force = frozenset(options.force)
+    libraries: dict[str, str] = {}
+    if autoload_rule is None or options.builtins or force:
         use_cache = options.use_cache and not env_flag(env, "HOSTAPP_NO_CACHE")
-        index = EntryPointIndex((*options.groups, REQUIRES_GROUP), cache_dir=options.cache_dir, use_cache=use_cache)
+        index = EntryPointIndex((*options.groups, LIBRARIES_GROUP), cache_dir=options.cache_dir, use_cache=use_cache)
         for info in _entrypoint_infos(index._read_segments()):
-            if info.name.startswith(_REQUIRES_PREFIX):
-                requires[info.name[len(_REQUIRES_PREFIX):]] = info.value or ""
+            if info.name.startswith(_LIBRARIES_PREFIX):
+                libraries[info.name[len(_LIBRARIES_PREFIX):]] = info.value or ""
             else:
                 candidates.append(info)
+    else:
+        autoload_rule = None  # nothing read: nothing to report
+    builtins_rule = None if options.builtins else "plugins.builtins = false (hostapp --no-builtins)"
 
     check = chain.check if chain.rules else None
     explicit_source = Source.EXPLICIT
@@ -239,35 +268,50 @@ def discover(
                     info.priority = override["priority"]
                 if "description" in override:
                     info.description = override["description"]
+                if "requires" in override:
+                    info.requires = override["requires"]
         winner = setdefault(info.name, info)
         if winner is not info:
             info.state = PluginState.SHADOWED
             info.shadowed_by = _where(winner)
             info.stage = info.error = info.traceback = None
             continue
-        if info.source is explicit_source or (check is None and info.name not in requires):
+        if info.source is explicit_source or info.name in force:
             continue
-        rule = check(info) if check is not None else None
-        if rule is None and info.name in requires and info.source is Source.ENTRY_POINT:
-            rule = _missing_requirement(requires[info.name])
+        rule = None
+        if info.source is Source.ENTRY_POINT:
+            if info.builtin:
+                rule = builtins_rule
+            elif autoload_rule is not None:
+                rule = autoload_rule
+        if rule is None and check is not None:
+            rule = check(info)
         if rule is not None:
             info.state = PluginState.FILTERED
             info.rule = rule
             info.stage = info.error = info.traceback = None
+            continue
+        if info.source is Source.ENTRY_POINT and info.name in libraries:
+            missing = _missing_library(libraries[info.name])
+            if missing is not None:
+                info.state, info.rule = PluginState.NOT_APPLICABLE, missing
     return candidates
 
 
-#: The entry-point group that says which module a plugin needs: an entry point
-#: ``NAME = "module"`` there keeps plugin ``NAME`` (of group ``hostapp``, the same
-#: distribution or another) from being imported when ``module`` cannot be found — the
-#: library its processors trace is not installed. ``hostapp plugins --all`` shows it
-#: filtered by ``requires``.
-REQUIRES_GROUP = "hostapp.requires"
-_REQUIRES_PREFIX = f"{REQUIRES_GROUP}:"
+#: The entry-point group that names the library a plugin is for (the code its trace
+#: processors select): an entry point ``NAME = "module"`` there keeps plugin ``NAME`` (of
+#: group ``hostapp``) from being imported when ``module`` cannot be found. The plugin is
+#: ``not_applicable`` (``library 'celery' is not installed (hostapp.libraries)``). Unlike
+#: ``requires`` (distribution requirements read from installed metadata, which costs a
+#: start-up the import of :mod:`importlib.metadata` and ``packaging``), this is one
+#: :func:`importlib.util.find_spec`, the check of a processor's own ``requires``.
+LIBRARIES_GROUP = "hostapp.libraries"
+_LIBRARIES_PREFIX = f"{LIBRARIES_GROUP}:"
 
 
-def _missing_requirement(module: str) -> str | None:
-    """The filter rule text when ``module`` cannot be found (no import: ``find_spec``)."""
+def _missing_library(module: str) -> str | None:
+    """Why plugin code for ``module`` does not apply (it cannot be found; no import:
+    ``find_spec``), or ``None``."""
     import importlib.util
 
     name = module.partition(":")[0].strip()
@@ -275,4 +319,4 @@ def _missing_requirement(module: str) -> str | None:
         found = importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         found = False
-    return None if found else f"requires: {name!r} is not installed ({REQUIRES_GROUP})"
+    return None if found else f"library {name!r} is not installed ({LIBRARIES_GROUP})"
