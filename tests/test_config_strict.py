@@ -88,7 +88,7 @@ def test_sink_tables_bus_keys_are_checked_when_the_file_is_read(tmp_path, table,
     write(tmp_path, f"[events.sinks.jsonl]\n{table}\n")
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path, environ={})
-    assert str(info.value) == f"hostapp.toml: {message}"
+    assert str(info.value) == f"hostapp.toml:2: {message}"  # the file and the key's line
 
 
 @pytest.mark.parametrize("var", SWITCHES)

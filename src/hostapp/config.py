@@ -269,7 +269,7 @@ class Config:
         origins: dict[str, str] = {}
         flat = _flatten(raw, where, found)
         for key, value in flat.items():
-            data[key] = _validate(key, value, source, root)
+            data[key] = _validate(key, value, source, root, where)
             origins.update(where.origins(key, value))
         for key, value in _env_overrides(env, found).items():
             var = "HOSTAPP_STRICT" if key == "plugins.strict" and "HOSTAPP_STRICT" in env else key_env(key)
@@ -668,7 +668,7 @@ def _tname(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _validate(key: str, value: Any, source: str, root: Path) -> Any:
+def _validate(key: str, value: Any, source: str, root: Path, where: Callable[[str], str] | None = None) -> Any:
     spec = SCHEMA[key]
     kind = spec.type
 
@@ -740,7 +740,7 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
         tables = {name: dict(table) for name, table in value.items()}
         if key == "events.sinks":  # the defaults stay enabled unless `enabled = false`
             for name, table in tables.items():
-                _check_sink_table(name, table, source)
+                _check_sink_table(name, table, source, where)
             tables = {**{n: dict(t) for n, t in spec.default.items()}, **tables}
         return tables
     raise AssertionError(f"unknown schema type {kind!r} for {key}")
@@ -792,15 +792,22 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_sink_table(name: str, table: Mapping[str, Any], source: str) -> None:
+def _check_sink_table(
+    name: str, table: Mapping[str, Any], source: str, place: Callable[[str], str] | None = None,
+) -> None:
     """The bus keys of ``[events.sinks.NAME]``: ``enabled`` a boolean, the others as the
     ``events.*`` key of the same name (the rest of the table is the sink's own).
+
+    Args:
+        place: gives the ``file:line`` of a dotted key, for the error (default: ``source``).
 
     Raises:
         ConfigError: naming ``events.sinks.NAME.KEY``.
     """
     for item, value in table.items():
         where = f"events.sinks.{name}.{item}"
+        if place is not None:
+            source = place(where)
         if item == "enabled":
             if not isinstance(value, bool):
                 raise ConfigError(source, f"expected true or false, got {_tname(value)}", key=where)
