@@ -25,8 +25,8 @@ SUITES: dict[str, str] = {
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
     "events_view": "benchmarks.events_view",
+    "memory": "benchmarks.memory",
     "serve": "benchmarks.serve",
-    "hardening": "benchmarks.hardening",
     "tracing": "benchmarks.tracing",
     "peers": "benchmarks.peers",
 }
