@@ -870,6 +870,9 @@ def run_command(
     run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary)
 
 
+from hostapp._cli_probes import probes_command  # noqa: E402 - the group registers itself on `cli`
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hostapp`` console script."""
     cli.main(args=argv, prog_name="hostapp")

@@ -149,6 +149,9 @@ class Host:
             kept after stop.
         supervisor: the :class:`~hostapp.tasks.TaskSupervisor` of the background tasks
             (set at start), or ``None``.
+        probes: the :class:`~hostapp.probes.ProbeManager` applying the store's probe
+            specs in this host (set by the built-in ``probes`` task once a spec exists),
+            or ``None``.
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class Host:
         self.tracer: TracingEngine | None = None
         self.tracing_stats: dict[str, dict[str, Any]] = {}
         self.supervisor: TaskSupervisor | None = None
+        self.probes: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
