@@ -19,8 +19,9 @@ The subset (:data:`ALLOWED_CALLS`, :func:`check`):
 * arithmetic (``+ - * / // % @``, ``**`` only with a literal exponent of at most 64),
   bitwise operators, comparisons (``in``, ``is`` included), ``and``/``or``/``not``,
   ``x if c else y``;
-* calls only of a name in :data:`ALLOWED_CALLS` or a *function* of the namespace, with
-  positional and keyword arguments (no ``*``/``**`` unpacking).
+* calls only of a name in :data:`ALLOWED_CALLS`, a *function* of the namespace, or a
+  function of the ``math`` module (``math.sqrt(x)``), with positional and keyword
+  arguments (no ``*``/``**`` unpacking).
 
 Everything else is refused: other calls (methods, ``__import__``, ``eval``), lambdas,
 comprehensions, ``:=``, ``await``/``yield``, starred expressions. The refusal
@@ -161,7 +162,7 @@ def check(expression: str, namespace: Mapping[str, Any] | None = None) -> ast.Ex
     names = default_namespace() if namespace is None else namespace
     found: list[tuple[int, int, str, str]] = []  # (priority, column, node, reason)
     for node in ast.walk(tree):
-        col = getattr(node, "col_offset", 0)
+        col = getattr(node, "col_offset", 1 << 30)
         if not isinstance(node, _ALLOWED_NODES):
             found.append((3, col, _describe(node),
                           "not allowed in a probe expression (see the expression subset in docs/probes.md)"))
@@ -171,13 +172,16 @@ def check(expression: str, namespace: Mapping[str, Any] | None = None) -> ast.Ex
             found.append((1, col, _describe(node), "attributes starting with '__' (dunders) are not allowed"))
         elif isinstance(node, ast.Call):
             func = node.func
-            allowed = isinstance(func, ast.Name) and (
+            allowed = (isinstance(func, ast.Name) and (
                 func.id in ALLOWED_CALLS or (func.id in names and callable(names[func.id]))
+            )) or (  # math.sqrt(x): the functions of the math module (pure) are allowed
+                isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "math"
+                and names.get("math") is math and not func.attr.startswith("_")
             )
             if not allowed:
                 found.append((2, col, _describe(node),
                               "calls are allowed only to " + ", ".join(sorted(ALLOWED_CALLS))
-                              + " and to the functions of the probe namespace"))
+                              + ", math.* and the functions of the probe namespace"))
             elif any(keyword.arg is None for keyword in node.keywords):
                 found.append((2, col, _describe(node), "'**' unpacking is not allowed"))
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):

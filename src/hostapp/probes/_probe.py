@@ -286,6 +286,20 @@ class Attachment:
         failed = self.failed
         two = bool(getattr(self.impl, "wants_elapsed", False))  # impl(value, elapsed_ns)
 
+        if getattr(self.impl, "wants_frame", False):  # impl(frame): breakpoints
+            getframe = sys._getframe
+
+            def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+                if mono() >= deadline:
+                    expire()
+                    return
+                try:
+                    att.fires += 1
+                    impl(src if frames else getframe(2))
+                except Exception as err:
+                    failed(err)
+
+            return fire
         if two:
             pass
         elif is_const and cond is None:
