@@ -20,8 +20,10 @@ others), and its outcome in this process is its ``applied[process]`` record: ``h
 (Diagnose's: the error, or ``None``), ``state`` (``active``, ``pending`` - the target is
 not importable yet, retried when its module is imported -, ``error``, ``expired``,
 ``off`` - switched off after ``probes.max_errors`` errors -, ``removed``, ``ended``),
-``fires``, ``errors``, ``last_error``, ``values`` (the instrument's snapshot: the
-counter, the histogram) and ``updated_at``.
+``fires``, ``errors``, ``last_error``, ``first_traceback``, ``values`` (the
+instrument's snapshot: the counter, the histogram), ``backend``, ``instrumented``
+(whether its target is instrumented for it now: ``false`` once it expired, was switched
+off or removed) and ``updated_at``.
 
 With a store (:mod:`hostapp.probes.stores`), :attr:`specs` is read from it and the
 records are written to it; :meth:`tick` is what the probe poller runs every
@@ -405,13 +407,13 @@ class ProbeManager:
             state = "error"
         record = self._record(spec_id, spec, state=state, err=err, applied_now=applied_now)
         if att is not None:
+            site = att.site
             record.update({
                 "fires": att.fires, "errors": att.errors, "last_error": att.last_error,
                 "first_traceback": att.first_traceback, "values": att.snapshot(),
                 "backend": self.registry.backend,
+                "instrumented": site is not None and att in site.attachments,
             })
-        if state == "expired" and att is not None and spec.expired():
-            pass
 
     def _record(self, spec_id: str, spec: ProbeSpec | None, *, state: str, err: str | None,
                 applied_now: bool = False) -> dict[str, Any]:
@@ -424,7 +426,7 @@ class ProbeManager:
             "err": err, "state": state,
             "fires": old.get("fires", 0), "errors": old.get("errors", 0), "last_error": old.get("last_error"),
             "first_traceback": old.get("first_traceback"), "values": old.get("values"),
-            "backend": old.get("backend"), "updated_at": now,
+            "backend": old.get("backend"), "instrumented": old.get("instrumented", False), "updated_at": now,
         }
         self._records[spec_id] = record
         return record
@@ -481,6 +483,8 @@ class ProbeManager:
                     if record is not None and record["state"] == "active":
                         record["state"] = "ended"
                     self._remove(spec_id, "ended")
+                    if record is not None:
+                        record["instrumented"] = False
             self._write(final=True)
             self.closed = True
             if self.host is not None:
