@@ -48,6 +48,7 @@ __all__ = [
     "Attachment",
     "Instrument",
     "Probe",
+    "ProbeContext",
     "ProbeRegistry",
     "attach_to",
     "default_registry",
@@ -110,7 +111,7 @@ class Instrument:
             and ``lifespan`` both given, a negative ``lifespan``.
     """
 
-    __slots__ = ("condition", "custom", "event", "expires", "name", "type", "value")
+    __slots__ = ("condition", "context", "custom", "event", "expires", "name", "type", "value")
 
     def __init__(
         self,
@@ -143,6 +144,8 @@ class Instrument:
         self.custom = dict(custom or {})
         self.condition = condition
         self.expires = as_datetime(expires, "expires") if expires is not None else None
+        #: the :class:`ProbeContext` it is built in (a probe manager's); ``None``: the registry's
+        self.context: ProbeContext | None = None
 
     @property
     def type_name(self) -> str:
@@ -180,7 +183,7 @@ class Attachment:
     """
 
     __slots__ = (
-        "deadline", "errors", "event", "fire", "fires", "first_traceback", "impl", "instrument",
+        "context", "deadline", "errors", "event", "fire", "fires", "first_traceback", "impl", "instrument",
         "last_error", "max_errors", "name", "needs_elapsed", "probe", "reason", "registry", "site",
         "state",
     )
@@ -197,7 +200,8 @@ class Attachment:
         self.first_traceback: str | None = None
         self.reason: str | None = None
         self.state = "new"
-        self.max_errors = registry.max_errors
+        self.context = instrument.context or registry.context
+        self.max_errors = self.context.max_errors
         self.needs_elapsed = False
         self.impl: Any = None
         self.site: Site | None = None
@@ -215,12 +219,12 @@ class Attachment:
         """
         from hostapp.probes import ProbeSpecError
 
-        registry = self.registry
+        context = self.context
         inst = self.instrument
-        itype = registry.instrument_type(inst.type)
+        itype = context.instrument_type(inst.type)
         spec = self.probe.spec_for(self.name, inst)
         try:
-            impl = itype.factory(spec, registry.host)
+            impl = itype.factory(spec, context.host)
         except Exception as exc:
             raise ProbeSpecError(
                 f"instrument type {itype.name!r}: its factory raised {type(exc).__name__}: {exc}"
@@ -233,8 +237,8 @@ class Attachment:
             raise ProbeSpecError(f"instrument.value is required for a {itype.name!r} instrument")
         keys = hooks.argument_keys(resolved.function)
         where = f"{resolved.qualname}({', '.join(keys)})"
-        namespace = registry.namespace
-        unsafe = registry.allow_unsafe
+        namespace = context.namespace
+        unsafe = context.allow_unsafe
         trees = {}
         for field, text in (("value", value), ("condition", inst.condition)):
             if text is None:
@@ -542,38 +546,31 @@ class Probe:
                 self.registry.sync(self)
 
 
-class ProbeRegistry:
-    """The probes of this process and the machinery they share (one per process:
-    :func:`default_registry`).
+class ProbeContext:
+    """What instruments are built with: the instrument types, the host, the expression
+    namespace and policy. The registry has a default one; each probe manager has its own
+    (so two managers, or a test, never change each other's settings).
 
-    Attributes:
-        lock: held while attachments change (never on the probed thread's fast path).
-        probes: key -> :class:`Probe`.
-        types: instrument type name -> :class:`~hostapp.InstrumentType` (by default the
-            installed plugins' ``hostapp_instrument_types()``, read on first need).
-        namespace: the names expressions may use besides the call's (Diagnose's
-            ``manager.global_namespace``).
-        allow_unsafe: skip the expression subset check (``probes.allow_unsafe``).
-        max_errors: errors after which an instrument is switched off (``probes.max_errors``).
-        host: the running host handed to instrument factories, or ``None``.
+    Args:
+        types: name -> :class:`~hostapp.InstrumentType`; ``None``: the installed
+            plugins' (read on first need).
+        host: handed to instrument factories (the ``event`` instrument needs one).
+        namespace: names expressions may use besides the call's, merged over Diagnose's
+            defaults (``datetime``, ``math``, ``time``, ``mag``).
+        allow_unsafe: skip the expression subset check.
+        max_errors: errors after which an instrument is switched off.
     """
 
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.probes: dict[Any, Probe] = {}
-        self._types: dict[str, InstrumentType] | None = None
+    def __init__(self, types: Mapping[str, InstrumentType] | None = None, host: Any = None,
+                 namespace: Mapping[str, Any] | None = None, allow_unsafe: bool = False,
+                 max_errors: int = 10) -> None:
+        self._types = dict(types) if types is not None else None
+        self.host = host
         self.namespace: dict[str, Any] = _expr.default_namespace()
-        self.allow_unsafe = False
-        self.max_errors = 10
-        self.host: Any = None
-        self._hooks: _Hooks | None = None
-        self._waiting: dict[str, set[Any]] = {}
-        self._import_hook: Any = None
-        self._detach: list[Attachment] = []
-        if not logger.handlers:  # a library's logger: nothing on the program's stderr by default
-            logger.addHandler(logging.NullHandler())
-
-    # -- configuration -------------------------------------------------------------------
+        if namespace:
+            self.namespace.update(namespace)
+        self.allow_unsafe = allow_unsafe
+        self.max_errors = max_errors
 
     @property
     def types(self) -> dict[str, InstrumentType]:
@@ -604,6 +601,29 @@ class ProbeRegistry:
                 f"disabled with plugins.disable = [\"instruments.{kind}\"])"
             )
         return found
+
+
+class ProbeRegistry:
+    """The probes of this process and the machinery they share (one per process:
+    :func:`default_registry`).
+
+    Attributes:
+        lock: held while attachments change (never on the probed thread's fast path).
+        probes: key -> :class:`Probe`.
+        context: the default :class:`ProbeContext` (instruments added directly with
+            ``probe.instruments[...]``; a probe manager's instruments carry its own).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.probes: dict[Any, Probe] = {}
+        self.context = ProbeContext()
+        self._hooks: _Hooks | None = None
+        self._waiting: dict[str, set[Any]] = {}
+        self._import_hook: Any = None
+        self._detach: list[Attachment] = []
+        if not logger.handlers:  # a library's logger: nothing on the program's stderr by default
+            logger.addHandler(logging.NullHandler())
 
     @property
     def hooks(self) -> _Hooks:

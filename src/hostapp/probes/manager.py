@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hostapp.probes import ProbeSpecError
-from hostapp.probes._probe import EVENTS, Instrument, ProbeRegistry, as_datetime, default_registry
+from hostapp.probes._probe import EVENTS, Instrument, ProbeContext, ProbeRegistry, as_datetime, default_registry
 
 if TYPE_CHECKING:
     from hostapp.probes.stores import SpecStore
@@ -245,14 +245,8 @@ class ProbeManager:
         self.host = host
         self.run_id = getattr(host, "run_id", None)
         self.process_id = process_id or process_key(self.run_id)
-        self.registry.host = host
-        if types is not None:
-            self.registry.types = types
-        self.registry.allow_unsafe = allow_unsafe
-        self.registry.max_errors = max_errors
-        if namespace:
-            self.registry.namespace.update(namespace)
-        self.global_namespace = self.registry.namespace
+        self.context = ProbeContext(types, host, namespace, allow_unsafe, max_errors)
+        self.global_namespace = self.context.namespace
         self.allow_unsafe = allow_unsafe
         self._specs: dict[str, Any] = {}
         self._applied: dict[str, tuple[ProbeSpec, str]] = {}  # spec id -> (spec, instrument key)
@@ -360,7 +354,9 @@ class ProbeManager:
         probe = self.registry.attach_to(spec.target)
         name = self._instrument_name(spec_id)
         probe.spec_ids[name] = spec_id
-        probe.instruments[name] = spec.make_instrument()
+        instrument = spec.make_instrument()
+        instrument.context = self.context
+        probe.instruments[name] = instrument
         if not probe.started:
             probe.start()
         self._applied[spec_id] = (spec, key)
