@@ -7,8 +7,10 @@ accuracy guarantee (``custom.relative_accuracy``, default 1 %: a reported p99 is
 
 The probed thread only appends the value to a buffer (and checks it is a number); the
 buffer is folded into the sketch in batches - when it holds 4,096 values, and whenever
-the value is read - by computing each value's DDSketch bin with one ``math.log`` and
-counting the bins (about 0.2 us a value, against ~0.6 us for ``DDSketch.add``). The
+the value is read - by counting the distinct values (``collections.Counter``, in C),
+computing each distinct value's DDSketch bin with one ``math.log`` and counting the bins
+(0.05-0.2 us a value, against ~0.6 us for ``DDSketch.add``); the sketch's store is built
+from the bin counts when the histogram is read. The
 window (``custom.window_s``, default 60 s) is kept as 6 slots; a snapshot merges those
 younger than the window.
 
@@ -33,12 +35,14 @@ _SLOTS = 6
 
 
 class _Slot:
+    """One part of the window: DDSketch bin -> count (positive and negative values)."""
+
     __slots__ = ("count", "max", "min", "negative", "start", "store", "sum", "zero")
 
-    def __init__(self, start: float, store_cls: Any) -> None:
+    def __init__(self, start: float) -> None:
         self.start = start
-        self.store = store_cls()
-        self.negative = store_cls()
+        self.store: collections.Counter[int] = collections.Counter()
+        self.negative: collections.Counter[int] = collections.Counter()
         self.zero = 0
         self.count = 0
         self.sum = 0.0
@@ -110,21 +114,35 @@ class Histogram:
             del buf[:n]  # one operation: values appended meanwhile stay for the next fold
             slot = self._current(time.monotonic())
             low = self._min_possible
-            positive = [v for v in values if v > low]
-            if len(positive) != n:
-                for v in values:
-                    if v < -low:
-                        slot.negative.add(math.ceil(math.log(-v) * self._inv_log_gamma))
-                    elif not v > low:
-                        slot.zero += 1
-            log = math.log
-            ceil = math.ceil
-            k = self._inv_log_gamma
-            for key, count in collections.Counter([ceil(log(v) * k) for v in positive]).items():
-                slot.store.add(key, count)
+            log, ceil, k = math.log, math.ceil, self._inv_log_gamma
+            keys = slot.store
+            exact = collections.Counter(values) if type(values[0]) is int else None  # C counting
+            if exact is not None and len(exact) * 2 <= n:  # repeated values (sizes, counts): each maps once
+                lo, hi = min(exact), max(exact)
+                distinct = list(exact)
+                if lo > low:
+                    bins = [ceil(log(v) * k) for v in distinct]
+                    for key, count in zip(bins, exact.values()):
+                        keys[key] += count
+                else:
+                    for v, count in exact.items():
+                        if v > low:
+                            keys[ceil(log(v) * k)] += count
+                        elif v < -low:
+                            slot.negative[ceil(log(-v) * k)] += count
+                        else:
+                            slot.zero += count
+            else:
+                lo, hi = min(values), max(values)
+                if lo > low:
+                    keys.update([ceil(log(v) * k) for v in values])  # C counting of the bins
+                else:
+                    keys.update([ceil(log(v) * k) for v in values if v > low])
+                    negative = [v for v in values if v < -low]
+                    slot.negative.update([ceil(log(-v) * k) for v in negative])
+                    slot.zero += sum(1 for v in values if -low <= v <= low)
             slot.count += n
             slot.sum += math.fsum(values)
-            lo, hi = min(values), max(values)
             if lo < slot.min:
                 slot.min = lo
             if hi > slot.max:
@@ -138,7 +156,7 @@ class Histogram:
         start = now - now % width
         slots = self._slots
         if not slots or slots[-1].start != start:
-            slots.append(_Slot(start, self._store_cls))
+            slots.append(_Slot(start))
         while slots and slots[0].start <= now - self.window_s - width:
             slots.popleft()
         return slots[-1]
@@ -153,13 +171,14 @@ class Histogram:
         now = time.monotonic()
         with self._fold_lock:
             live = [s for s in self._slots if s.start > now - self.window_s - self.window_s / _SLOTS]
-            store, negative = self._store_cls(), self._store_cls()
+            bins: collections.Counter[int] = collections.Counter()
+            negative_bins: collections.Counter[int] = collections.Counter()
             zero = count = 0
             total = 0.0
             lo, hi = math.inf, -math.inf
             for slot in live:
-                store.merge(slot.store)
-                negative.merge(slot.negative)
+                bins.update(slot.store)
+                negative_bins.update(slot.negative)
                 zero += slot.zero
                 count += slot.count
                 total += slot.sum
@@ -171,6 +190,11 @@ class Histogram:
         if not count:
             out.update({"min": None, "max": None, "mean": None, "p50": None, "p95": None, "p99": None})
             return out
+        store, negative = self._store_cls(), self._store_cls()
+        for key, n in bins.items():
+            store.add(key, n)
+        for key, n in negative_bins.items():
+            negative.add(key, n)
         sketch = BaseDDSketch(self._mapping, store, negative, zero)
         out.update({"min": lo, "max": hi, "mean": total / count})
         for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
