@@ -19,6 +19,11 @@ from hostapp.cli import HostappCliError, _console, _db_option, _State, _warn, cl
 
 __all__ = ["probes_command"]
 
+#: The built-in instrument types (``hostapp_plugins.instruments``); another type is
+#: checked against the installed plugins' ``hostapp_instrument_types()``. A built-in type
+#: disabled in the target's host is reported there (its ``applied`` record).
+_BUILTIN_TYPES = ("log", "incr", "hist", "event")
+
 
 @contextlib.contextmanager
 def _spec_store(state: _State, db_path: str | None) -> Iterator[Any]:
@@ -186,7 +191,10 @@ def probes_add(state: _State, db_path: str | None, target: str, kind: str, value
         "lastmodified": dt.datetime.now(dt.timezone.utc),
         "applied": {},
     }
-    types = {c.spec.name for c in state.plugin_manager().collect("hostapp_instrument_types", on_conflict="report")}
+    if kind in _BUILTIN_TYPES:  # no plugin loading for the built-in types (start-up counts in the latency)
+        types = set(_BUILTIN_TYPES)
+    else:
+        types = {c.spec.name for c in state.plugin_manager().collect("hostapp_instrument_types", on_conflict="report")}
     unsafe = bool(config.get("probes.allow_unsafe"))
     try:
         spec = ProbeSpec.from_dict(raw)
