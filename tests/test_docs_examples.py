@@ -222,7 +222,7 @@ def test_cli_json_fields_are_in_cli_md():
 # -- code blocks ------------------------------------------------------------------------------
 
 
-PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md"]
+PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md", "probes.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

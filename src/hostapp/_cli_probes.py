@@ -82,9 +82,17 @@ def _duration(seconds: float) -> str:
 def _rows(specs: dict[str, dict[str, Any]], applied: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     from hostapp.probes.manager import expires_in
 
+    import socket
+
+    here = socket.gethostname()
     rows = []
     for spec_id, spec in specs.items():
         records = applied.get(spec_id, {})
+        for record in records.values():  # a process of this machine that died without stopping
+            if record.get("state") in ("active", "pending") and record.get("host") == here \
+                    and not _alive(record.get("pid")):
+                record["state"] = "gone"
+                record["err"] = record.get("err") or "its process ended without stopping (values as of its last poll)"
         left = expires_in(spec)
         expired = left is not None and left <= 0
         states: dict[str, int] = {}
@@ -99,6 +107,20 @@ def _rows(specs: dict[str, dict[str, Any]], applied: dict[str, dict[str, dict[st
             "errors": sum(int(r.get("errors") or 0) for r in records.values()),
         })
     return rows
+
+
+def _alive(pid: Any) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
 
 
 def _describe_instrument(inst: dict[str, Any]) -> str:
