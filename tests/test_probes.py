@@ -478,3 +478,49 @@ def test_importing_hostapp_does_not_import_the_probes():
     code = "import hostapp, sys; print(any(m.startswith('hostapp.probes') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_probes_and_the_tracing_engine_share_a_function(shop):
+    """A traced function can be probed too (3.12+: two tool ids; 3.11: nested trampolines)."""
+    from hostapp.tracing import TracingEngine
+    from hostapp.types import Contribution, TraceProcessor
+
+    events = []
+    processor = TraceProcessor(name="helper", co_names=("helper",), path_fragment="shop/cart.py",
+                               call_type="helper_call", return_type="helper_return")
+    engine = TracingEngine([Contribution(processor, "test")], events.append)
+    engine.start()
+    original = shop.cart.helper.__code__ if sys.version_info >= (3, 12) else engine._backend._installed
+    try:
+        probe = attach_to("shop.cart.helper")
+        probe.instruments["n"] = Instrument("incr", value="n", event="return")
+        probe.start()
+        assert shop.cart.helper(3) == 6
+        assert probe.attachments["n"].snapshot()["total"] == 3
+        assert [e.type for e in events] == ["helper_call", "helper_return"]
+        probe.stop()
+        assert shop.cart.helper(4) == 8
+        assert len(events) == 4  # tracing goes on without the probe
+    finally:
+        engine.stop()
+    assert shop.cart.helper(5) == 10 and len(events) == 4
+    if sys.version_info < (3, 12):
+        assert not original  # every trampoline taken back
+    from hostapp.tracing._trampoline import TRAMPOLINES
+
+    assert shop.cart.helper.__code__ not in TRAMPOLINES
+
+
+def test_allow_unsafe_is_warned_about_at_every_start(shop, caplog):
+    with caplog.at_level(logging.WARNING, logger="hostapp.probes"):
+        manager = ProbeManager(process_id="x", allow_unsafe=True)
+        ProbeManager(process_id="y", allow_unsafe=True).close()
+    warned = [r for r in caplog.records if "probes.allow_unsafe = true" in r.getMessage()]
+    assert len(warned) == 2
+    manager.specs = {"u": {"target": "shop.cart.helper", "instrument": {
+        "type": "incr", "value": "n.__class__.__name__.__len__()", "event": "call"}, "lifespan": 1}}
+    manager.apply()
+    shop.cart.helper(1)
+    manager.tick()
+    assert manager.records()["u"]["values"]["total"] == 3  # len("int"): unchecked Python ran
+    manager.close()

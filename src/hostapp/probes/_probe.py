@@ -705,7 +705,18 @@ class ProbeRegistry:
             if inst.expires is not None and att.deadline <= _mono():
                 att.state, att.reason = "expired", "its lifespan ended"
         if changed:
-            hooks.update(site)
+            try:
+                hooks.update(site)
+            except Exception as exc:  # e.g. no free sys.monitoring tool id: reported, never raised
+                for name, att in list(probe.attachments.items()):
+                    if att.site is site and att in site.attachments:
+                        site.attachments = tuple(a for a in site.attachments if a is not att)
+                        del probe.attachments[name]
+                        probe.errors[name] = f"cannot instrument {probe.name}: {type(exc).__name__}: {exc}"
+                try:
+                    hooks.update(site)
+                except Exception:  # noqa: BLE001 - nothing is installed then
+                    pass
 
     def _detach_now(self, att: Attachment, state: str) -> None:
         site = att.site

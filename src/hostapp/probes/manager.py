@@ -332,6 +332,8 @@ class ProbeManager:
         return f"{self.short_id}:{spec_id}"
 
     def _apply_one(self, spec_id: str, raw: Any) -> None:
+        if isinstance(raw, dict) and not raw.get("lastmodified"):
+            raw["lastmodified"] = _dt.datetime.now(_dt.timezone.utc)  # once: its lifespan counts from here
         try:
             spec = ProbeSpec.from_dict(raw, spec_id if not isinstance(raw, Mapping) or "id" not in raw else None)
             if spec.id != spec_id:
