@@ -331,6 +331,11 @@ def test_safe_expressions_compile_once_and_read_arguments_result_and_namespace(s
     bad.start()
     assert "'m' is not an argument of shop.cart.helper(n)" in bad.errors["x"]
     assert "result exist at return/end only" in bad.errors["y"]
+    assert not instrumentation(shop.cart.helper)  # nothing attached: nothing installed
+    probe.stop()
+    assert not default_registry()._hooks.sites  # no empty site left behind
+    if sys.version_info >= (3, 12):
+        assert "hostapp-probes" not in [sys.monitoring.get_tool(t) for t in (2, 3, 4)]  # the tool id is back
 
 
 def test_a_target_in_a_module_imported_later_is_retried(tmp_path, monkeypatch):

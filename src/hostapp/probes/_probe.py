@@ -704,7 +704,7 @@ class ProbeRegistry:
             changed = True
             if inst.expires is not None and att.deadline <= _mono():
                 att.state, att.reason = "expired", "its lifespan ended"
-        if changed:
+        if changed or not site.attachments:  # an empty site is forgotten (and the tool id given back)
             try:
                 hooks.update(site)
             except Exception as exc:  # e.g. no free sys.monitoring tool id: reported, never raised
