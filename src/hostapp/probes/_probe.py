@@ -149,6 +149,7 @@ class Instrument:
 
     @property
     def type_name(self) -> str:
+        """The type's name (``type`` itself, or an ``InstrumentType``'s ``name``)."""
         return self.type if isinstance(self.type, str) else getattr(self.type, "name", repr(self.type))
 
     def key(self) -> tuple[Any, ...]:
@@ -433,6 +434,7 @@ class Attachment:
         }
 
     def close(self) -> None:
+        """Call the implementation's ``close()``, if any (errors are logged, never raised)."""
         close = getattr(self.impl, "close", None)
         if close is not None:
             try:
@@ -574,6 +576,7 @@ class ProbeContext:
 
     @property
     def types(self) -> dict[str, InstrumentType]:
+        """Name -> :class:`~hostapp.InstrumentType` (the installed plugins' when not given)."""
         if self._types is None:
             self._types = _installed_types()
         return self._types
@@ -627,6 +630,7 @@ class ProbeRegistry:
 
     @property
     def hooks(self) -> _Hooks:
+        """The interpreter's probe backend (made on first use: nothing is installed before)."""
         if self._hooks is None:
             from hostapp.probes._backend import make_hooks
 

@@ -65,10 +65,12 @@ class Resolved:
 
     @property
     def code(self) -> types.CodeType:
+        """The probed function's code object."""
         return self.function.__code__
 
     @property
     def qualname(self) -> str:
+        """``module.qualname`` of the probed function."""
         return f"{self.function.__module__}.{self.function.__qualname__}"
 
 

@@ -119,6 +119,7 @@ class Breakpoint:
         return f"<Breakpoint {self.describe()} hits={self.hits} held={self.held}>"
 
     def describe(self) -> str:
+        """The target's printable name (``pkg.mod.Class.method``)."""
         from hostapp.probes._resolve import target_name
 
         return target_name(self.target)

@@ -158,6 +158,7 @@ class ProbeSpec:
         return self.lastmodified + _dt.timedelta(minutes=self.lifespan)
 
     def expired(self, now: _dt.datetime | None = None) -> bool:
+        """Whether ``now`` (default: now, UTC) is at or past :attr:`expires`."""
         expires = self.expires
         return expires is not None and (now or _dt.datetime.now(_dt.timezone.utc)) >= expires
 
@@ -266,6 +267,7 @@ class ProbeManager:
 
     @property
     def specs(self) -> dict[str, Any]:
+        """Spec id -> spec dict: the store's (read on every access) or the in-process dict."""
         if self.store is not None:
             return self.store.specs()
         return self._specs
@@ -301,32 +303,36 @@ class ProbeManager:
         Returns:
             ``{spec id: this process's applied record}``.
         """
-        with self._lock, self.registry.lock:
-            try:
+        with self._lock:
+            try:  # read outside the registry's lock: an import waiting for a probe never waits on the store
                 raw_specs = dict(self.specs)
             except Exception as exc:  # noqa: BLE001 - a store that fails: keep what is applied
                 logger.warning("probes: could not read the probe specs: %s", exc)
                 return dict(self._records)
-            seen: set[str] = set()
-            for spec_id, raw in raw_specs.items():
-                seen.add(spec_id)
-                try:
-                    self._apply_one(spec_id, raw)
-                except Exception as exc:  # noqa: BLE001 - one bad spec never blocks the others
-                    self._record(spec_id, None, state="error", err=f"{type(exc).__name__}: {exc}")
-            for spec_id in list(self._applied):
-                if spec_id not in seen:
-                    self._remove(spec_id, "removed")
-                    self._records.pop(spec_id, None)
-            for spec_id in list(self._records):
-                if spec_id not in seen:
-                    self._records.pop(spec_id, None)
-            if self.store is None:
-                for spec_id, record in self._records.items():
-                    raw = self._specs.get(spec_id)
-                    if isinstance(raw, dict):
-                        raw.setdefault("applied", {})[self.process_id] = dict(record)
-            return dict(self._records)
+            with self.registry.lock:
+                return self._reconcile(raw_specs)
+
+    def _reconcile(self, raw_specs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        seen: set[str] = set()
+        for spec_id, raw in raw_specs.items():
+            seen.add(spec_id)
+            try:
+                self._apply_one(spec_id, raw)
+            except Exception as exc:  # noqa: BLE001 - one bad spec never blocks the others
+                self._record(spec_id, None, state="error", err=f"{type(exc).__name__}: {exc}")
+        for spec_id in list(self._applied):
+            if spec_id not in seen:
+                self._remove(spec_id, "removed")
+                self._records.pop(spec_id, None)
+        for spec_id in list(self._records):
+            if spec_id not in seen:
+                self._records.pop(spec_id, None)
+        if self.store is None:
+            for spec_id, record in self._records.items():
+                raw = self._specs.get(spec_id)
+                if isinstance(raw, dict):
+                    raw.setdefault("applied", {})[self.process_id] = dict(record)
+        return dict(self._records)
 
     def _instrument_name(self, spec_id: str) -> str:
         return f"{self.short_id}:{spec_id}"

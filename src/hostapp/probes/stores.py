@@ -37,21 +37,40 @@ __all__ = ["RedisSpecStore", "SpecStore", "SqliteSpecStore", "open_spec_store"]
 class SpecStore(Protocol):
     """The interface of a probe spec store (see the module docstring)."""
 
+    #: ``"sqlite"`` or ``"redis"``, for messages.
     name: str
 
-    def marker(self) -> Any: ...
+    def marker(self) -> Any:
+        """The change marker: any value that differs after every change to the specs
+        (an integer bumped by each change). One small read: the poller calls it every
+        ``probes.poll_interval``. Raises what the store raises (the poller reports it)."""
+        ...
 
-    def specs(self) -> dict[str, dict[str, Any]]: ...
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Every spec by id, as stored (Diagnose's format, ``lastmodified`` ISO 8601)."""
+        ...
 
-    def put(self, spec: Mapping[str, Any]) -> None: ...
+    def put(self, spec: Mapping[str, Any]) -> None:
+        """Add or replace ``spec`` (a JSON-able dict with ``id`` and ``lastmodified``)
+        and move the marker, in one transaction."""
+        ...
 
-    def remove(self, ids: Iterable[str]) -> int: ...
+    def remove(self, ids: Iterable[str]) -> int:
+        """Delete these specs and their applied records; the number of specs deleted."""
+        ...
 
-    def clear(self) -> int: ...
+    def clear(self) -> int:
+        """Delete every spec and applied record; the number of specs deleted."""
+        ...
 
-    def mark(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None: ...
+    def mark(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Upsert ``(spec_id, process, record)`` applied records (``process`` is
+        ``host:pid:run_id``); does not move the marker."""
+        ...
 
-    def applied(self, spec_id: str | None = None) -> dict[str, dict[str, dict[str, Any]]]: ...
+    def applied(self, spec_id: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{spec_id: {process: record}}`` (of one spec)."""
+        ...
 
 
 class SqliteSpecStore:

@@ -64,6 +64,7 @@ class EventInstrument:
 
 @hostapp.hookimpl
 def hostapp_instrument_types() -> hostapp.InstrumentType:
+    """The ``event`` instrument type (``instruments.event``)."""
     return hostapp.InstrumentType(
         name="event", factory=EventInstrument, description="a 'probe' event per fire, to the sinks and the store",
     )

@@ -203,11 +203,13 @@ class Histogram:
         return out
 
     def close(self) -> None:
+        """Fold what is buffered (the last snapshot then counts every value)."""
         self.fold()
 
 
 @hostapp.hookimpl
 def hostapp_instrument_types() -> hostapp.InstrumentType:
+    """The ``hist`` instrument type (``instruments.hist``)."""
     return hostapp.InstrumentType(
         name="hist", factory=Histogram,
         description="count, min, max, mean, p50/p95/p99 of value (default elapsed_ns) over a window",

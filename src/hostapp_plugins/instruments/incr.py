@@ -43,4 +43,5 @@ class Counter:
 
 @hostapp.hookimpl
 def hostapp_instrument_types() -> hostapp.InstrumentType:
+    """The ``incr`` instrument type (``instruments.incr``)."""
     return hostapp.InstrumentType(name="incr", factory=Counter, description="a counter: adds value (default 1) per fire")

@@ -82,6 +82,7 @@ class Log:
 
 @hostapp.hookimpl
 def hostapp_instrument_types() -> hostapp.InstrumentType:
+    """The ``log`` instrument type (``instruments.log``)."""
     return hostapp.InstrumentType(
         name="log", factory=Log, description="a log line per fire on a stdlib logger, at most 1 a second per probe",
     )

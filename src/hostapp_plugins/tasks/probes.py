@@ -47,6 +47,8 @@ class ProbePoller:
         return open_spec_store(self.config, store=self.host.store, component=component)
 
     def tick(self) -> None:
+        """One poll: open the store once; read the marker; start the manager at the
+        first spec; then let it apply (``ProbeManager.tick``). Raises what the store raises."""
         if self.store is None:
             self.store = self._open()
         if self.manager is None:
@@ -73,6 +75,7 @@ class ProbePoller:
         self.host.probes = self.manager
 
     def close(self) -> None:
+        """Remove this host's probes, writing their last values (``ProbeManager.close``)."""
         if self.manager is not None:
             self.manager.close()
 
@@ -125,6 +128,7 @@ def run(host: Any, stop_event: threading.Event) -> None:
 
 @hostapp.hookimpl
 def hostapp_background_tasks() -> Any:
+    """The ``probes`` task (a sync task in ``hostapp-task-probes``; see the module docstring)."""
     return hostapp.BackgroundTask(
         name="probes", run=run, restart="on-failure", stop_timeout=5.0,
         description="applies the probe specs of the store (hostapp probes add ...)",
