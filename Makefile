@@ -1,11 +1,12 @@
-# hostapp — the two quick-start commands (`make demo`, `make test`) and the benchmarks.
+# hostapp — the two quick-start commands (`make demo`, `make test`), the static checks
+# (`make check`) and the benchmarks.
 # Every target builds and uses a local virtual environment from this project's own files.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test check bench venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +22,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Static checks, run once by CI (not per Python version): the layer contracts in
+# pyproject.toml ([tool.importlinter]: imports go down the layers, no import cycles).
+check: $(STAMP)
+	@echo "== lint-imports: layer and no-cycle contracts of src/hostapp and src/hostapp_plugins"
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

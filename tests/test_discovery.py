@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hostapp._distfactory import install_distribution
+from hostapp.testing._distfactory import install_distribution
 from hostapp.discovery import (
     DiscoveryOptions,
     compile_pattern,

@@ -187,7 +187,7 @@ def test_every_hookspec_is_in_hooks_md():
 @pytest.mark.parametrize(
     "spec_type",
     [hostapp.TraceProcessor, hostapp.EventSink, hostapp.DriverSpec, hostapp.BackgroundTask,
-     hostapp.InstrumentType, hostapp.CliCommand, hostapp.Contribution, PluginInfo],
+     hostapp.InstrumentType, hostapp.CliCommand, hostapp.EventRenderer, hostapp.Contribution, PluginInfo],
 )
 def test_every_spec_type_field_is_in_hooks_md(spec_type):
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")

@@ -61,7 +61,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 def assert_adds_up(stats: dict[str, Any]) -> None:
     """The documented identity of the counters."""
     assert stats["accepted"] == (
-        stats["delivered"] + stats["dead_lettered"] + stats["dropped"]
+        stats["delivered"] + stats["dead_lettered"] + stats["dropped"] + stats["discarded"]
         + stats["queue_depth"] + stats["spill_depth"] + stats["in_flight"]
     ), stats
 

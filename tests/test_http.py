@@ -20,10 +20,10 @@ import requests
 import urllib3
 
 from hostapp import Config
-from hostapp.events import Event
+from hostapp.events import Event, EventBus
+from hostapp.events.redaction import REDACTED
 from hostapp.tracing import TracingEngine
-from hostapp.types import Contribution
-from hostapp_plugins.http import REDACTED, redact_headers, redact_url
+from hostapp.types import Contribution, EventSink
 from hostapp_plugins.http import client as client_plugin
 from hostapp_plugins.http import httpx as httpx_plugin
 from hostapp_plugins.http import requests as requests_plugin
@@ -90,128 +90,116 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @contextmanager
 def tracing(backend: str, **settings: Any) -> Iterator[tuple[TracingEngine, list[Event]]]:
+    """The HTTP processors on ``backend``, their records delivered through a real event bus
+    (so the host's redaction policy applies, as in a run) to a sink collecting them."""
     events: list[Event] = []
-    lock = threading.Lock()
-
-    def emit(event: Event) -> None:
-        with lock:
-            events.append(event)
-
+    sink = Contribution(EventSink(name="collect", handle=events.extend, batch_size=10_000), "test")
+    config = Config.from_dict({"tracing": settings, "events": {"sinks": {"collect": {}}}}, environ={})
+    bus = EventBus([sink], config)
+    bus.start()
     contributions = [Contribution(m.PROCESSOR, name) for name, m in PLUGINS.items()]
-    config = Config.from_dict({"tracing": settings}, environ={})
-    engine = TracingEngine(contributions, emit, config=config, backend=backend)
+    engine = TracingEngine(contributions, bus.emit, config=config, backend=backend, bus=bus)
     engine.start()
     try:
         yield engine, events
     finally:
         engine.stop()
+        bus.stop()
     for name, stats in engine.stats().items():
         assert stats["errors"] == 0, (name, stats)
+    assert bus.stats()["collect"]["dead_lettered"] == 0
 
 
-def top_level(events: list[Event]) -> list[Event]:
-    """The default view: calls not nested in another HTTP call."""
-    return [e for e in events if e.data.get("nested_in") is None]
+def calls(events: list[Event]) -> list[Event]:
+    """The HTTP call records, in call order."""
+    found = sorted((e for e in events if e.type == "outbound_http_request"), key=lambda e: (e.timestamp_ns, e.id))
+    assert len(found) == len(events), [(e.type, e.subtype) for e in events]
+    return found
 
 
-def pairs(events: list[Event]) -> list[tuple[Event, Event]]:
-    """(request, response) per call of the default view, in call order."""
-    shown = top_level(events)
-    responses = {e.data["frame_id"]: e for e in shown if e.type == "outbound_http_response"}
-    out = []
-    for request in shown:
-        if request.type == "outbound_http_request":
-            out.append((request, responses[request.data["frame_id"]]))
-    assert len(out) * 2 == len(shown), [(e.type, e.data.get("library")) for e in shown]
-    return out
-
-
-def test_urllib_request_and_response(server: str, backend: str) -> None:
+def test_urllib_one_record_with_http_client_named_in_via(server: str, backend: str) -> None:
     with tracing(backend) as (_, events):
         with urllib.request.urlopen(f"{server}/ok?token=abc&page=2") as resp:
             assert resp.read() == b"hello"
-    [(request, response)] = pairs(events)
-    assert request.subtype == response.subtype == "urllib"
-    assert request.data["library"] == "urllib"
-    assert request.data["method"] == "GET"
-    assert request.data["url"] == f"{server}/ok?token={REDACTED}&page=2"
-    assert request.data["method_and_full_url"] == f"GET {server}/ok?token={REDACTED}&page=2"
-    assert response.data["status_code"] == 200
-    assert response.data["headers"]["Set-Cookie"] == REDACTED
-    assert response.data["body"] is None and response.data["body_size"] == 5
-    assert response.data["duration_ns"] > 0
-    # the http.client calls urllib makes are there, linked to the urllib call
-    inner = [e for e in events if e.data.get("nested_in") == request.data["frame_id"]]
-    assert {e.data["library"] for e in inner} == {"http.client"}
-    assert sorted(e.type for e in inner) == ["outbound_http_request", "outbound_http_response"]
+    [call] = calls(events)
+    assert call.subtype == "urllib"
+    data = call.data
+    assert data["method"] == "GET"
+    assert data["url"] == f"{server}/ok?token={REDACTED}&page=2"
+    assert data["status_code"] == 200 and data["duration_ns"] > 0
+    assert data["response"]["headers"]["Set-Cookie"] == REDACTED
+    assert data["response"]["body"] is None and data["response"]["body_size"] == 5
+    assert data["via"] == ["http.client"]
+    assert data["call_site"] == {"file": __file__, "line": data["call_site"]["line"]}
+    assert data["thread_name"] == threading.current_thread().name
+    assert len(data["span_id"]) == 16 and call.id.endswith(data["span_id"])
 
 
 def test_urllib_error_status_is_recorded_before_urllib_raises(server: str, backend: str) -> None:
     with tracing(backend) as (_, events):
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{server}/missing")
-    [(_, response)] = pairs(events)
-    assert response.data["status_code"] == 404
+    [call] = calls(events)
+    assert call.data["status_code"] == 404 and "error" not in call.data
 
 
-def test_requests_one_call_in_the_default_view_with_urllib3_and_http_client_linked(
-    server: str, backend: str,
-) -> None:
-    with tracing(backend) as (_, events):
+def test_requests_one_record_for_requests_urllib3_and_http_client(server: str, backend: str) -> None:
+    with tracing(backend) as (engine, events):
         reply = requests.post(
             f"{server}/echo?api_key=k1", data=b"payload", headers={"Authorization": "Bearer xyz", "X-Trace": "1"},
         )
         assert reply.status_code == 201
-    [(request, response)] = pairs(events)
-    assert request.data["library"] == "requests" and request.subtype == "requests"
-    assert request.data["method"] == "POST"
-    assert request.data["url"] == f"{server}/echo?api_key={REDACTED}"
-    assert request.data["headers"]["Authorization"] == REDACTED
-    assert request.data["headers"]["X-Trace"] == "1"
-    assert request.data["body"] == "payload" and request.data["body_size"] == 7
-    assert response.data["status_code"] == 201
-    assert response.data["body"] == "got:payload"
-    nested = [e for e in events if e.data.get("nested_in") is not None]
-    assert {e.data["library"] for e in nested} == {"urllib3"}  # urllib3 2.x sends by itself
-    assert all(e.data["nested_in"] == request.data["frame_id"] for e in nested)
+    [call] = calls(events)
+    assert call.subtype == "requests"
+    data = call.data
+    assert data["method"] == "POST"
+    assert data["url"] == f"{server}/echo?api_key={REDACTED}"
+    assert data["request"]["headers"]["Authorization"] == REDACTED
+    assert data["request"]["headers"]["X-Trace"] == "1"
+    assert data["request"]["body"] == "payload" and data["request"]["body_size"] == 7
+    assert data["status_code"] == 201
+    assert data["response"]["body"] == "got:payload"
+    assert data["via"] == ["urllib3", "http.client"]
     assert "xyz" not in repr([e.data for e in events])
+    stats = engine.stats()
+    assert (stats["requests"]["events"], stats["urllib3"]["nested"], stats["urllib3"]["events"]) == (1, 1, 0)
 
 
-def test_requests_redirect_is_one_call(server: str, backend: str) -> None:
+def test_requests_redirect_is_one_record(server: str, backend: str) -> None:
     with tracing(backend) as (_, events):
         assert requests.get(f"{server}/redirect").text == "hello"
-    [(request, response)] = pairs(events)
-    assert request.data["url"] == f"{server}/redirect"
-    assert response.data["status_code"] == 200
-    hops = [e for e in events if e.data["library"] == "requests" and e.data["nested_in"] is not None]
-    assert len(hops) == 2  # the redirected send, nested in the first
+    [call] = calls(events)
+    assert call.data["url"] == f"{server}/redirect"
+    assert call.data["status_code"] == 200  # the final response
+    assert call.data["redirects"] == 1
 
 
 def test_urllib3_direct(server: str, backend: str) -> None:
     pool = urllib3.PoolManager()
     with tracing(backend) as (_, events):
         assert pool.request("GET", f"{server}/ok").status == 200
-    [(request, response)] = pairs(events)
-    assert request.data["library"] == "urllib3"
-    assert request.data["url"] == f"{server}/ok"
-    assert response.data["body"] == "hello"
+    [call] = calls(events)
+    assert call.subtype == "urllib3"
+    assert call.data["url"] == f"{server}/ok"
+    assert call.data["response"]["body"] == "hello"
 
 
-def test_http_client_direct_pairs_request_and_getresponse(server: str, backend: str) -> None:
+def test_http_client_direct_is_one_record_from_request_to_getresponse(server: str, backend: str) -> None:
     host, port = server.removeprefix("http://").split(":")
     with tracing(backend) as (_, events):
         conn = http.client.HTTPConnection(host, int(port))
         conn.request("GET", "/ok", headers={"Cookie": "a=b"})
         assert conn.getresponse().read() == b"hello"
         conn.close()
-    [(request, response)] = pairs(events)
-    assert request.data["library"] == "http.client"
-    assert request.data["url"] == f"{server}/ok"
-    assert request.data["headers"] == {"Cookie": REDACTED}
-    assert response.data["status_code"] == 200 and response.data["body_size"] == 5
+    [call] = calls(events)
+    assert call.subtype == "http.client"
+    assert call.data["url"] == f"{server}/ok"
+    assert call.data["request"]["headers"] == {"Cookie": REDACTED}
+    assert call.data["status_code"] == 200 and call.data["response"]["body_size"] == 5
+    assert call.data["call_site"]["line"] == call.data["call_site"]["line"]  # from the request() line
 
 
-def test_connection_refused_is_a_response_with_the_exception(backend: str) -> None:
+def test_connection_refused_is_a_record_with_the_error_redacted(backend: str) -> None:
     import socket
 
     sock = socket.socket()
@@ -220,10 +208,12 @@ def test_connection_refused_is_a_response_with_the_exception(backend: str) -> No
     sock.close()  # nothing listens there now
     with tracing(backend) as (_, events):
         with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
-    [(request, response)] = pairs(events)
-    assert response.data["status_code"] is None
-    assert response.data["exception_type"] == "requests.exceptions.ConnectionError"
+            requests.get(f"http://127.0.0.1:{port}/x?token=s3cr3t", timeout=5)
+    [call] = calls(events)
+    assert call.data["status_code"] is None and call.data["response"] is None
+    assert call.data["error"]["type"] == "requests.exceptions.ConnectionError"
+    assert f"?token={REDACTED}" in call.data["error"]["message"]  # urllib3 puts the URL there
+    assert "s3cr3t" not in repr(call.data)
 
 
 def test_httpx_sync_and_body_truncation(server: str, backend: str) -> None:
@@ -231,15 +221,15 @@ def test_httpx_sync_and_body_truncation(server: str, backend: str) -> None:
         with httpx.Client() as client:
             assert client.get(f"{server}/big").status_code == 200
             assert client.post(f"{server}/echo", content=b"0123456789abcdef").status_code == 201
-    (req1, resp1), (req2, resp2) = pairs(events)
-    assert req1.data["library"] == "httpx"
-    assert resp1.data["body"] == "x" * 10 and resp1.data["body_truncated"] is True
-    assert resp1.data["body_size"] == 1000
-    assert req2.data["body"] == "0123456789" and req2.data["body_truncated"] is True
-    assert resp2.data["status_code"] == 201
+    first, second = calls(events)
+    assert first.subtype == "httpx"
+    assert first.data["response"]["body"] == "x" * 10 and first.data["response"]["body_truncated"] is True
+    assert first.data["response"]["body_size"] == 1000
+    assert second.data["request"]["body"] == "0123456789" and second.data["request"]["body_truncated"] is True
+    assert second.data["status_code"] == 201
 
 
-def test_httpx_async_concurrent_calls_do_not_nest(server: str, backend: str) -> None:
+def test_httpx_async_concurrent_calls_are_one_record_each(server: str, backend: str) -> None:
     async def main() -> list[int]:
         async with httpx.AsyncClient() as client:
             replies = await asyncio.gather(*(client.get(f"{server}/ok?i={i}") for i in range(10)))
@@ -247,11 +237,10 @@ def test_httpx_async_concurrent_calls_do_not_nest(server: str, backend: str) -> 
 
     with tracing(backend) as (_, events):
         assert asyncio.run(main()) == [200] * 10
-    found = pairs(events)
-    assert len(found) == 10
-    assert sorted(req.data["url"] for req, _ in found) == sorted(f"{server}/ok?i={i}" for i in range(10))
-    assert all(resp.data["status_code"] == 200 and resp.data["body"] == "hello" for _, resp in found)
-    assert all(e.data["nested_in"] is None for e in events)
+    found = calls(events)
+    assert sorted(c.data["url"] for c in found) == sorted(f"{server}/ok?i={i}" for i in range(10))
+    assert all(c.data["status_code"] == 200 and c.data["response"]["body"] == "hello" for c in found)
+    assert all("via" not in c.data for c in found)  # concurrent tasks never nest in one another
 
 
 def test_calls_from_other_threads(server: str, backend: str) -> None:
@@ -265,23 +254,9 @@ def test_calls_from_other_threads(server: str, backend: str) -> None:
             t.start()
         for t in threads:
             t.join()
-    found = pairs(events)
+    found = calls(events)
     assert len(found) == 6
-    assert len({req.thread_id for req, _ in found}) == 2
-
-
-def test_redaction_helpers() -> None:
-    names = frozenset({"authorization", "x-api-key"})
-    assert redact_headers([("Authorization", "a"), ("Accept", "*/*"), ("Accept", "x")], names) == {
-        "Authorization": REDACTED, "Accept": "*/*, x",
-    }
-    assert redact_headers(None, names) == {}
-    params = frozenset({"token", "password"})
-    assert redact_url("https://h/p?Token=1&a=%20b&password=&x#frag", params) == (
-        f"https://h/p?Token={REDACTED}&a=%20b&password={REDACTED}&x#frag"
-    )
-    assert redact_url("https://user:pw@h:1/p", params) == f"https://user:{REDACTED}@h:1/p"
-    assert redact_url("https://h/p", params) == "https://h/p"
+    assert len({c.thread_id for c in found}) == 2
 
 
 def test_the_plugin_modules_import_no_http_library() -> None:
@@ -290,37 +265,35 @@ def test_the_plugin_modules_import_no_http_library() -> None:
 
     code = (
         "import sys; import hostapp_plugins.http.requests, hostapp_plugins.http.httpx, "
-        "hostapp_plugins.http.urllib3; "
+        "hostapp_plugins.http.urllib3, hostapp_plugins.http.client; "
         "print(sorted(m for m in ('requests', 'httpx', 'urllib3') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-def test_redact_headers_reads_every_header_container_the_same_way() -> None:
+def test_header_dict_reads_every_header_container_the_same_way() -> None:
     """The fast paths for requests' CaseInsensitiveDict and urllib3's HTTPHeaderDict give
-    what the generic Mapping walk gives: original names, repeated values joined, secrets
-    redacted (case-insensitively)."""
+    what the generic Mapping walk gives: original names, repeated values joined."""
     from email.message import Message
 
     from requests.structures import CaseInsensitiveDict
     from urllib3 import HTTPHeaderDict
 
-    from hostapp_plugins.http import REDACTED, redact_headers
+    from hostapp_plugins.http import header_dict
 
-    names = frozenset({"authorization", "set-cookie"})
     cid = CaseInsensitiveDict({"Content-Type": "text/plain", "AUTHORIZATION": "Bearer x"})
-    assert redact_headers(cid, names) == {"Content-Type": "text/plain", "AUTHORIZATION": REDACTED}
+    assert header_dict(cid) == {"Content-Type": "text/plain", "AUTHORIZATION": "Bearer x"}
     hhd = HTTPHeaderDict()
     hhd.add("Set-Cookie", "a=1")
     hhd.add("set-cookie", "b=2")
     hhd.add("X-Many", "1")
     hhd.add("x-many", "2")
-    assert redact_headers(hhd, names) == {"Set-Cookie": REDACTED, "X-Many": "1, 2"}
+    assert header_dict(hhd) == {"Set-Cookie": "a=1, b=2", "X-Many": "1, 2"}
     message = Message()
     message["X-Many"] = "1"
     message["X-Many"] = "2"
-    assert redact_headers(message, names) == {"X-Many": "1, 2"}
-    assert redact_headers({"Authorization": "t", "Accept": "*/*"}, names) == {"Authorization": REDACTED, "Accept": "*/*"}
-    assert redact_headers({b"Accept": b"*/*"}, names) == {"Accept": "*/*"}
-    assert redact_headers([("Accept", "a"), ("accept", "b")], names) == {"Accept": "a", "accept": "b"}
+    assert header_dict(message) == {"X-Many": "1, 2"}
+    assert header_dict({b"Accept": b"*/*"}) == {"Accept": "*/*"}
+    assert header_dict([("Accept", "a"), ("accept", "b")]) == {"Accept": "a", "accept": "b"}
+    assert header_dict(None) == {}

@@ -143,7 +143,7 @@ CLIENTS = '''
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_every_library_from_three_threads_gives_one_pair_per_call(tmp_path: Path, server: str, backend: str) -> None:
+def test_every_library_from_three_threads_gives_one_record_per_call(tmp_path: Path, server: str, backend: str) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(textwrap.dedent(EARLY))
@@ -156,30 +156,27 @@ def test_every_library_from_three_threads_gives_one_pair_per_call(tmp_path: Path
     shown = hostapp(["events", "--last", "--json"], tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr.decode()
     events = json_lines(shown.stdout)
-    requests_ = [e for e in events if e["type"] == "outbound_http_request"]
-    responses = {e["data"]["frame_id"]: e for e in events if e["type"] == "outbound_http_response"}
-    assert len(requests_) == 70 and len(responses) == 70 and len(events) == 140
-    assert all(e["data"]["nested_in"] is None for e in events)
+    assert len(events) == 70 and all(e["type"] == "outbound_http_request" for e in events)
 
     seen = Counter()
     threads: dict[str, set[int]] = {}
-    for request in requests_:
-        data = request["data"]
-        response = responses[data["frame_id"]]
+    for record in events:
+        data = record["data"]
         path = data["url"].removeprefix(server).split("?")[0]
         lib, who, i = path.strip("/").split("/")
         seen[(lib, who, i)] += 1
         expected = "httpx" if lib == "httpx-async" else lib
-        assert data["library"] == request["subtype"] == expected
+        assert record["subtype"] == expected
         assert data["method"] == "GET"
         assert data["url"] == f"{server}{path}?token=[REDACTED]&i={i}"
-        headers = {k.lower(): v for k, v in data["headers"].items()}  # httpx gives lower-case names
+        headers = {k.lower(): v for k, v in data["request"]["headers"].items()}  # httpx gives lower-case names
         assert headers["authorization"] == headers["x-api-key"] == "[REDACTED]"
-        assert response["data"]["status_code"] == 200
-        assert {k.lower(): v for k, v in response["data"]["headers"].items()}["set-cookie"] == "[REDACTED]"
-        assert response["thread_id"] == request["thread_id"]
-        threads.setdefault(who, set()).add(request["thread_id"])
-    assert all(n == 1 for n in seen.values())  # exactly one pair per call
+        assert data["status_code"] == 200 and data["duration_ns"] > 0
+        assert {k.lower(): v for k, v in data["response"]["headers"].items()}["set-cookie"] == "[REDACTED]"
+        # the inner libraries are named on the record, not recorded again
+        assert data.get("via", []) == {"urllib": ["http.client"], "requests": ["urllib3", "http.client"]}.get(lib, [])
+        threads.setdefault(who, set()).add(record["thread_id"])
+    assert all(n == 1 for n in seen.values())  # exactly one record per call
     by_lib = Counter(lib for lib, _, _ in seen)
     assert by_lib == {"urllib": 20, "requests": 20, "httpx": 20, "httpx-async": 10}
     assert {who for _, who, _ in seen} == {"main", "worker", "early"}
@@ -187,13 +184,6 @@ def test_every_library_from_three_threads_gives_one_pair_per_call(tmp_path: Path
     text = shown.stdout.decode()
     for secret in ("s3cr3t-value", "k3y-value", "t0ken-value", "cookie-secret"):
         assert secret not in text
-
-    # the nested calls (requests -> urllib3, urllib -> http.client) are stored, linked
-    nested = json_lines(hostapp(["events", "--last", "--json", "--nested"], tmp_path, env=env).stdout)
-    inner = [e for e in nested if e["data"]["nested_in"] is not None]
-    assert {e["data"]["library"] for e in inner} == {"urllib3", "http.client"}
-    top = {e["data"]["frame_id"] for e in requests_}
-    assert all(e["data"]["nested_in"] in top for e in inner)
 
     table = hostapp(["events", "--last", "--limit", "5"], tmp_path, env=env)
     assert table.returncode == 0
@@ -404,13 +394,13 @@ def test_the_run_record_and_options(tmp_path: Path, server: str) -> None:
     assert run["ended_ns"] >= run["started_ns"]
     events = json_lines(hostapp(["events", "--db", str(db), "--last", "--json"], tmp_path).stdout)
     # without the requests processor, urllib3 is the outermost library of the call
-    assert [(e["type"], e["data"]["library"]) for e in events] == [
-        ("outbound_http_request", "urllib3"), ("outbound_http_response", "urllib3"),
+    assert [(e["type"], e["subtype"], e["data"].get("via")) for e in events] == [
+        ("outbound_http_request", "urllib3", ["http.client"]),
     ]
     only = hostapp(["run", "--db", str(db), "-q", "--processor", "re:^url", "one.py", server], tmp_path)
     assert only.returncode == 7
-    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--json", "--nested"], tmp_path).stdout)
-    assert [e["data"]["library"] for e in events] == ["urllib3", "urllib3"]  # urllib matched too, unused
+    events = json_lines(hostapp(["events", "--db", str(db), "--last", "--json"], tmp_path).stdout)
+    assert [(e["subtype"], e["data"].get("via")) for e in events] == [("urllib3", None)]  # urllib matched too, unused
 
 
 def test_trace_context_manager(tmp_path: Path, server: str) -> None:
@@ -433,11 +423,9 @@ def test_trace_context_manager(tmp_path: Path, server: str) -> None:
     result = python(["block.py"], tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     run_id, steps, urllib_events = result.stdout.decode().split()
-    assert (steps, urllib_events) == ("2", "2")
+    assert (steps, urllib_events) == ("2", "1")
     events = json_lines(hostapp(["events", "--run", run_id, "--all", "--json"], tmp_path).stdout)
-    assert Counter(e["type"] for e in events) == {
-        "step_start": 1, "step_end": 1, "outbound_http_request": 2, "outbound_http_response": 2,
-    }
+    assert Counter(e["type"] for e in events) == {"step_start": 1, "step_end": 1, "outbound_http_request": 1}
     [run] = [r for r in json_lines(hostapp(["runs", "--json"], tmp_path).stdout) if r["id"] == run_id]
     assert run["exit_status"] == 0
 
@@ -448,16 +436,16 @@ def test_the_demo_program(tmp_path: Path) -> None:
     result = hostapp(["run", str(example)], tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     assert b"httpx async" in result.stdout
-    assert b"events: 24 (outbound_http_request 12, outbound_http_response 12)" in result.stderr
+    assert b"events: 8 (outbound_http_request 8)" in result.stderr
     events = json_lines(hostapp(["events", "--last", "--json"], tmp_path).stdout)
-    calls = [(e["data"]["library"], e["data"]["method"], e["data"]["url"].split("/", 3)[-1])
+    calls = [(e["subtype"], e["data"]["method"], e["data"]["url"].split("/", 3)[-1])
              for e in events if e["type"] == "outbound_http_request"]
     assert calls[:5] == [
         ("urllib", "GET", "users/1"), ("urllib", "GET", "nowhere"),
         ("requests", "GET", "users/2?token=[REDACTED]"), ("requests", "POST", "orders"), ("httpx", "GET", "users/3"),
     ]
     assert sorted(calls[5:]) == [("httpx", "GET", f"users/{n}") for n in (4, 5, 6)]
-    statuses = [e["data"]["status_code"] for e in events if e["type"] == "outbound_http_response"]
+    statuses = [e["data"]["status_code"] for e in events if e["type"] == "outbound_http_request"]
     assert statuses[:4] == [200, 404, 200, 201]
     assert "demo-secret-token" not in json.dumps(events)
     table = hostapp(["events", "--last"], tmp_path).stdout.decode()

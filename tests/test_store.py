@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import threading
@@ -276,3 +277,117 @@ def test_current_reports_prefer_a_live_run_over_a_newer_ended_one(tmp_path):
     run, [report], is_live = store.current_reports("task")
     assert (run.id, report.state, is_live) == (ended, "stopped", False)
     store.close()
+
+
+# -- the event record's columns (schema version 3) -------------------------------------------
+
+
+def http_call(url: str, status: int | None, duration_ns: int, *, run_id: str = "r", **data) -> Event:
+    return Event.create(
+        "outbound_http_request", "requests", run_id=run_id,
+        data={
+            "method": "GET", "url": url, "status_code": status, "duration_ns": duration_ns,
+            "call_site": {"file": "/srv/app/main.py", "line": 12}, "span_id": "00f067aa0ba902b7",
+            "request": {"headers": {"Accept": "*/*"}, "body": None, "body_size": None, "body_truncated": False},
+            **data,
+        },
+    )
+
+
+def test_record_values_live_in_their_columns_once_and_come_back_in_data(store):
+    call = http_call("http://127.0.0.1:8000/a?x=1", 200, 1_500_000)
+    store.add_events([call])
+    assert store.events() == [call]
+    row = store._read("SELECT duration_ns, status, method, url, site, span_id, trace_id, data FROM events")[0]
+    assert row[:7] == (1_500_000, 200, "GET", "http://127.0.0.1:8000/a?x=1", "/srv/app/main.py:12", "00f067aa0ba902b7", None)
+    stored = json.loads(row[7])
+    assert not {"method", "url", "status_code", "duration_ns", "call_site", "span_id"} & set(stored)
+    assert stored["request"]["headers"] == {"Accept": "*/*"}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"status_code": True, "duration_ns": 1.5, "method": b"GET", "url": None},
+        {"call_site": {"file": "C:\\app\\x.py", "line": 3}},
+        {"call_site": {"file": "x.py", "line": "3"}},
+        {"call_site": {"file": "x.py", "line": 3, "extra": 1}},
+        {"url": ["not", "a", "str"], "trace_id": 7},
+        {"big": 1 << 70, 3: "int key", "nested": {"deep": [1, 2.5, None]}},
+    ],
+)
+def test_values_of_another_type_stay_in_the_json_and_round_trip(store, data):
+    event = Event.create("custom", data=dict(data))
+    store.add_events([event])
+    [back] = store.events()
+    expected = dict(data)
+    if "method" in expected:
+        expected["method"] = repr(b"GET")  # bytes: not JSON, kept as repr like any such value
+    if 3 in expected:
+        expected["3"] = expected.pop(3)  # JSON keys are strings
+    assert back.data == expected
+
+
+def test_filters_on_the_record_columns(store):
+    calls = [
+        http_call("http://a.example/ok", 200, 5_000_000),
+        http_call("http://a.example/missing", 404, 1_000_000),
+        http_call("http://b.example/fail", 503, 90_000_000),
+        http_call("http://b.example/error", None, 2_000_000, error={"type": "ConnectionError", "message": "refused"}),
+    ]
+    other = Event.create("monitoring_event", "heartbeat", run_id="r", data={"service": "x"})
+    store.add_events([*calls, other])
+    assert store.events(status_min=400) == calls[1:3]
+    assert store.events(status_min=500, status_max=599) == [calls[2]]
+    assert store.events(url_contains="b.example") == calls[2:]
+    assert store.events(min_duration_ns=2_000_000) == [calls[0], calls[2], calls[3]]
+    assert store.events(type="outbound_http_*") == calls
+    assert store.events(types=["monitoring_event", "nothing"]) == [other]
+    assert store.events(subtypes=["req*"]) == calls
+    assert store.events(type="outbound_http_request", subtypes=["heartbeat"]) == []
+    assert store.count_events(status_min=400) == 2
+
+
+def test_cursor_pagination_in_both_directions(store):
+    events = [Event.create("tick", data={"i": i}, run_id="r") for i in range(25)]
+    store.add_events(events)
+    page1 = store.events(run_id="r", limit=10)
+    page2 = store.events(run_id="r", limit=10, after=store.cursor(page1[-1]))
+    page3 = store.events(run_id="r", limit=10, after=store.cursor(page2[-1]))
+    assert page1 + page2 + page3 == events
+    back = store.events(run_id="r", limit=10, newest_first=True, after=store.cursor(events[10]))
+    assert back == list(reversed(events[:10]))
+    with pytest.raises(ValueError, match="cursor"):
+        store.events(after="nonsense")
+
+
+def test_iter_events_streams_in_chunks(store):
+    events = [Event.create("tick", data={"i": i}, run_id="r") for i in range(1_234)]
+    store.add_events(events)
+    assert list(store.iter_events(run_id="r", chunk=100)) == events
+    assert list(store.iter_events(run_id="r", chunk=100, limit=250)) == events[:250]
+    assert list(store.iter_events(run_id="r", chunk=7, newest_first=True, limit=20)) == list(reversed(events))[:20]
+    with pytest.raises(ValueError):
+        next(store.iter_events(chunk=0))
+
+
+def test_a_store_of_the_previous_release_migrates_and_keeps_its_events(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with Store(path, migrations=MIGRATIONS[:2]) as old:  # what the previous release wrote
+        assert old.schema_version == 2
+        run_id = old.begin_run(command="python app.py")
+        old._write([(
+            "INSERT INTO events (id, run_id, type, subtype, timestamp_ns, pid, thread_id, source, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("%032x" % 1, run_id, "outbound_http_response", "urllib", 1, 7, 8, "http.urllib",
+             json.dumps({"frame_id": "f1", "url": "http://x/", "method": "GET", "status_code": 500,
+                         "duration_ns": 42, "headers": {}})),
+        )])
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.runs()[0].command == "python app.py"
+        [event] = store.events(run_id=run_id)
+        assert event.data == {"frame_id": "f1", "url": "http://x/", "method": "GET", "status_code": 500,
+                              "duration_ns": 42, "headers": {}}
+        assert store.events(status_min=500) == [event]  # the columns were filled from the old JSON
+        assert store.integrity_check() == "ok"

@@ -608,7 +608,7 @@ def test_a_sync_task_thread_is_traced(tmp_path):
         server.server_close()
     events, _, _ = stored(tmp_path, host, "outbound_http_request")
     assert [e.data["url"] for e in events] == [url]
-    assert events[0].data["thread"]["name"] == "hostapp-task-fetch"
+    assert events[0].data["thread_name"] == "hostapp-task-fetch"
 
 
 # -- hostapp tasks -------------------------------------------------------------------------

@@ -205,7 +205,8 @@ def test_call_and_return_events_carry_the_documented_data(app: App, backend: str
     assert "duration_ns" not in call.data
     assert 0 <= ret.data["duration_ns"] == ret.timestamp_ns - call.timestamp_ns
     assert engine.stats()["p"] == {
-        "applicable": True, "not_applicable": None, "calls": 1, "events": 2, "errors": 0, "disabled": False, "last_error": None, "plugin": "test-plugin",
+        "applicable": True, "not_applicable": None, "calls": 1, "events": 2, "nested": 0, "errors": 0,
+        "disabled": False, "superseded_by": None, "last_error": None, "plugin": "test-plugin",
     }
 
 

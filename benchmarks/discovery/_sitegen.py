@@ -13,7 +13,7 @@ bench_plugin_NNNNN`` (the module itself is the plugin, as pluggy loads it), and 
 implements one hook (``hostapp_configure``) with plain pluggy's marker so that both plain
 pluggy and hostapp register a real hook implementation per plugin.
 
-The dist-info is written with ``hostapp._distfactory.install_distribution`` when that module
+The dist-info is written with ``hostapp.testing._distfactory.install_distribution`` when that module
 exists, otherwise by the small writer below (same files a wheel installer leaves).
 """
 
@@ -69,7 +69,7 @@ def write_distribution(
 ) -> Path:
     """Write one installed distribution (``*.dist-info`` + its files) into ``site_dir``.
 
-    Same signature as ``hostapp._distfactory.install_distribution``. Returns the dist-info
+    Same signature as ``hostapp.testing._distfactory.install_distribution``. Returns the dist-info
     directory. ``files`` maps paths relative to ``site_dir`` to their text.
     """
     normalized = "_".join(name.replace(".", "-").replace("_", "-").split("-")).lower()
@@ -105,12 +105,12 @@ def write_distribution(
 
 
 def _pick_writer() -> tuple[str, Callable[..., Path]]:
-    """``("hostapp._distfactory", fn)`` when the project's factory exists, else our own."""
+    """``("hostapp.testing._distfactory", fn)`` when the project's factory exists, else our own."""
     try:
-        from hostapp._distfactory import install_distribution  # type: ignore[import-not-found]
+        from hostapp.testing._distfactory import install_distribution  # type: ignore[import-not-found]
     except ImportError:
         return "benchmarks.discovery._sitegen", write_distribution
-    return "hostapp._distfactory", install_distribution
+    return "hostapp.testing._distfactory", install_distribution
 
 
 def ensure_site(work_dir: Path, n: int, log: Callable[[str], None] = lambda _m: None) -> Path:

@@ -15,9 +15,7 @@ from typing import Any
 
 import click
 
-from hostapp.cli import HostappCliError, _console, _db_option, _State, _warn, cli
-
-__all__ = ["probes_command"]
+__all__ = ["probes_group"]
 
 #: The built-in instrument types (``hostapp_plugins.instruments``); another type is
 #: checked against the installed plugins' ``hostapp_instrument_types()``. A built-in type
@@ -25,8 +23,36 @@ __all__ = ["probes_command"]
 _BUILTIN_TYPES = ("log", "incr", "hist", "event")
 
 
+class _Helpers:
+    """What the ``hostapp`` group lends these commands (set by :func:`probes_group`): the
+    CLI's error class, console, warning printer and ``--db`` option. Passed in rather than
+    imported, so that this module does not import :mod:`hostapp.cli` (which adds it)."""
+
+    error: Any = click.ClickException
+    console: Any = None
+    warn: Any = None
+
+
+def _fail(message: str, exit_code: int = 1) -> Exception:
+    """The CLI's one-line error (``hostapp: error: ...``) with ``exit_code``, to raise."""
+    return _Helpers.error(message, exit_code=exit_code)
+
+
+def _console() -> Any:
+    return _Helpers.console()
+
+
+def _warn(message: str) -> None:
+    _Helpers.warn(message)
+
+
+_db_option = click.option(
+    "--db", "db_path", metavar="PATH", help="The SQLite store (default: store.path, .hostapp/hostapp.sqlite3).",
+)
+
+
 @contextlib.contextmanager
-def _spec_store(state: _State, db_path: str | None) -> Iterator[Any]:
+def _spec_store(state: Any, db_path: str | None) -> Iterator[Any]:
     """The spec store of the configuration (created when it is the SQLite store)."""
     import asyncio
     from pathlib import Path
@@ -38,7 +64,7 @@ def _spec_store(state: _State, db_path: str | None) -> Iterator[Any]:
     try:
         kind, name = store_setting(config)
     except ConfigError as exc:
-        raise HostappCliError(str(exc), exit_code=2) from None
+        raise _fail(str(exc), exit_code=2) from None
     if kind == "sqlite":
         from hostapp.store import Store, resolve_store_path
 
@@ -56,7 +82,7 @@ def _spec_store(state: _State, db_path: str | None) -> Iterator[Any]:
         try:
             component = components.instance(str(name))
         except ComponentError as exc:
-            raise HostappCliError(f"probes.store = \"component:{name}\": {exc}", exit_code=1) from None
+            raise _fail(f"probes.store = \"component:{name}\": {exc}", exit_code=1) from None
         yield RedisSpecStore(component)
     finally:
         asyncio.run(components.aclose(timeout=10.0))
@@ -159,7 +185,7 @@ def format_values(values: Any) -> str:
     return json.dumps(values, default=repr)
 
 
-@cli.group("probes")
+@click.group("probes")
 def probes_command() -> None:
     """Probes: instruments attached to a running program's functions (docs/probes.md).
 
@@ -184,7 +210,7 @@ def probes_command() -> None:
 @click.option("--id", "spec_id", metavar="ID", help="The spec id (default: a new p-XXXXXXXX); an existing id is replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored spec as JSON.")
 @click.pass_obj
-def probes_add(state: _State, db_path: str | None, target: str, kind: str, value: str | None, event: str,
+def probes_add(state: Any, db_path: str | None, target: str, kind: str, value: str | None, event: str,
                lifespan: float, no_lifespan: bool, condition: str | None, name: str | None, custom: str | None,
                spec_id: str | None, as_json: bool) -> None:
     """Add a probe on TARGET (a dotted path: pkg.mod.Class.method).
@@ -202,9 +228,9 @@ def probes_add(state: _State, db_path: str | None, target: str, kind: str, value
     try:
         custom_dict = json.loads(custom) if custom else {}
     except json.JSONDecodeError as exc:
-        raise HostappCliError(f"--custom: not JSON: {exc}", exit_code=2) from None
+        raise _fail(f"--custom: not JSON: {exc}", exit_code=2) from None
     if not isinstance(custom_dict, dict):
-        raise HostappCliError("--custom: expected a JSON object", exit_code=2)
+        raise _fail("--custom: expected a JSON object", exit_code=2)
     raw = {
         "id": spec_id or new_spec_id(), "target": target,
         "instrument": {"type": kind, "name": name, "value": value, "event": event, "custom": custom_dict,
@@ -222,7 +248,7 @@ def probes_add(state: _State, db_path: str | None, target: str, kind: str, value
         spec = ProbeSpec.from_dict(raw)
         spec.check(allow_unsafe=unsafe, types=dict.fromkeys(types), namespace=_namespace(config))
     except ProbeSpecError as exc:
-        raise HostappCliError(str(exc), exit_code=2) from None
+        raise _fail(str(exc), exit_code=2) from None
     if unsafe:
         _warn("probes.allow_unsafe = true: this probe's expressions are not checked")
     data = spec.to_dict()
@@ -250,7 +276,7 @@ def _namespace(config: Any) -> dict[str, Any]:
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array (the specs with their applied records).")
 @click.pass_obj
-def probes_list(state: _State, db_path: str | None, as_json: bool) -> None:
+def probes_list(state: Any, db_path: str | None, as_json: bool) -> None:
     """List the probe specs: target, instrument, expiry, per-process state, fires, errors."""
     with _spec_store(state, db_path) as store:
         rows = _rows(store.specs(), store.applied())
@@ -286,13 +312,13 @@ def probes_list(state: _State, db_path: str | None, as_json: bool) -> None:
 @click.argument("spec_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the spec and its applied records as JSON.")
 @click.pass_obj
-def probes_show(state: _State, db_path: str | None, spec_id: str, as_json: bool) -> None:
+def probes_show(state: Any, db_path: str | None, spec_id: str, as_json: bool) -> None:
     """Show one probe: its spec and, per process, its state and current values (the
     counter of an incr, the histogram of a hist), live while the process runs."""
     with _spec_store(state, db_path) as store:
         specs = store.specs()
         if spec_id not in specs:
-            raise HostappCliError(f"no probe spec {spec_id!r}; see 'hostapp probes list'", exit_code=1)
+            raise _fail(f"no probe spec {spec_id!r}; see 'hostapp probes list'", exit_code=1)
         [row] = _rows({spec_id: specs[spec_id]}, store.applied(spec_id))
     if as_json:
         click.echo(json.dumps(row, indent=2, default=repr))
@@ -321,7 +347,7 @@ def probes_show(state: _State, db_path: str | None, spec_id: str, as_json: bool)
 @_db_option
 @click.argument("spec_ids", nargs=-1, required=True, metavar="ID...")
 @click.pass_obj
-def probes_rm(state: _State, db_path: str | None, spec_ids: tuple[str, ...]) -> None:
+def probes_rm(state: Any, db_path: str | None, spec_ids: tuple[str, ...]) -> None:
     """Remove probe specs; running hosts remove their probes within probes.poll_interval."""
     with _spec_store(state, db_path) as store:
         known = store.specs()
@@ -329,15 +355,26 @@ def probes_rm(state: _State, db_path: str | None, spec_ids: tuple[str, ...]) -> 
         removed = store.remove([i for i in spec_ids if i in known])
     click.echo(f"removed {removed} probe spec(s)")
     if missing:
-        raise HostappCliError(f"no probe spec {', '.join(repr(m) for m in missing)}", exit_code=1)
+        raise _fail(f"no probe spec {', '.join(repr(m) for m in missing)}", exit_code=1)
 
 
 @probes_command.command("clear")
 @_db_option
 @click.pass_obj
-def probes_clear(state: _State, db_path: str | None) -> None:
+def probes_clear(state: Any, db_path: str | None) -> None:
     """Remove every probe spec (and their applied records)."""
     with _spec_store(state, db_path) as store:
         removed = store.clear()
     click.echo(f"removed {removed} probe spec(s)")
 
+
+def probes_group(*, error: type[Exception], console: Any, warn: Any) -> click.Group:
+    """The ``hostapp probes`` group, given the ``hostapp`` command's helpers.
+
+    Args:
+        error: the CLI's one-line error (``HostappCliError(message, exit_code=...)``).
+        console: makes the rich console tables are printed on.
+        warn: prints a ``hostapp: warning: ...`` line to stderr.
+    """
+    _Helpers.error, _Helpers.console, _Helpers.warn = error, console, warn
+    return probes_command

@@ -526,12 +526,14 @@ def _http_calls(
     requests.reverse()
     if not requests:
         return []
+    if all("frame_id" not in r.data for r in requests):  # call records: request and response in one
+        return [(r, r) for r in requests]
     first = requests[0].timestamp_ns
-    responses = {
+    responses = {  # request/response pairs of Kolo-style processors, joined on frame_id
         e.data.get("frame_id"): e
         for e in store.events(run_id=run_id, type=_RESPONSE, since_ns=first)
     }
-    return [(r, responses.get(r.data.get("frame_id"))) for r in requests]
+    return [(r, r if "frame_id" not in r.data else responses.get(r.data.get("frame_id"))) for r in requests]
 
 
 def _site(data: dict[str, Any]) -> str:
@@ -553,7 +555,7 @@ def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
     if as_json:
         for request, response in calls:
             click.echo(json.dumps(request.to_dict(), default=repr))
-            if response is not None:
+            if response is not None and response is not request:
                 click.echo(json.dumps(response.to_dict(), default=repr))
         return
     if not calls:
@@ -575,12 +577,13 @@ def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
             status, duration = "…", ""
         else:
             rd = response.data
+            error = rd.get("error") if isinstance(rd.get("error"), dict) else {}
             status = str(rd.get("status_code")) if rd.get("status_code") is not None else (
-                str(rd.get("exception_type") or "error").rsplit(".", 1)[-1]
+                str(error.get("type") or rd.get("exception_type") or "error").rsplit(".", 1)[-1]
             )
             ns = rd.get("duration_ns")
             duration = f"{ns / 1e6:.1f} ms" if isinstance(ns, (int, float)) else ""
-        library = str(data.get("library") or request.subtype or "")
+        library = str(request.subtype or data.get("library") or "")
         if data.get("nested_in"):
             library = f"  ↳ {library}"
         table.add_row(_when(request.timestamp_ns), str(data.get("method") or ""), str(data.get("url") or ""),
@@ -870,7 +873,13 @@ def run_command(
     run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary)
 
 
-from hostapp._cli_probes import probes_command  # noqa: E402 - the group registers itself on `cli`
+def _add_probes_group() -> None:
+    from hostapp._cli_probes import probes_group  # the probes commands, lent the helpers above
+
+    cli.add_command(probes_group(error=HostappCliError, console=_console, warn=_warn))
+
+
+_add_probes_group()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -119,9 +119,12 @@ SCHEMA: dict[str, Key] = {
     "tracing.kolo_compat": Key("bool", False, "Also load Kolo processors from entry-point group kolo.processors."),
     "tracing.kolo_processors": Key("list", [], "Kolo processor configs to load: 'module:attr' (a dict or a list)."),
     "tracing.max_body_bytes": Key("int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0),
+    "tracing.supersede": Key(
+        "bool", True, "A plugin's processor selecting the same calls as a built-in one is superseded by it.",
+    ),
     "tracing.redact_headers": Key(
         "list", ["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"],
-        "HTTP headers whose values are replaced by [REDACTED] (case-insensitive).",
+        "Keys (HTTP headers first) whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
     "probes.enabled": Key("bool", True, "Apply the probe specs of the store in running hosts (the probes task)."),
     "probes.store": Key("str", "sqlite", "Where probe specs live: sqlite (the store) or component:NAME (a redis component)."),
@@ -131,8 +134,9 @@ SCHEMA: dict[str, Key] = {
     "probes.namespace": Key("list", [], "More names for probe expressions: 'module' or 'module:attr' (a dict is merged)."),
     "probes.event_buffer": Key("int", 10_000, "Probe events a process buffers for export; beyond, they are dropped and counted.", minimum=1),
     "tracing.redact_params": Key(
-        "list", ["token", "api_key", "password", "secret"],
-        "URL query parameters whose values are replaced by [REDACTED] (case-insensitive).",
+        "list", ["token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "password", "passwd",
+                 "secret", "client_secret"],
+        "Query parameters and body keys whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
 }
 
@@ -495,7 +499,7 @@ def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
         ConfigError: an unknown key, a missing driver or a bad value, naming
             ``components.NAME.KEY``.
     """
-    from hostapp.drivers import LOAD_VALUES
+    from hostapp.types import LOAD_VALUES
 
     out: dict[str, Any] = {}
     for name, table in value.items():

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostapp.errors import ComponentError, ConfigError, HostappError
+from hostapp.types import LOAD_VALUES
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -63,8 +64,6 @@ __all__ = [
 
 logger = logging.getLogger("hostapp")
 
-#: The values of a component's ``load`` key (opa-stack's ``LOAD``).
-LOAD_VALUES: tuple[str, ...] = ("auto", "yes", "no")
 
 
 class ComponentOptions(dict):  # type: ignore[type-arg]

@@ -24,6 +24,7 @@ from hostapp.types import (
     BackgroundTask,
     CliCommand,
     DriverSpec,
+    EventRenderer,
     EventSink,
     InstrumentType,
     TraceProcessor,
@@ -43,6 +44,7 @@ REGISTRATION_HOOKS: tuple[str, ...] = (
     "hostapp_background_tasks",
     "hostapp_instrument_types",
     "hostapp_cli_commands",
+    "hostapp_event_renderers",
 )
 
 #: Names of the call hooks, in the order the host calls them during a run.
@@ -310,6 +312,41 @@ def hostapp_cli_commands() -> CliCommand | Iterable[CliCommand]:
         @hostapp.hookimpl
         def hostapp_cli_commands():
             return hostapp.CliCommand(name="hello", command=hello, summary="Say hello.")
+    """
+
+
+@hookspec(isolate=True, collect=EventRenderer)
+def hostapp_event_renderers() -> EventRenderer | Iterable[EventRenderer]:
+    """Contribute event renderers: how people see your event types.
+
+    Called when something shows events to a person: ``hostapp events`` (one line per event,
+    ``hostapp events show`` for one event whole) and the web view of ``hostapp serve`` (the
+    run's time axis and the detail pane) use the same renderers, so an event type is drawn
+    once for both. An event type no renderer claims is shown generically. The built-in
+    renderers cover the HTTP calls, background jobs, probes, tasks and ``monitoring_event``.
+
+    Returns:
+        an ``EventRenderer``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Duplicate names are a
+        ``DuplicateNameError``. A renderer that raises for an event is reported once and that
+        event is shown generically.
+
+    Example::
+
+        import hostapp
+
+        @hostapp.hookimpl
+        def hostapp_event_renderers():
+            return hostapp.EventRenderer(
+                name="charge",
+                event_types=("charge_end",),
+                summary=lambda e: f"charged {e.data['amount']} in {e.data['duration_ns'] / 1e6:.1f} ms",
+                fields=lambda e: [("amount", e.data["amount"]), ("customer", e.data.get("customer"))],
+                shape="span",
+                label="payment",
+            )
     """
 
 

@@ -353,6 +353,8 @@ class Host:
                 library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
                 max_errors=config["tracing.max_errors"],
                 bus=bus,
+                supersede=config["tracing.supersede"],
+                builtin=self._is_builtin,
             )
         except ValueError as exc:  # a backend this interpreter lacks, two processors of one name
             message = str(exc)
@@ -365,6 +367,11 @@ class Host:
         except RuntimeError as exc:  # e.g. no free sys.monitoring tool id for backend = "monitoring"
             raise HostappError(f"tracing could not start: {exc}") from None
         self.tracer = engine
+
+    def _is_builtin(self, contribution: Contribution[Any]) -> bool:
+        """Whether a contribution comes from one of hostapp's built-in plugins."""
+        info = self.pm.infos.get(contribution.plugin)
+        return info.builtin if info is not None else (contribution.distribution or "").lower() == "hostapp"
 
     def _raise_if_strict_failure(self, error: type[Exception]) -> None:
         if not self.strict:

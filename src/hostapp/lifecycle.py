@@ -15,9 +15,8 @@ a listener that raises is reported and skipped). The states follow plux's lifecy
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 from typing import Any
-
-from hostapp._dataclass_twin import FACTORY, dataclass_twin
 
 __all__ = ["PluginInfo", "PluginState", "Source"]
 
@@ -71,7 +70,7 @@ SOURCE_PRECEDENCE: dict[Source, int] = {
 }
 
 
-@dataclass_twin(eq=False, fields={"hooks": {"default_factory": list}, "obj": {"repr": False}})
+@dataclass(eq=False, slots=True)
 class PluginInfo:
     """The record of one plugin candidate, from discovery to stop.
 
@@ -106,96 +105,26 @@ class PluginInfo:
         traceback: for ``failed``: the formatted traceback (a string).
         hooks: names of the hooks it implements, filled at registration.
         obj: the object registered with pluggy (``None`` until imported). Not serialised.
-
-    A dataclass (``slots=True, eq=False``) for :mod:`dataclasses` (``fields``,
-    ``replace``, ...), written out by hand so that creating the class costs nothing
-    (see :mod:`hostapp._dataclass_twin`).
     """
-
-    __slots__ = (
-        "name",
-        "source",
-        "value",
-        "location",
-        "distribution",
-        "version",
-        "tags",
-        "priority",
-        "description",
-        "builtin",
-        "state",
-        "rule",
-        "shadowed_by",
-        "stage",
-        "error",
-        "traceback",
-        "hooks",
-        "obj",
-    )
-    __match_args__ = __slots__
 
     name: str
     source: Source
-    value: str | None
-    location: str | None
-    distribution: str | None
-    version: str | None
-    tags: tuple[str, ...]
-    priority: int
-    description: str | None
-    builtin: bool
-    state: PluginState
-    rule: str | None
-    shadowed_by: str | None
-    stage: str | None
-    error: str | None
-    traceback: str | None
-    hooks: list[str]
-    obj: Any
-
-    def __init__(
-        self,
-        name: str,
-        source: Source,
-        value: str | None = None,
-        location: str | None = None,
-        distribution: str | None = None,
-        version: str | None = None,
-        tags: tuple[str, ...] = (),
-        priority: int = 0,
-        description: str | None = None,
-        builtin: bool = False,
-        state: PluginState = PluginState.DISCOVERED,
-        rule: str | None = None,
-        shadowed_by: str | None = None,
-        stage: str | None = None,
-        error: str | None = None,
-        traceback: str | None = None,
-        hooks: list[str] = FACTORY,
-        obj: Any = None,
-    ) -> None:
-        self.name = name
-        self.source = source
-        self.value = value
-        self.location = location
-        self.distribution = distribution
-        self.version = version
-        self.tags = tags
-        self.priority = priority
-        self.description = description
-        self.builtin = builtin
-        self.state = state
-        self.rule = rule
-        self.shadowed_by = shadowed_by
-        self.stage = stage
-        self.error = error
-        self.traceback = traceback
-        self.hooks = [] if hooks is FACTORY else hooks
-        self.obj = obj
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__[:-1])  # not obj
-        return f"{self.__class__.__qualname__}({fields})"
+    value: str | None = None
+    location: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    tags: tuple[str, ...] = ()
+    priority: int = 0
+    description: str | None = None
+    builtin: bool = False
+    state: PluginState = PluginState.DISCOVERED
+    rule: str | None = None
+    shadowed_by: str | None = None
+    stage: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    obj: Any = field(default=None, repr=False)
 
     def fail(self, stage: str, exc: BaseException) -> None:
         """Mark this plugin failed at ``stage`` with ``exc`` (message and traceback kept)."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from hostapp import hookspecs as _hostapp_hookspecs
-from hostapp._markers import hookimpl, spec_options
+from hostapp._markers import spec_options
 from hostapp.errors import DuplicateNameError, HostappError, PluginContractError, PluginLoadError
 from hostapp.lifecycle import PluginInfo, PluginState, Source
 from hostapp.types import KIND_NAMES, Contribution
@@ -684,78 +684,39 @@ def _registration_impls(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
     return [i for i in reversed(hook.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
 
 
+#: How data that a plugin source names becomes a plugin: ``"module:function"`` references,
+#: each ``adapt(obj, name) -> plugin | None``, tried in order for a mapping, a list or
+#: tuple, or a spec object (anything else is registered as it is). The default turns Kolo
+#: processor configs into a plugin (:func:`hostapp.tracing.kolo.adapt`). An adapter's
+#: module is imported only when such an object is met, so the plugin manager does not
+#: depend on the code the adapters serve.
+OBJECT_ADAPTERS: tuple[str, ...] = ("hostapp.tracing.kolo:adapt",)
+
+
 def _as_plugin(obj: object, name: str | None = None) -> object:
     """Turn what a plugin source names into the object registered with pluggy.
 
     A class is instantiated; an ``@hookimpl`` function becomes a :class:`FunctionPlugin`;
-    a Kolo processor config (a dict, a :class:`~hostapp.TraceProcessor`, or a list of
-    them) becomes a :class:`KoloProcessors` plugin.
+    data (a mapping, a list or tuple, a spec object) goes through :data:`OBJECT_ADAPTERS`
+    (a Kolo processor config becomes a plugin contributing its processors).
 
     Raises:
-        ValueError: a Kolo processor config is malformed (names the plugin and the key).
+        ValueError: an adapter found the data malformed (the message names the plugin
+            and the key).
     """
     if isinstance(obj, type):
         return obj()
     if inspect.isfunction(obj) and getattr(obj, "hostapp_impl", None) is not None:
         return FunctionPlugin(obj)
-    if KoloProcessors.accepts(obj):
-        return KoloProcessors(obj, name or "kolo")  # type: ignore[arg-type]
+    if isinstance(obj, (Mapping, list, tuple)) or type(obj).__module__ == "hostapp.types":
+        import importlib
+
+        for reference in OBJECT_ADAPTERS:
+            module, _, attr = reference.partition(":")
+            plugin = getattr(importlib.import_module(module), attr)(obj, name)
+            if plugin is not None:
+                return plugin
     return obj
-
-
-class KoloProcessors:
-    """A plugin made of Kolo processor configs (``tracing.kolo_processors``, the
-    ``kolo.processors`` entry-point group, or any plugin source naming such an object).
-
-    Args:
-        configs: one Kolo processor config dict (the keys of Kolo's plugin documentation,
-            converted by :meth:`TraceProcessor.from_kolo`), a :class:`TraceProcessor`, or a
-            list/tuple of them.
-        name: the plugin name. A processor is named by its dict's ``name`` key, else by the
-            plugin name (one config) or ``PLUGIN[i]`` (the i-th of a list).
-
-    Raises:
-        ValueError: a config is malformed: the message names the plugin and the key.
-    """
-
-    def __init__(self, configs: Mapping[str, Any] | Sequence[Any], name: str) -> None:
-        from hostapp.types import TraceProcessor
-
-        items = [configs] if isinstance(configs, (Mapping, TraceProcessor)) else list(configs)
-        processors: list[TraceProcessor] = []
-        for i, item in enumerate(items):
-            label = name if len(items) == 1 else f"{name}[{i}]"
-            if isinstance(item, TraceProcessor):
-                processors.append(item)
-                continue
-            try:
-                processors.append(TraceProcessor.from_kolo(item, name=item.get("name") or label))
-            except ValueError as exc:
-                raise ValueError(f"Kolo processor {label!r}: {exc}") from None
-        self.processors = tuple(processors)
-        self.name = name
-
-    @staticmethod
-    def accepts(obj: object) -> bool:
-        """Whether ``obj`` looks like a Kolo processor config or a list of them."""
-        from hostapp.types import TraceProcessor
-
-        def one(item: object) -> bool:
-            return isinstance(item, TraceProcessor) or (
-                isinstance(item, Mapping) and "co_names" in item and "path_fragment" in item
-            )
-
-        if isinstance(obj, (list, tuple)):
-            return bool(obj) and all(one(item) for item in obj)
-        return one(obj)
-
-    @hookimpl
-    def hostapp_trace_processors(self) -> list[Any]:
-        """The processors, for ``hostapp_trace_processors()``."""
-        return list(self.processors)
-
-    def __repr__(self) -> str:
-        return f"<KoloProcessors {self.name!r}: {', '.join(p.name for p in self.processors)}>"
 
 
 class FunctionPlugin:

@@ -428,9 +428,9 @@ def _stored_counts(path: str, run_id: str) -> tuple[dict[str, int], list[dict[st
             (run_id,),
         ).fetchall())
         rows = con.execute(
-            "SELECT data FROM events WHERE run_id = ? AND type = 'outbound_http_response' "
-            "AND json_extract(data, '$.nested_in') IS NULL "
-            "ORDER BY json_extract(data, '$.duration_ns') DESC LIMIT 5",
+            "SELECT method, url, status, duration_ns, subtype, site, json_extract(data, '$.error.type') "
+            "FROM events WHERE run_id = ? AND type = 'outbound_http_request' AND duration_ns IS NOT NULL "
+            "ORDER BY duration_ns DESC LIMIT 5",
             (run_id,),
         ).fetchall()
     except sqlite3.Error:
@@ -438,11 +438,13 @@ def _stored_counts(path: str, run_id: str) -> tuple[dict[str, int], list[dict[st
     finally:
         con.close()
     slowest = []
-    for (raw,) in rows:
-        data = json.loads(raw)
-        slowest.append({k: data.get(k) for k in (
-            "method", "url", "status_code", "duration_ns", "library", "call_site", "exception_type",
-        )})
+    for method, url, status, duration_ns, library, site, error in rows:
+        file, _, line = (site or "").rpartition(":")
+        slowest.append({
+            "method": method, "url": url, "status_code": status, "duration_ns": duration_ns,
+            "library": library, "call_site": {"file": file, "line": int(line)} if file else None,
+            "exception_type": error,
+        })
     return counts, slowest
 
 

@@ -14,20 +14,24 @@ Tables (schema version :data:`SCHEMA_VERSION`):
     ``exit_status``, ``pid``, ``summary`` (JSON).
 ``events``
     ``seq`` (insertion order), ``id`` (unique), ``run_id``, ``type``, ``subtype``,
-    ``timestamp_ns``, ``pid``, ``thread_id``, ``source``, ``data`` (JSON); indexed by
-    ``(run_id, timestamp_ns)``, ``(type, timestamp_ns)`` and ``timestamp_ns``.
+    ``timestamp_ns``, ``pid``, ``thread_id``, ``source``, then (version 3) the record's
+    own columns ``duration_ns``, ``status``, ``method``, ``url``, ``site`` (the call site,
+    ``"file:line"``), ``trace_id``, ``span_id``, ``parent_span_id``, and ``data`` (JSON of
+    the rest of ``Event.data``: each value is stored once, in its column or in the JSON);
+    indexed by ``(run_id, timestamp_ns)`` and ``(type, timestamp_ns)``.
 ``dead_letters``
     ``id``, ``sink``, ``event`` (JSON of :meth:`Event.to_dict`), ``error``, ``attempts``,
     ``created_ns``.
 ``spill``
     ``seq``, ``owner`` (the spilling bus), ``sink``, ``event`` (JSON), ``created_ns``:
     events that overflowed a sink's queue, waiting for its worker.
-``probe_specs``, ``probe_applied``, ``probe_marker`` (version 3)
+``probe_specs``, ``probe_applied``, ``probe_marker`` (version 4)
     probe specs in Diagnose's format (``id``, ``spec`` JSON, ``lastmodified_ns``,
     ``created_ns``); per spec and process (``process`` = ``host:pid:run_id``) the
     ``applied`` record (``data`` JSON, ``updated_ns``); and a one-row ``version`` that
     triggers bump on every change to ``probe_specs``: the cheap change marker the
-    probe poller reads every ``probes.poll_interval``.
+    probe poller reads every ``probes.poll_interval``. (Planned as version 3; main's event
+    record columns took 3 first, and a store main already migrated must go on from there.)
 ``reports`` (version 2)
     ``run_id``, ``kind`` (``"component"``, ``"task"``), ``name``, ``state``, ``data``
     (JSON), ``updated_ns``; primary key ``(run_id, kind, name)``: the latest state a
@@ -55,14 +59,14 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hostapp.errors import HostappError
-from hostapp.events import DeadLetter, Event, _process_alive, new_id
+from hostapp.events.record import DeadLetter, Event, new_id, process_alive
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -75,6 +79,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreVersionError",
+    "cursor",
     "resolve_store_path",
 ]
 
@@ -180,8 +185,47 @@ def _migration_2(con: sqlite3.Connection) -> None:
     con.execute("CREATE INDEX reports_kind ON reports (kind, updated_ns)")
 
 
+#: The columns version 3 adds to ``events``, each with the ``Event.data`` key it holds and
+#: the JSON type a value must have to be moved there (anything else stays in ``data``).
+_PROMOTED: Final[tuple[tuple[str, str, str], ...]] = (
+    ("duration_ns", "duration_ns", "INTEGER"),
+    ("status", "status_code", "INTEGER"),
+    ("method", "method", "TEXT"),
+    ("url", "url", "TEXT"),
+    ("site", "call_site", "TEXT"),
+    ("trace_id", "trace_id", "TEXT"),
+    ("span_id", "span_id", "TEXT"),
+    ("parent_span_id", "parent_span_id", "TEXT"),
+)
+
+
 def _migration_3(con: sqlite3.Connection) -> None:
-    """Version 3: probe specs (``hostapp.probes``), their ``applied`` records per process,
+    """Version 3: the event record's own columns (one record per HTTP call).
+
+    ``events`` gains ``duration_ns``, ``status``, ``method``, ``url``, ``site`` (the call
+    site, ``"file:line"``), ``trace_id``, ``span_id`` and ``parent_span_id``: what the CLI
+    and the web view filter and sort on. New rows keep those values in the columns only (not
+    again in ``data``). Rows written by earlier versions keep their ``data`` as it was; the
+    columns are filled from it where SQLite's JSON functions are available, so the filters
+    find old rows too.
+    """
+    for column, _key, sql_type in _PROMOTED:
+        con.execute(f"ALTER TABLE events ADD COLUMN {column} {sql_type}")
+    try:
+        con.execute(
+            """UPDATE events SET
+                duration_ns = CASE json_type(data, '$.duration_ns') WHEN 'integer' THEN json_extract(data, '$.duration_ns') END,
+                status = CASE json_type(data, '$.status_code') WHEN 'integer' THEN json_extract(data, '$.status_code') END,
+                method = CASE json_type(data, '$.method') WHEN 'text' THEN json_extract(data, '$.method') END,
+                url = CASE json_type(data, '$.url') WHEN 'text' THEN json_extract(data, '$.url') END
+            WHERE json_valid(data)"""
+        )
+    except sqlite3.OperationalError:  # pragma: no cover - an SQLite built without JSON functions
+        pass
+
+
+def _migration_4(con: sqlite3.Connection) -> None:
+    """Version 4: probe specs (``hostapp.probes``), their ``applied`` records per process,
     and a change marker bumped by triggers on every change to the specs."""
     con.execute(
         """CREATE TABLE probe_specs (
@@ -210,7 +254,7 @@ def _migration_3(con: sqlite3.Connection) -> None:
 
 
 #: The forward migrations; ``MIGRATIONS[n]`` brings a store from version ``n`` to ``n + 1``.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3, _migration_4)
 
 #: The schema version this hostapp writes.
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -253,7 +297,7 @@ class Run:
         if self.ended_ns is not None or not self.pid:
             return False
         try:
-            return _process_alive(self.pid)
+            return process_alive(self.pid)
         except OSError:
             return False
 
@@ -305,42 +349,124 @@ def resolve_store_path(config: Config) -> Path:
     return path if path.is_absolute() else Path(config.root) / path
 
 
+def _json_fallback(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=repr, check_circular=False)
+
+
 def _make_data_encoder() -> Callable[[Any], str]:
-    """A JSON encoder for ``Event.data``: compact-ish, UTF-8, ``repr()`` for the rest.
+    """The JSON encoder of ``Event.data``: orjson (compact, UTF-8), ``repr()`` for values JSON
+    cannot take, non-string keys as strings; what orjson refuses (an integer beyond 64 bits,
+    nesting deeper than 254 levels, a cycle) goes through :func:`json.dumps` instead."""
+    import orjson
 
-    It reuses one C encoder (``json.dumps`` builds a new one per call, which costs more
-    than encoding a small dict); falls back to ``json.dumps`` where that is unavailable.
-    """
-    from json import encoder as json_encoder
-
-    def slow(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, default=repr, check_circular=False)
-
-    make = getattr(json_encoder, "c_make_encoder", None)
-    basestring = getattr(json_encoder, "c_encode_basestring", None)
-    if make is None or basestring is None:  # pragma: no cover - not CPython
-        return slow
-    try:
-        fast = make(None, repr, basestring, None, ": ", ", ", False, False, True)
-        "".join(fast({"probe": [1, 2.5, None, "x"]}, 0))
-    except Exception:  # pragma: no cover - a changed private signature
-        return slow
+    dumps = orjson.dumps
+    option = orjson.OPT_NON_STR_KEYS
 
     def encode(value: Any) -> str:
         try:
-            return "".join(fast(value, 0))
-        except Exception:  # RecursionError (a cycle), a default() that raised, ...
-            return slow(value)
+            return dumps(value, default=repr, option=option).decode()
+        except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+            try:
+                return _json_fallback(value)
+            except (ValueError, RecursionError):  # a cycle: keep what can be said of it
+                return _json_fallback(repr(value))
 
     return encode
 
 
 _encode_data: Final = _make_data_encoder()
-_event_columns = attrgetter(
-    "id", "run_id", "type", "subtype", "timestamp_ns", "pid", "thread_id", "source"
+
+
+def _decode_data(text: str | bytes) -> Any:
+    import orjson
+
+    return orjson.loads(text)
+
+
+#: Columns of ``events`` in the order rows are written and read; ``data`` last.
+_EVENT_COLUMNS: Final = (
+    "id", "run_id", "type", "subtype", "timestamp_ns", "pid", "thread_id", "source",
+    *(column for column, _key, _type in _PROMOTED), "data",
 )
-_COLUMNS: Final = "id, run_id, type, subtype, timestamp_ns, pid, thread_id, source, data"
-_PLACEHOLDERS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS: Final = ", ".join(_EVENT_COLUMNS)
+_event_columns = attrgetter("id", "run_id", "type", "subtype", "timestamp_ns", "pid", "thread_id", "source")
+#: ``Event.data`` keys that live in their own column.
+_PROMOTED_KEYS: Final = frozenset(key for _column, key, _type in _PROMOTED)
+_NONE_COLUMNS: Final = (None,) * len(_PROMOTED)
+
+
+def _site_text(site: Any) -> str | None:
+    """A call site ``{"file": str, "line": int}`` as ``"file:line"``, else ``None``."""
+    if type(site) is dict and len(site) == 2:
+        file, line = site.get("file"), site.get("line")
+        if type(file) is str and type(line) is int:
+            return f"{file}:{line}"
+    return None
+
+
+def _split(data: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``data`` as the values of the promoted columns and the dict of the rest (the JSON).
+
+    A value moves to its column only when it has the column's type (an ``int`` that is not
+    a ``bool``; a ``str``; a call site ``{"file": str, "line": int}``); anything else, ``None``
+    included, stays in the JSON, so that reading the row back gives ``data`` exactly."""
+    if data.keys().isdisjoint(_PROMOTED_KEYS):
+        return _NONE_COLUMNS, data
+    rest = dict(data)
+    values: list[Any] = []
+    for _column, key, sql_type in _PROMOTED:
+        if key not in rest:
+            values.append(None)
+            continue
+        value = rest[key]
+        if key == "call_site":
+            stored = _site_text(value)
+        elif sql_type == "INTEGER":
+            stored = value if type(value) is int else None
+        else:
+            stored = value if type(value) is str else None
+        if stored is not None:
+            del rest[key]
+        values.append(stored)
+    return tuple(values), rest
+
+
+def _joined(row: Sequence[Any]) -> Event:
+    """The :class:`Event` of a row of :data:`_EVENT_COLUMNS` (columns merged into data)."""
+    data = _decode_data(row[16])
+    if row[8] is not None:
+        data["duration_ns"] = row[8]
+    if row[9] is not None:
+        data["status_code"] = row[9]
+    if row[10] is not None:
+        data["method"] = row[10]
+    if row[11] is not None:
+        data["url"] = row[11]
+    if row[12] is not None:
+        file, _, line = row[12].rpartition(":")
+        data["call_site"] = {"file": file, "line": int(line)}
+    if row[13] is not None:
+        data["trace_id"] = row[13]
+    if row[14] is not None:
+        data["span_id"] = row[14]
+    if row[15] is not None:
+        data["parent_span_id"] = row[15]
+    return Event(row[0], row[2], row[3], data, row[4], row[1], row[5], row[6], row[7])
+
+
+def cursor(event: Event) -> str:
+    """The cursor of ``event`` for :meth:`Store.events` (``after=``): an opaque string that
+    resumes a listing in time order right after this event (keyset pagination)."""
+    return f"{event.timestamp_ns}.{event.id}"
+
+
+def _parse_cursor(value: str) -> tuple[int, str]:
+    ts, sep, event_id = value.partition(".")
+    if not sep or not ts.isdigit() or not event_id:
+        raise ValueError(f"not a hostapp event cursor: {value!r} (use Store.cursor(event))")
+    return int(ts), event_id
+
+
 #: Most rows per INSERT statement (also capped by SQLite's variable limit). A batch that
 #: fits is written by **one** statement in autocommit mode: one ``sqlite3_step``, so the GIL
 #: is released and re-taken once per batch, not once per row as with ``executemany`` (nor
@@ -355,7 +481,17 @@ def _event_json(event: Event) -> str:
 
 
 def _event_from_json(text: str) -> Event:
-    return Event.from_dict(json.loads(text))
+    return Event.from_dict(_decode_data(text))
+
+
+def _pattern_clause(column: str, patterns: Sequence[str], params: list[Any]) -> str:
+    """``(column = ? OR column GLOB ? ...)`` for exact names and globs (``fnmatch`` syntax:
+    ``*``, ``?``, ``[...]``; SQLite's GLOB is the same, case-sensitive)."""
+    parts = []
+    for pattern in patterns:
+        parts.append(f"{column} GLOB ?" if any(c in pattern for c in "*?[") else f"{column} = ?")
+        params.append(pattern)
+    return "(" + " OR ".join(parts) + ")"
 
 
 class Store:
@@ -409,7 +545,7 @@ class Store:
             self._con = None
             raise StoreError(f"{shown}: cannot open the store: {exc}") from None
         self._max_variables = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // 9))
+        self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // len(_EVENT_COLUMNS)))
 
     @staticmethod
     def _version(con: sqlite3.Connection) -> int:
@@ -686,7 +822,9 @@ class Store:
     # -- events ----------------------------------------------------------------------
 
     def _insert_sql(self, rows: int) -> str:
-        return self._values_sql(f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ", 9, rows)
+        return self._values_sql(
+            f"INSERT OR IGNORE INTO events ({_COLUMNS}) VALUES ", len(_EVENT_COLUMNS), rows
+        )
 
     def _values_sql(self, head: str, width: int, rows: int) -> str:
         key = (head, rows)
@@ -713,8 +851,10 @@ class Store:
         """Insert ``events`` in one transaction; the number inserted.
 
         An event whose id is already stored is skipped (so redelivering a batch is
-        harmless). ``data`` is stored as JSON; values JSON cannot encode are stored as
-        their ``repr()``.
+        harmless). The values of ``data`` that have a column of their own (``duration_ns``,
+        ``status_code``, ``method``, ``url``, ``call_site``, ``trace_id``, ``span_id``,
+        ``parent_span_id``) are stored there and not again in the ``data`` JSON; values JSON
+        cannot encode are stored as their ``repr()``.
         """
         batch = events if isinstance(events, list) else list(events)
         if not batch:
@@ -722,6 +862,7 @@ class Store:
         step = self._rows_per_statement
         columns = _event_columns
         encode = _encode_data
+        split = _split
         statements = []
         for start in range(0, len(batch), step):
             chunk = batch[start : start + step]
@@ -730,7 +871,9 @@ class Store:
             append = params.append
             for event in chunk:
                 extend(columns(event))
-                append(encode(event.data))
+                promoted, rest = split(event.data)
+                extend(promoted)
+                append(encode(rest))
             statements.append((self._insert_sql(len(chunk)), params))
         return self._write(statements)
 
@@ -744,32 +887,80 @@ class Store:
         limit: int | None = None,
         *,
         newest_first: bool = False,
+        types: Iterable[str] | None = None,
+        subtypes: Iterable[str] | None = None,
+        status_min: int | None = None,
+        status_max: int | None = None,
+        url_contains: str | None = None,
+        min_duration_ns: int | None = None,
+        after: str | None = None,
     ) -> list[Event]:
         """Stored events matching every given filter, ordered by time (then id).
 
+        Each event's ``data`` is as it was emitted: the values kept in columns are merged
+        back in.
+
         Args:
             run_id: only this run's events.
-            type: only this type (exact).
-            subtype: only this subtype (exact).
-            since_ns: only events with ``timestamp_ns >= since_ns``.
+            type: only this type: an exact name, or a glob (``"outbound_http_*"``).
+            subtype: only this subtype (exact, or a glob).
+            since_ns: only events with ``timestamp_ns >= since_ns`` (ns since the epoch).
             until_ns: only events with ``timestamp_ns < until_ns``.
             limit: at most this many (the oldest, or the newest with ``newest_first``).
             newest_first: order newest first.
+            types: only these types (exact names or globs; any of them).
+            subtypes: only these subtypes (exact or globs; any of them).
+            status_min: only events whose ``status_code`` is ``>= status_min``.
+            status_max: only events whose ``status_code`` is ``<= status_max``.
+            url_contains: only events whose ``url`` contains this text (case-sensitive).
+            min_duration_ns: only events whose ``duration_ns`` is ``>= min_duration_ns``.
+            after: a cursor from :func:`cursor` (``Store.cursor(event)``): only events after
+                that one in this order (before it, with ``newest_first``).
+
+        Raises:
+            ValueError: ``after`` is not a cursor.
         """
-        where, params = self._event_filter(run_id, type, subtype, since_ns, until_ns)
-        order = "DESC" if newest_first else "ASC"
-        sql = (
-            f"SELECT {_COLUMNS} FROM events{where} "
-            f"ORDER BY timestamp_ns {order}, id {order}"
+        sql, params = self._events_sql(
+            run_id, type, subtype, since_ns, until_ns, types, subtypes, status_min,
+            status_max, url_contains, min_duration_ns, after, newest_first,
         )
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        loads = json.loads
-        return [
-            Event(row[0], row[2], row[3], loads(row[8]), row[4], row[1], row[5], row[6], row[7])
-            for row in self._read(sql, params)
-        ]
+        return [_joined(row) for row in self._read(sql, params)]
+
+    def iter_events(self, *, chunk: int = 500, limit: int | None = None, **filters: Any) -> Iterator[Event]:
+        """The events of :meth:`events` (same keyword filters), read ``chunk`` at a time.
+
+        Memory stays bounded whatever the number of events: each chunk is one query that
+        resumes after the last event of the previous one (keyset pagination), and the store's
+        lock is not held between chunks, so the sinks go on writing meanwhile. Events stored
+        after the iteration began, later in the order, are included.
+
+        Args:
+            chunk: events per query (>= 1).
+            limit: at most this many in all (``None``: every match).
+            **filters: as for :meth:`events` (``run_id``, ``types``, ``status_min``, ...,
+                ``newest_first``, ``after``).
+
+        Raises:
+            ValueError: ``chunk`` < 1, or ``after`` is not a cursor.
+        """
+        if chunk < 1:
+            raise ValueError(f"iter_events: chunk must be >= 1, got {chunk}")
+        after = filters.pop("after", None)
+        left = limit
+        while left is None or left > 0:
+            size = chunk if left is None else min(chunk, left)
+            page = self.events(limit=size, after=after, **filters)
+            yield from page
+            if len(page) < size:
+                return
+            after = cursor(page[-1])
+            if left is not None:
+                left -= len(page)
+
+    cursor = staticmethod(cursor)
 
     def count_events(
         self,
@@ -778,10 +969,16 @@ class Store:
         subtype: str | None = None,
         since_ns: int | None = None,
         until_ns: int | None = None,
+        **filters: Any,
     ) -> int:
         """How many stored events match (the filters of :meth:`events`)."""
-        where, params = self._event_filter(run_id, type, subtype, since_ns, until_ns)
-        return int(self._read(f"SELECT count(*) FROM events{where}", params)[0][0])
+        sql, params = self._events_sql(
+            run_id, type, subtype, since_ns, until_ns, filters.get("types"), filters.get("subtypes"),
+            filters.get("status_min"), filters.get("status_max"), filters.get("url_contains"),
+            filters.get("min_duration_ns"), filters.get("after"), bool(filters.get("newest_first")),
+            select="count(*)",
+        )
+        return int(self._read(sql, params)[0][0])
 
     def event_ids(self, run_id: str | None = None) -> set[str]:
         """The ids of the stored events (of one run), without decoding the rows."""
@@ -792,26 +989,56 @@ class Store:
         return {row[0] for row in rows}
 
     @staticmethod
-    def _event_filter(
+    def _events_sql(
         run_id: str | None,
         type: str | None,
         subtype: str | None,
         since_ns: int | None,
         until_ns: int | None,
+        types: Iterable[str] | None,
+        subtypes: Iterable[str] | None,
+        status_min: int | None,
+        status_max: int | None,
+        url_contains: str | None,
+        min_duration_ns: int | None,
+        after: str | None,
+        newest_first: bool,
+        *,
+        select: str = _COLUMNS,
     ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
             ("run_id = ?", run_id),
-            ("type = ?", type),
-            ("subtype = ?", subtype),
             ("timestamp_ns >= ?", since_ns),
             ("timestamp_ns < ?", until_ns),
+            ("status >= ?", status_min),
+            ("status <= ?", status_max),
+            ("duration_ns >= ?", min_duration_ns),
         ):
             if value is not None:
                 clauses.append(clause)
                 params.append(value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        for column, one, many in (("type", type, types), ("subtype", subtype, subtypes)):
+            patterns = ([one] if one is not None else []) + (list(many) if many is not None else [])
+            if one is not None and many is not None:
+                clauses.append(_pattern_clause(column, [one], params))
+                patterns = list(many)
+            if patterns:
+                clauses.append(_pattern_clause(column, patterns, params))
+        if url_contains is not None:
+            clauses.append("instr(url, ?) > 0")
+            params.append(url_contains)
+        order = "DESC" if newest_first else "ASC"
+        if after is not None:
+            ts, event_id = _parse_cursor(after)
+            clauses.append("(timestamp_ns, id) < (?, ?)" if newest_first else "(timestamp_ns, id) > (?, ?)")
+            params.extend((ts, event_id))
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql = f"SELECT {select} FROM events{where}"
+        if select == _COLUMNS:
+            sql += f" ORDER BY timestamp_ns {order}, id {order}"
+        return sql, params
 
     # -- dead letters ----------------------------------------------------------------
 

@@ -29,9 +29,32 @@ __all__ = [
     "Contribution",
     "DriverSpec",
     "EventSink",
+    "EventRenderer",
     "InstrumentType",
+    "LOAD_VALUES",
+    "SKIP",
     "TraceProcessor",
 ]
+
+class _Skip:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "hostapp.tracing.SKIP"
+
+    def __reduce__(self) -> str:
+        return "SKIP"
+
+
+#: What a call-record processor's ``capture`` returns to not record a call
+#: (``TraceProcessor.capture``); also ``hostapp.tracing.SKIP``.
+SKIP: Any = _Skip()
+
+#: The values of a component's ``load`` key (opa-stack's ``LOAD``): ``auto`` (built when
+#: its driver can connect, else unavailable and the host goes on), ``yes`` (the host
+#: refuses to start without it), ``no`` (not built). Here, not in :mod:`hostapp.drivers`,
+#: so that the configuration can check the key without importing the drivers.
+LOAD_VALUES: tuple[str, ...] = ("auto", "yes", "no")
 
 #: The events a trace processor can ask for (Kolo's names; ``unwind`` is the exception exit).
 TRACE_EVENTS: frozenset[str] = frozenset({"call", "return", "unwind", "resume", "yield", "throw"})
@@ -91,6 +114,34 @@ class TraceProcessor:
             processor whose module is not installed is *not applicable*: it is skipped and
             reported as such (``TracingEngine.stats()``, the run summary), not as an error.
             Checked with :func:`importlib.util.find_spec`, without importing anything.
+        record: ``"events"`` (Kolo's model, the default): an event per call and per
+            return, built by ``process``. ``"call"`` (hostapp's): **one** event of type
+            ``call_type`` per call, made when the call ends, with what ``capture`` kept at
+            the call and the call's result; its data is built by ``build`` off the traced
+            thread (on the sink's thread, in batches), so the traced program pays only for
+            ``capture``. ``call``, ``process`` and ``events`` do not apply.
+        capture: for ``record="call"``: ``capture(args, context) -> Any``, on the traced
+            thread when the call starts; ``args`` maps the function's parameter names to the
+            arguments (``args["self"]``, ``args["request"]``). Keep it cheap: return
+            references (the request object), not copies; the value is handed to ``build``.
+            Return :data:`hostapp.tracing.SKIP` to not record this call. Default: nothing
+            kept.
+        build: for ``record="call"``: ``build(captured, result, error, context) -> dict |
+            None``, on the sink's thread: ``captured`` is what ``capture`` returned,
+            ``result`` the return value (``None`` when the call raised), ``error`` the
+            exception (``None`` when it returned). The dict is merged over the record's
+            base data (``duration_ns``, ``call_site``, ``thread_name``, ``span_id``, ``via``,
+            and ``error`` as ``{"type", "message"}``); a ``timestamp_ns`` in it moves the
+            record's start (the duration follows). ``None``: no event for this call.
+        group: for ``record="call"``: a name shared by processors that record the same kind
+            of call at different layers (``"http"``: requests over urllib3 over
+            http.client). While a call of the group is in progress in a thread (or an
+            asyncio task), the calls the group's processors select inside it are not
+            recorded again: only their processor names are added to the outer record's
+            ``via`` list. One HTTP call is one record.
+        redact: header, query-parameter and body-key names this processor's events must
+            have redacted, added to the host's redaction policy (``tracing.redact_headers``,
+            ``tracing.redact_params``); a processor can add names, never remove them.
 
     Raises:
         ValueError: on construction, naming the field that is missing or malformed.
@@ -99,7 +150,7 @@ class TraceProcessor:
     name: str
     path_fragment: str
     call_type: str
-    return_type: str
+    return_type: str = ""
     co_names: tuple[str, ...] = ()
     subtype: str | None = None
     call: Callable[[FrameType, str, Any, dict[str, Any]], bool] | None = None
@@ -112,6 +163,11 @@ class TraceProcessor:
     throw_type: str | None = None
     description: str | None = None
     requires: tuple[str, ...] = ()
+    record: str = "events"
+    capture: Callable[[Mapping[str, Any], dict[str, Any]], Any] | None = None
+    build: Callable[[Any, Any, BaseException | None, dict[str, Any]], Mapping[str, Any] | None] | None = None
+    group: str | None = None
+    redact: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         kind = "TraceProcessor"
@@ -130,11 +186,33 @@ class TraceProcessor:
                 raise ValueError(f"{kind}.co_names: expected non-empty strings, got {co_name!r}")
         if not isinstance(self.path_fragment, str) or not self.path_fragment:
             raise ValueError(f"{kind}.path_fragment: expected a non-empty string")
-        for fld in ("call_type", "return_type"):
+        if self.record not in ("events", "call"):
+            raise ValueError(f"{kind}.record: expected 'events' or 'call', got {self.record!r}")
+        for fld in ("call_type", "return_type") if self.record == "events" else ("call_type",):
             value = getattr(self, fld)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{kind}.{fld}: expected a non-empty string, got {value!r}")
-        for fld in ("call", "process", "build_context"):
+        if self.record == "call":
+            if not self.return_type:
+                object.__setattr__(self, "return_type", self.call_type)
+            for fld in ("call", "process"):
+                if getattr(self, fld) is not None:
+                    raise ValueError(
+                        f"{kind}.{fld}: not used with record='call' (filter in capture by returning "
+                        "hostapp.tracing.SKIP; build the data in build)"
+                    )
+        else:
+            for fld in ("capture", "build", "group"):
+                if getattr(self, fld) is not None:
+                    raise ValueError(f"{kind}.{fld}: only used with record='call'")
+        if self.group is not None and (not isinstance(self.group, str) or not self.group):
+            raise ValueError(f"{kind}.group: expected a non-empty string, got {self.group!r}")
+        if isinstance(self.redact, str):
+            raise ValueError(f"{kind}.redact: expected a list of names, got a string")
+        object.__setattr__(self, "redact", tuple(self.redact))
+        if not all(isinstance(n, str) and n for n in self.redact):
+            raise ValueError(f"{kind}.redact: expected non-empty strings, got {self.redact!r}")
+        for fld in ("call", "process", "build_context", "capture", "build"):
             _check_callable(kind, fld, getattr(self, fld))
         if isinstance(self.events, str):
             raise ValueError(f"{kind}.events: expected a list of event names, got a string")
@@ -468,6 +546,69 @@ class CliCommand:
             )
 
 
+#: The values of :attr:`EventRenderer.shape`.
+RENDER_SHAPES: tuple[str, ...] = ("span", "mark")
+
+
+@dataclass(frozen=True, slots=True)
+class EventRenderer:
+    """How people see events of some types: one line in ``hostapp events``, the labelled
+    fields of one event (``hostapp events show``, the web view's detail pane), and a bar or
+    a mark on the web view's time axis.
+
+    The CLI and the web view use the same renderers, so a plugin that defines its own event
+    types draws them once for both. An event type no renderer claims is shown generically
+    (its subtype and its data as ``key=value`` pairs). Renderers are looked up by event
+    type: the first renderer (in plugin order) whose ``event_types`` has an exact match
+    wins, else the first glob match.
+
+    Attributes:
+        name: unique renderer name (``"http"``, ``"probe"``).
+        event_types: the event types it renders, exact names or globs
+            (``fnmatch.fnmatchcase``: ``"acme.*"``).
+        summary: ``summary(event) -> str``: one line, without the time, thread or run
+            (``"GET https://api.example.org/v1/items -> 200"``). Keep it short: the CLI
+            cuts it at the terminal's width.
+        fields: ``fields(event) -> Iterable[tuple[str, Any]]``: the labelled values of one
+            event in display order (``[("method", "GET"), ("status", 200), ...]``); values
+            are shown as text, dicts and lists as JSON. ``None``: the event's data items.
+        shape: ``"span"`` — the event has a duration (``data["duration_ns"]``, ns) and is
+            drawn as a bar from its ``timestamp_ns``; ``"mark"`` — a point in time.
+        label: a short kind label for listings and the web view's legend (``"HTTP"``,
+            ``"job"``); default the renderer's name.
+        description: one line for listings.
+
+    A renderer that raises is reported once and the event is shown generically: a broken
+    renderer never hides an event.
+
+    Raises:
+        ValueError: an empty ``name`` or ``event_types``, a non-callable ``summary`` or
+            ``fields``, or an unknown ``shape``.
+    """
+
+    name: str
+    event_types: tuple[str, ...]
+    summary: Callable[[Any], str]
+    fields: Callable[[Any], Any] | None = None
+    shape: str = "mark"
+    label: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("EventRenderer", self.name)
+        if isinstance(self.event_types, str) or not self.event_types or not all(
+            isinstance(t, str) and t for t in self.event_types
+        ):
+            raise ValueError(
+                f"EventRenderer.event_types: expected a non-empty tuple of event types, got {self.event_types!r}"
+            )
+        object.__setattr__(self, "event_types", tuple(self.event_types))
+        _check_callable("EventRenderer", "summary", self.summary, optional=False)
+        _check_callable("EventRenderer", "fields", self.fields)
+        if self.shape not in RENDER_SHAPES:
+            raise ValueError(f"EventRenderer.shape: expected one of {', '.join(RENDER_SHAPES)}, got {self.shape!r}")
+
+
 T = TypeVar("T")
 
 
@@ -507,5 +648,6 @@ KIND_NAMES: dict[type, str] = {
     BackgroundTask: "background task",
     InstrumentType: "instrument type",
     CliCommand: "CLI command",
+    EventRenderer: "event renderer",
 }
 

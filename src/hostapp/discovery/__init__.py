@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hostapp._dataclass_twin import FACTORY, dataclass_twin, frozen_delattr, frozen_setattr
 from hostapp.discovery.filters import FilterChain, compile_pattern
 from hostapp.discovery.index import EntryPointIndex, read_entry_points
 from hostapp.discovery.sources import (
@@ -64,7 +64,7 @@ def __getattr__(name: str) -> Any:
 _TRUE = frozenset({"1", "true", "yes"})
 
 
-@dataclass_twin(frozen=True, fields={"meta": {"default_factory": dict}})
+@dataclass(frozen=True, slots=True)
 class DiscoveryOptions:
     """What to discover and how to filter it; built by the config module from ``[plugins]``.
 
@@ -91,103 +91,22 @@ class DiscoveryOptions:
             messages about these settings.
 
     Patterns are globs (``fnmatch.fnmatchcase``) or ``"re:REGEX"`` (``re.search``).
-
-    A frozen dataclass (``frozen=True, slots=True``) for :mod:`dataclasses` (``fields``,
-    ``replace``, ...), written out by hand so that creating the class costs nothing (see
-    :mod:`hostapp._dataclass_twin`).
     """
 
-    __slots__ = (
-        "enable",
-        "disable",
-        "enable_locations",
-        "disable_locations",
-        "allow_tags",
-        "deny_tags",
-        "paths",
-        "modules",
-        "meta",
-        "autoload",
-        "use_cache",
-        "cache_dir",
-        "groups",
-        "config_source",
-    )
-    __match_args__ = __slots__
-
-    enable: tuple[str, ...] | None
-    disable: tuple[str, ...]
-    enable_locations: tuple[str, ...] | None
-    disable_locations: tuple[str, ...]
-    allow_tags: tuple[str, ...] | None
-    deny_tags: tuple[str, ...]
-    paths: tuple[Path, ...]
-    modules: tuple[str, ...]
-    meta: Mapping[str, Mapping[str, Any]]
-    autoload: bool
-    use_cache: bool
-    cache_dir: str | os.PathLike[str] | None
-    groups: tuple[str, ...]
-    config_source: str
-
-    def __init__(
-        self,
-        enable: tuple[str, ...] | None = None,
-        disable: tuple[str, ...] = (),
-        enable_locations: tuple[str, ...] | None = None,
-        disable_locations: tuple[str, ...] = (),
-        allow_tags: tuple[str, ...] | None = None,
-        deny_tags: tuple[str, ...] = (),
-        paths: tuple[Path, ...] = (),
-        modules: tuple[str, ...] = (),
-        meta: Mapping[str, Mapping[str, Any]] = FACTORY,
-        autoload: bool = True,
-        use_cache: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
-        groups: tuple[str, ...] = ("hostapp",),
-        config_source: str = "hostapp.toml",
-    ) -> None:
-        init = object.__setattr__
-        init(self, "enable", enable)
-        init(self, "disable", disable)
-        init(self, "enable_locations", enable_locations)
-        init(self, "disable_locations", disable_locations)
-        init(self, "allow_tags", allow_tags)
-        init(self, "deny_tags", deny_tags)
-        init(self, "paths", paths)
-        init(self, "modules", modules)
-        init(self, "meta", {} if meta is FACTORY else meta)
-        init(self, "autoload", autoload)
-        init(self, "use_cache", use_cache)
-        init(self, "cache_dir", cache_dir)
-        init(self, "groups", groups)
-        init(self, "config_source", config_source)
-
-    def _astuple(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{self.__class__.__qualname__}({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._astuple() == other._astuple()  # type: ignore[attr-defined]
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._astuple())
-
-    def __getstate__(self) -> list[Any]:
-        return list(self._astuple())
-
-    def __setstate__(self, state: Sequence[Any]) -> None:
-        for name, value in zip(self.__slots__, state):
-            object.__setattr__(self, name, value)
-
-
-DiscoveryOptions.__setattr__ = frozen_setattr(DiscoveryOptions, frozenset(DiscoveryOptions.__slots__))  # type: ignore[method-assign]
-DiscoveryOptions.__delattr__ = frozen_delattr(DiscoveryOptions, frozenset(DiscoveryOptions.__slots__))  # type: ignore[method-assign]
+    enable: tuple[str, ...] | None = None
+    disable: tuple[str, ...] = ()
+    enable_locations: tuple[str, ...] | None = None
+    disable_locations: tuple[str, ...] = ()
+    allow_tags: tuple[str, ...] | None = None
+    deny_tags: tuple[str, ...] = ()
+    paths: tuple[Path, ...] = ()
+    modules: tuple[str, ...] = ()
+    meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    autoload: bool = True
+    use_cache: bool = True
+    cache_dir: str | os.PathLike[str] | None = None
+    groups: tuple[str, ...] = ("hostapp",)
+    config_source: str = "hostapp.toml"
 
 
 def _truthy(value: str | None) -> bool:

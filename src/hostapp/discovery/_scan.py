@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
-from hostapp.discovery.index import _hash64, normalize_name
+from hostapp.discovery._names import hash64, normalize_name
 
 __all__ = [
     "fingerprint",
@@ -63,7 +63,7 @@ def fingerprint(children: list[tuple[str, int]]) -> tuple[str, int]:
     """A fingerprint of the metadata children (names and mtimes), and their newest mtime."""
     items = sorted(f"{name}\0{mtime}" for name, mtime in children)
     newest = max((mtime for _, mtime in children), default=0)
-    return f"{len(items)}:{_hash64(chr(10).join(items)):016x}", max(newest, 0)
+    return f"{len(items)}:{hash64(chr(10).join(items)):016x}", max(newest, 0)
 
 
 def invalidate_metadata_caches() -> None:

@@ -46,18 +46,19 @@ from __future__ import annotations
 
 import marshal
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from hostapp.discovery._names import hash64, normalize_name
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from hostapp.discovery._record import EntryPointRecord
 
-__all__ = ["EntryPointIndex", "EntryPointRecord", "MAX_CACHE_FILES", "read_entry_points"]
+__all__ = ["EntryPointIndex", "EntryPointRecord", "MAX_CACHE_FILES", "normalize_name", "read_entry_points"]
 
 #: Version of the cache file layout. It is part of the key (so of the file name) and of the
 #: payload; a file with another number is never used.
@@ -79,10 +80,6 @@ _TMP_SUFFIX = ".tmp"
 #: First item of every payload, so that a foreign marshal file is never mistaken for ours.
 _MAGIC = "hostapp entry-point index"
 
-#: ``re.compile(r"-{2,}").sub``, compiled on first use (compiling costs ~0.1 ms at import).
-_separators_sub: Any = None
-#: The largest prime below 2**64: keys and fingerprints are big integers modulo it.
-_PRIME64 = (1 << 64) - 59
 _TUPLE_ONLY = frozenset({tuple})
 
 # A cache row (one per sys.path entry) is a tuple:
@@ -105,21 +102,6 @@ def __getattr__(name: str) -> Any:
         globals()[name] = EntryPointRecord
         return EntryPointRecord
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def normalize_name(name: str) -> str:
-    """Return the PEP 503 normalized form of a distribution name (``"Foo.Bar_baz"`` -> ``"foo-bar-baz"``).
-
-    That is ``re.sub(r"[-_.]+", "-", name).lower()``; the regular expression runs only for
-    names with a run of separators (``str.replace`` is several times faster).
-    """
-    global _separators_sub
-    key = name.lower().replace("_", "-").replace(".", "-")
-    if "--" in key:
-        if _separators_sub is None:
-            _separators_sub = re.compile(r"-{2,}").sub
-        key = _separators_sub("-", key)
-    return key
 
 
 def default_cache_dir() -> Path:
@@ -167,7 +149,7 @@ class EntryPointIndex:
         self.rescanned: tuple[str, ...] = ()
         self._material: tuple[Any, ...] = (CACHE_FORMAT, sys.executable, sys.version, self.groups, self.entries)
         parts = [str(CACHE_FORMAT), sys.executable, sys.version, str(len(self.groups)), *self.groups, *self.entries]
-        self._key = f"{_hash64(chr(0).join(parts)):016x}"
+        self._key = f"{hash64(chr(0).join(parts)):016x}"
 
     @property
     def cache_dir(self) -> Path:
@@ -422,11 +404,6 @@ def _records(segments: list[tuple[tuple[str, ...], ...]]) -> list[EntryPointReco
         for columns in segments
         for dist, version, group, name, value, dist_path, _ in zip(*columns)
     ]
-
-
-def _hash64(text: str) -> int:
-    """A stable 64-bit hash of ``text`` (its UTF-8 bytes as one integer, modulo a prime)."""
-    return int.from_bytes(text.encode("utf-8", "surrogatepass"), "little") % _PRIME64
 
 
 def _absolute_entries(path: Iterable[Any]) -> tuple[str, ...]:

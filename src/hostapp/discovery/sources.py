@@ -14,7 +14,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hostapp.discovery.index import normalize_name
+from hostapp.discovery._names import normalize_name
 from hostapp.lifecycle import PluginInfo, PluginState, Source
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ every running host and by ``hostapp probes`` from another terminal:
 
 SQLite (``probes.store = "sqlite"``, the default): tables ``probe_specs``,
 ``probe_applied`` and the trigger-maintained ``probe_marker`` in the host's store
-(:mod:`hostapp.store`, schema version 3).
+(:mod:`hostapp.store`, schema version 4).
 
 Redis (``probes.store = "component:NAME"``, a component of the ``redis`` driver): keys
 under ``hostapp:probes:`` - ``specs`` (a hash id -> JSON), ``marker`` (``INCR`` in the

@@ -91,7 +91,7 @@ not install anything: backends are imported by ``start()``.
 
 from __future__ import annotations
 
-from hostapp.tracing._engine import BACKENDS, TracingEngine, available_backends
-from hostapp.tracing._runtime import default_library_paths
+from hostapp.tracing._engine import BACKENDS, TracingEngine, available_backends, superseded
+from hostapp.tracing._runtime import SKIP, default_library_paths
 
-__all__ = ["BACKENDS", "TracingEngine", "available_backends", "default_library_paths"]
+__all__ = ["BACKENDS", "SKIP", "TracingEngine", "available_backends", "default_library_paths", "superseded"]

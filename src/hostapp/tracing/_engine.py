@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from hostapp.events import Event, EventBus
     from hostapp.types import Contribution, TraceProcessor
 
-__all__ = ["BACKENDS", "TracingEngine", "available_backends"]
+__all__ = ["BACKENDS", "TracingEngine", "available_backends", "superseded"]
 
 #: The values of ``backend`` (``tracing.backend`` in the configuration).
 BACKENDS: Final = ("auto", "monitoring", "trampoline", "profile")
@@ -25,6 +25,56 @@ def available_backends() -> tuple[str, ...]:
     if sys.version_info >= (3, 12):
         return ("monitoring", "profile")
     return ("trampoline", "profile")
+
+
+def _fragment_key(fragment: str) -> str:
+    key = fragment.replace("\\", "/").strip("/")
+    return key[:-3] if key.endswith(".py") else key
+
+
+def _same_calls(a: TraceProcessor, b: TraceProcessor) -> bool:
+    """Whether ``a`` and ``b`` select the same calls into the same event type: one's path
+    fragment contains the other's (``requests/sessions`` and ``/requests/sessions.py``), their
+    function names meet (or one selects every function of the file), and the call's event
+    type is the same."""
+    if a.call_type != b.call_type:
+        return False
+    if a.co_names and b.co_names and not set(a.co_names) & set(b.co_names):
+        return False
+    fa, fb = _fragment_key(a.path_fragment), _fragment_key(b.path_fragment)
+    return fa in fb or fb in fa
+
+
+def superseded(
+    processors: Sequence[Contribution[TraceProcessor]], builtin: Callable[[Contribution[Any]], bool],
+) -> dict[str, str]:
+    """``{processor name: name of the built-in processor that records its calls instead}``.
+
+    A processor that is not built in is *superseded* when a built-in one selects the same
+    calls into the same event type (:func:`_same_calls`): Kolo's ``requests`` processor
+    under ``tracing.kolo_compat`` and hostapp's, say, which would otherwise record every
+    call twice. The superseded processor does not run; ``hostapp plugins`` and the run
+    summary say which one took its place.
+
+    Args:
+        processors: the contributed processors.
+        builtin: tells a built-in contribution from another.
+    """
+    builtins = [c for c in processors if builtin(c)]
+    out: dict[str, str] = {}
+    for contribution in processors:
+        if builtin(contribution):
+            continue
+        for other in builtins:
+            if _same_calls(contribution.spec, other.spec):
+                out[contribution.spec.name] = other.spec.name
+                break
+    return out
+
+
+def is_builtin(contribution: Contribution[Any]) -> bool:
+    """Whether a contribution comes from hostapp's own distribution (its built-in plugins)."""
+    return (contribution.distribution or "").lower() == "hostapp"
 
 
 class TracingEngine:
@@ -49,7 +99,13 @@ class TracingEngine:
         bus: the :class:`~hostapp.events.EventBus` ``emit`` belongs to. With it, the
             events of processors without ``call``/``process`` are handed to the bus as raw
             items and built on the sinks' threads (the fast path: see
-            :meth:`hostapp.events.EventBus.raw_emitter`).
+            :meth:`hostapp.events.EventBus.raw_emitter`), and the processors' ``redact``
+            names are added to its redaction policy.
+        supersede: let a built-in processor take the calls of another processor that
+            selects the same ones (:func:`superseded`; ``tracing.supersede``). ``False``:
+            both record.
+        builtin: tells a built-in contribution from another (default: it comes from the
+            ``hostapp`` distribution).
 
     Raises:
         ValueError: an unknown or unavailable ``backend``, ``max_errors`` < 1, or two
@@ -71,6 +127,8 @@ class TracingEngine:
         library_paths: Sequence[str] | None = None,
         max_errors: int = 10,
         bus: EventBus | None = None,
+        supersede: bool = True,
+        builtin: Callable[[Contribution[Any]], bool] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"tracing.backend: expected one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -103,6 +161,15 @@ class TracingEngine:
         self._runtimes: tuple[ProcessorRuntime, ...] = tuple(
             ProcessorRuntime(c, i) for i, c in enumerate(self._contributions)
         )
+        #: processor name -> the built-in processor recording its calls instead
+        self.superseded: dict[str, str] = (
+            superseded(self._contributions, builtin or is_builtin) if supersede else {}
+        )
+        for rt in self._runtimes:
+            by = self.superseded.get(rt.name)
+            if by is not None:
+                rt.superseded_by = by
+                rt.off = True
         self._backend: Any = None
         self._selection: Selection | None = None
         self._lock = threading.Lock()
@@ -146,9 +213,13 @@ class TracingEngine:
             bus = self._bus
             emitters: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # event type -> raw emitter
             for rt in self._runtimes:
+                if rt.superseded_by is not None:
+                    continue
                 rt.build(self._config)
                 if bus is None:
                     continue
+                if rt.spec.redact:
+                    bus.add_redaction(rt.spec.redact)
                 for t in rt.types.values():
                     if t not in emitters:
                         emitters[t] = bus.raw_emitter(t)
@@ -156,7 +227,7 @@ class TracingEngine:
                 if rt.simple:
                     rt.raw_call = rt.raw_events["call"]
                     rt.raw_return = rt.raw_events["return"]
-            selection = Selection([rt for rt in self._runtimes if rt.missing is None])
+            selection = Selection([rt for rt in self._runtimes if rt.missing is None and not rt.off])
             dispatch = make_dispatch(
                 self._emit, run_id=self._run_id, library_paths=self._library_paths,
                 max_errors=self._max_errors, runtimes=self._runtimes,

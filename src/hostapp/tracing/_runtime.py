@@ -16,6 +16,7 @@ Nothing here knows which backend is running.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import os
@@ -29,8 +30,9 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from hostapp import events as _events
-from hostapp.events import FIELDS, Event
+from hostapp.events import record as _record
+from hostapp.events.record import FIELDS, Event
+from hostapp.types import SKIP
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from hostapp.types import Contribution, TraceProcessor
 
 __all__ = [
+    "SKIP",
     "Dispatch",
     "FastPath",
     "ProcessorRuntime",
@@ -51,6 +54,12 @@ logger = logging.getLogger("hostapp.tracing")
 
 _RETURN_SIDE: Final = frozenset({"return", "unwind", "yield", "resume", "throw"})
 _M64: Final = (1 << 64) - 1
+
+
+
+#: The innermost call of a processor *group* in progress in this context (thread or
+#: asyncio task): ``[captured, via, group, epoch, token, name]`` (see ``make_dispatch``).
+_GROUP: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("hostapp_call_group", default=None)
 
 
 def normalize_path(path: str) -> str:
@@ -70,10 +79,11 @@ class ProcessorRuntime:
     """
 
     __slots__ = (
-        "call", "call_type", "calls", "co_names", "consecutive", "context", "contribution",
-        "errors", "events", "fragment", "index", "last_error", "logged", "missing", "name", "off",
-        "plugin", "process", "raw_call", "raw_events", "raw_return", "return_type", "simple",
-        "spec", "subtype", "types", "wants", "want_call", "want_return",
+        "build_fn", "call", "call_type", "calls", "capture", "co_names", "consecutive", "context",
+        "contribution", "errors", "events", "fragment", "group", "index", "last_error", "logged",
+        "missing", "name", "nested", "off", "plugin", "process", "raw_call", "raw_events",
+        "raw_return", "record_call", "return_type", "simple", "spec", "subtype", "superseded_by",
+        "types", "wants", "want_call", "want_return",
     )
 
     def __init__(self, contribution: Contribution[TraceProcessor], index: int) -> None:
@@ -90,8 +100,15 @@ class ProcessorRuntime:
         self.subtype = spec.subtype
         self.call_type: str = spec.call_type
         self.return_type: str = spec.return_type
-        self.simple: bool = _FAST_EVENTS and spec.call is None and spec.process is None
-        self.wants: frozenset[str] = frozenset(spec.events)
+        #: one event per call, built off the traced thread (TraceProcessor.record == "call")
+        self.record_call: bool = spec.record == "call"
+        self.capture = spec.capture
+        self.build_fn = spec.build
+        self.group: str | None = spec.group
+        self.simple: bool = (
+            _FAST_EVENTS and spec.call is None and spec.process is None and not self.record_call
+        )
+        self.wants: frozenset[str] = frozenset(("call", "return", "unwind") if self.record_call else spec.events)
         self.want_call: bool = "call" in self.wants
         self.want_return: bool = "return" in self.wants
         self.types: dict[str, str] = {event: spec.type_for(event) for event in _RETURN_SIDE | {"call"}}
@@ -104,6 +121,10 @@ class ProcessorRuntime:
         self.logged = False
         self.off = False
         self.missing: str | None = None
+        #: calls of this processor made inside another call of its group (not recorded)
+        self.nested = 0
+        #: the processor that records this one's calls instead (see hostapp.tracing.superseded)
+        self.superseded_by: str | None = None
         # set by the engine for a simple processor when its events can be deferred to the
         # bus (EventBus.raw_emitter): called with a raw item instead of an Event
         self.raw_call: Callable[[tuple[Any, ...]], None] | None = None
@@ -161,20 +182,30 @@ class ProcessorRuntime:
         self.context = context
 
     def needs_frame(self) -> bool:
-        """Whether ``call`` or ``process`` will look at the frame."""
+        """Whether ``call`` or ``process`` will look at the frame (a call-record processor's
+        ``capture`` gets the arguments, not the frame)."""
         return self.call is not None or self.process is not None
 
+    def needs_args(self) -> bool:
+        """Whether ``capture`` will look at the call's arguments."""
+        return self.record_call and self.capture is not None
+
     def stats(self) -> dict[str, Any]:
-        """``{"calls", "events", "errors", "disabled", "last_error", "applicable",
-        "not_applicable"}`` plus where it came from (``plugin``). ``not_applicable`` is the
-        reason (``"requests is not installed"``) or ``None``."""
+        """``{"calls", "events", "nested", "errors", "disabled", "superseded_by",
+        "last_error", "applicable", "not_applicable"}`` plus where it came from
+        (``plugin``). ``not_applicable`` is the reason (``"requests is not installed"``) or
+        ``None``; ``nested`` counts calls made inside another call of the processor's group
+        (recorded by the outer call's processor, in its ``via``); ``superseded_by`` names the
+        built-in processor that records this one's calls instead."""
         return {
             "applicable": self.missing is None,
             "not_applicable": None if self.missing is None else f"{self.missing} is not installed",
             "calls": self.calls,
             "events": self.events,
+            "nested": self.nested,
             "errors": self.errors,
-            "disabled": self.off and self.missing is None,
+            "disabled": self.off and self.missing is None and self.superseded_by is None,
+            "superseded_by": self.superseded_by,
             "last_error": self.last_error,
             "plugin": self.plugin,
         }
@@ -245,7 +276,7 @@ def _library_test(paths: Sequence[str]) -> Callable[[str], bool]:
 # The events module's builder: same slots as ``Event``, filled, then re-classed to
 # ``Event`` (``Event.create`` without its argument handling and with our own clock
 # reading, so that an event, its id and its ``data["timestamp_ns"]`` share one).
-_EventBuilder = _events._EventBuilder
+_EventBuilder = _record._EventBuilder
 
 
 _threads = threading.local()
@@ -300,7 +331,7 @@ def _exception_fields(exc: BaseException | None) -> dict[str, Any]:
     return {"exception_type": name, "exception_message": message}
 
 
-_FAST_EVENTS: Final = _events._FAST_CREATE and tuple(FIELDS) == (
+_FAST_EVENTS: Final = _record._FAST_CREATE and tuple(FIELDS) == (
     "id", "type", "subtype", "data", "timestamp_ns", "run_id", "pid", "thread_id", "source"
 )
 
@@ -567,9 +598,138 @@ def make_dispatch(
             data.update(item[7])
         return build(meta, event, data, ts, item[4], thread[0])
 
+    # Call records (TraceProcessor.record == "call"): one event per call, made when the
+    # call ends. The traced thread keeps what capture() returned and the result; the
+    # data (build()) and the Event are made on the sink's thread from the raw item
+    # (key, runtime index, record, end ts, captured, result, error, via).
+    builders = [rt.build_fn for rt in runtimes]
+    contexts = [rt.context for rt in runtimes]
+    build_errors: dict[int, int] = {}
+
+    def materialize_record(item: tuple[Any, ...]) -> Event | None:
+        index, record, end = item[1], item[2], item[3]
+        meta = metas[index]
+        start = record[1]
+        thread = thread_row(record[3])
+        data: dict[str, Any] = {
+            "duration_ns": end - start, "call_site": site_of(record),
+            "thread_name": thread[1].get("name"), "span_id": "%016x" % (record[0] & _M64),
+        }
+        if item[7]:
+            data["via"] = item[7]
+        error = item[6]
+        if error is not None:
+            fields = _exception_fields(error)
+            data["error"] = {"type": fields["exception_type"], "message": fields["exception_message"]}
+        build_fn = builders[index]
+        if build_fn is not None:
+            try:
+                out = build_fn(item[4], item[5], error, contexts[index])
+            except Exception as exc:  # on the sink's thread: the call is still recorded
+                out = {"build_error": f"{type(exc).__name__}: {exc}"}
+                if index not in build_errors:
+                    logger.warning(
+                        "trace processor %r: build() raised %s: %s; its calls are recorded "
+                        "without the data build() makes (further errors are not logged)",
+                        meta[0], type(exc).__name__, exc, exc_info=exc,
+                    )
+                build_errors[index] = build_errors.get(index, 0) + 1
+            if out is None:
+                return None
+            if "timestamp_ns" in out:
+                out = dict(out)
+                moved = out.pop("timestamp_ns")
+                if type(moved) is int:
+                    start = moved
+                    data["duration_ns"] = end - start
+            data.update(out)
+        return build(meta, "call", data, start, record[0], thread[0])
+
+    epoch = object()  # group states of this dispatch only (not of an engine stopped mid-call)
+    group_var = _GROUP
+
+    def call_enter(rt: ProcessorRuntime, frame: FrameType | None, args: Any) -> list[Any] | None:
+        """The call side of a call-record processor: ``[captured, via, group, epoch,
+        token, processor name]``, or ``None`` when the call is not recorded (nested in a call of the
+        processor's group, or ``capture`` returned SKIP or raised)."""
+        group = rt.group
+        if group is not None:
+            outer = group_var.get()
+            if outer is not None and outer[3] is epoch and outer[2] == group:
+                name = rt.name
+                if name != outer[5]:  # the processor's own nested calls (redirects) are not "via"
+                    via = outer[1]
+                    if via is None:
+                        outer[1] = [name]
+                    elif name not in via:
+                        via.append(name)
+                rt.nested += 1
+                return None
+        captured = None
+        if rt.capture is not None:
+            if args is None:
+                args = frame.f_locals if frame is not None else {}
+            try:
+                captured = rt.capture(args, rt.context)
+            except Exception as exc:
+                failed(rt, "capture", exc, frame)
+                return None
+            rt.consecutive = 0
+            if captured is SKIP:
+                return None
+        state = [captured, None, group, epoch, None, rt.name]
+        if group is not None:
+            state[4] = group_var.set(state)
+        return state
+
+    def call_leave(
+        rt: ProcessorRuntime, record: list[Any], frame: FrameType | None, ts: int, result: Any,
+        error: BaseException | None,
+    ) -> None:
+        """The return side of a call-record processor: hand the call to the bus."""
+        state = record[5].pop(rt.index, None)
+        if state is None:
+            return
+        token = state[4]
+        if token is not None:
+            try:
+                group_var.reset(token)
+            except ValueError:  # ended in another context than it began in
+                old = token.old_value
+                group_var.set(None if old is contextvars.Token.MISSING else old)
+        if rt.off:
+            return
+        if record[2] == _LAZY:
+            resolve(record)
+        item = (record_key, rt.index, record, ts, state[0], result, error, state[1])
+        raw = rt.raw_events.get("call") if rt.raw_events is not None else None
+        try:
+            if raw is not None:
+                raw(item)
+            else:
+                event = materialize_record(item)
+                if event is not None:
+                    emit(event)
+        except Exception as exc:
+            failed(rt, "emit", exc, frame)
+            return
+        rt.events += 1
+
+    #: procs tuple -> (has a call-record processor, some processor's capture wants the args)
+    proc_flags: dict[tuple[ProcessorRuntime, ...], tuple[bool, bool]] = {}
+
+    def flags_of(procs: tuple[ProcessorRuntime, ...]) -> tuple[bool, bool]:
+        found = proc_flags.get(procs)
+        if found is None:
+            found = proc_flags[procs] = (
+                any(rt.record_call for rt in procs), any(rt.needs_args() for rt in procs),
+            )
+        return found
+
     call_key = raw_builder(materialize_call) if raw_builder is not None else -1
     return_key = raw_builder(materialize_return) if raw_builder is not None else -1
     event_key = raw_builder(materialize_event) if raw_builder is not None else -1
+    record_key = raw_builder(materialize_record) if raw_builder is not None else -1  # type: ignore[arg-type]
 
     def fire(
         rt: ProcessorRuntime, record: tuple[Any, ...], frame: FrameType | None, event: str, arg: Any,
@@ -615,6 +775,7 @@ def make_dispatch(
 
     def enter(
         procs: tuple[ProcessorRuntime, ...], frame: FrameType | None, caller: FrameType | None,
+        args: Any = None,
     ) -> tuple[Any, ...]:
         try:
             ts = time_ns()
@@ -641,11 +802,21 @@ def make_dispatch(
                     record = [seq, ts, _LAZY, thread, caller]
             else:
                 record = (seq, ts, -1, thread)
+            has_calls, wants_args = flags_of(procs)
+            if has_calls:  # [seq, ts, site, thread, caller (lazy site), call-record states]
+                record = [*record[:4], record[4] if len(record) == 5 else None, {}]
+                if wants_args and args is None:
+                    args = frame.f_locals if frame is not None else {}
             event_seq = seq  # the first call event's id is the frame_id
             for rt in procs:
                 if rt.off:
                     continue
                 rt.calls += 1
+                if rt.record_call:
+                    state = call_enter(rt, frame, args)
+                    if state is not None:
+                        record[5][rt.index] = state  # type: ignore[index]
+                    continue
                 if not rt.want_call:
                     continue
                 if event_seq < 0:
@@ -676,8 +847,13 @@ def make_dispatch(
             return
         try:
             ts = time_ns()
+            calls = record[5] if type(record) is list and len(record) == 6 else None
             if event == "return":
                 for rt in procs:
+                    if rt.record_call:
+                        if calls:
+                            call_leave(rt, record, frame, ts, arg, None)  # type: ignore[arg-type]
+                        continue
                     if rt.off or not rt.want_return:
                         continue
                     raw = rt.raw_return
@@ -700,6 +876,10 @@ def make_dispatch(
             else:
                 extra = None
             for rt in procs:
+                if rt.record_call:
+                    if calls and event == "unwind":
+                        call_leave(rt, record, frame, ts, None, arg)  # type: ignore[arg-type]
+                    continue
                 if rt.off or event not in rt.wants:
                     continue
                 fire(rt, record, frame, event, arg, ts, next(lows), extra)

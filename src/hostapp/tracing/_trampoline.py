@@ -418,6 +418,38 @@ class _Frameless(_Trampoline):
         return result
 
 
+class _Args(_Trampoline):
+    """A trampoline for call-record processors whose ``capture`` reads the arguments: no
+    frame is captured (no one-shot profile armed); the arguments are handed over by name,
+    from the trampoline's own parameters. ``capture`` runs under the re-entry guard."""
+
+    __slots__ = ("argnames",)
+
+    def __init__(
+        self, function: types.FunctionType, procs: tuple[ProcessorRuntime, ...], dispatch: Dispatch,
+    ) -> None:
+        super().__init__(function, procs, dispatch)
+        self.argnames = self.code2.co_varnames[: self.code2.co_argcount]
+
+    def call(self, *params: Any) -> Any:
+        if (_busy[0] and _state.busy) or not self.active:
+            return self.func(*params)
+        procs = self.procs
+        _guard_on()
+        try:
+            record = self.enter(procs, None, _getframe(1).f_back, dict(zip(self.argnames, params)))
+        finally:
+            _guard_off()
+        try:
+            result = self.func(*params)
+        except BaseException as exc:
+            self._finish(record, None, "unwind", exc)
+            _strip(exc)
+            raise
+        self._finish(record, None, "return", result)
+        return result
+
+
 class _Fast(_Trampoline):
     """A :class:`_Frameless` trampoline for **one** processor whose events are deferred to
     the bus: ``Dispatch.enter``/``leave`` written out inline (see
@@ -525,7 +557,9 @@ class TrampolineBackend:
             return
         frameless = not any(rt.needs_frame() for rt in procs)
         kind = _Trampoline
-        if frameless:
+        if frameless and any(rt.needs_args() for rt in procs):
+            kind = _Args
+        elif frameless:
             kind = _Fast if fast_processor(procs) is not None else _Frameless
         try:
             trampoline = kind(function, procs, self._dispatch)

@@ -42,10 +42,8 @@ class EventInstrument:
         from hostapp.probes._export import exporter_for
 
         if host is None:
-            from hostapp.host import get_host
-
             try:
-                host = get_host()
+                host = hostapp.get_host()
             except HostappError:
                 raise HostappError("the 'event' instrument needs a running hostapp Host (its event bus)") from None
         inst = spec.get("instrument") or {}

@@ -139,7 +139,7 @@ def hostapp_dist(hostapp_site: Path) -> Callable[..., Path]:
     group to ``{entry point name: "module:attr"}``; ``files`` maps a relative path to
     source text. Returns the ``.dist-info`` directory.
     """
-    from hostapp._distfactory import install_distribution
+    from hostapp.testing._distfactory import install_distribution
 
     def install(
         name: str,
