@@ -529,3 +529,34 @@ def test_allow_unsafe_is_warned_about_at_every_start(shop, caplog):
     manager.tick()
     assert manager.records()["u"]["values"]["total"] == 3  # len("int"): unchecked Python ran
     manager.close()
+
+
+def test_each_built_in_instrument_can_be_disabled_by_name(shop):
+    import hostapp
+
+    config = hostapp.Config.from_dict({"plugins": {"cache": False, "disable": ["instruments.log"]}}, environ={})
+    pm = hostapp.PluginManager()
+    pm.load(config, environ={})
+    types = {c.spec.name: c.spec for c in pm.collect("hostapp_instrument_types")}
+    assert set(types) == {"incr", "hist", "event"}
+    assert pm.infos["instruments.log"].state == "filtered"
+    manager = ProbeManager(process_id="x", types=types)
+    manager.specs = {"l": {"target": "shop.cart.helper", "instrument": {"type": "log", "event": "call", "value": "n"}},
+                     "i": {"target": "shop.cart.helper", "instrument": {"type": "incr", "event": "call"}}}
+    manager.apply()
+    records = manager.records()
+    assert records["l"]["state"] == "error"
+    assert "unknown instrument type 'log'" in records["l"]["err"]
+    assert 'plugins.disable = ["instruments.log"]' in records["l"]["err"]
+    assert records["i"]["state"] == "active"
+    manager.close()
+
+
+def test_probes_namespace_adds_modules_and_objects():
+    import decimal
+
+    from hostapp_plugins.tasks.probes import _namespace
+
+    names = _namespace(["decimal", "math:pi", "nosuchmodule"])
+    assert names == {"decimal": decimal, "pi": 3.141592653589793}
+    assert _expr.compile_expression("decimal.Decimal", arguments={}, namespace=names)(None, None, None, 0) is decimal.Decimal
