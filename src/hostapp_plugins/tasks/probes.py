@@ -11,7 +11,8 @@ probe pays one marker read a second.
 
 It runs in its own thread (``hostapp-task-probes``, untraced). At host stop the probes
 are removed and their last values written (state ``ended``). ``probes.enabled = false``
-turns it off; ``plugins.disable = ["tasks.probes"]`` removes it.
+turns it off (the task finishes at once), and so does a host without a store when the
+specs are in SQLite; ``plugins.disable = ["tasks.probes"]`` removes it.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def run(host: Any, stop_event: threading.Event) -> None:
     """The task body: one tick now, then one every ``probes.poll_interval`` until stop."""
     threading.current_thread().hostapp_untraced = True  # type: ignore[attr-defined]
     if not host.config.get("probes.enabled", True):
+        return
+    if str(host.config.get("probes.store", "sqlite")).strip() == "sqlite" and host.store is None:
+        logger.debug("probes: the host runs without a store (store=False): no probe specs to apply")
         return
     poller = ProbePoller(host)
     try:
