@@ -73,6 +73,17 @@ def test_a_check_then_act_race_is_reproduced_every_time(bank):
         assert bp.hits == 2
 
 
+def test_a_return_breakpoint_holds_after_the_body_ran(bank):
+    account = bank.Account(100)
+    with Breakpoint(bank.Account, "withdraw", event="return") as bp:
+        thread = bp.start_thread(account.withdraw, 30)
+        bp.wait(timeout=10)
+        assert account.balance == 70 and thread.is_alive()  # acted, held before returning
+        bp.release()
+        bp.join()
+    assert thread.result is True
+
+
 def test_wait_times_out_naming_the_target(bank):
     with Breakpoint("bank.audit") as bp:
         with pytest.raises(TimeoutError) as excinfo:

@@ -77,6 +77,10 @@ SHOP = {
 
         def boom(x):
             raise ValueError(f"boom {x}")
+
+        async def stream(n):
+            for i in range(n):
+                yield i
     ''',
     "shop/other.py": '''
         from shop.cart import helper as h
@@ -560,3 +564,22 @@ def test_probes_namespace_adds_modules_and_objects():
     names = _namespace(["decimal", "math:pi", "nosuchmodule"])
     assert names == {"decimal": decimal, "pi": 3.141592653589793}
     assert _expr.compile_expression("decimal.Decimal", arguments={}, namespace=names)(None, None, None, 0) is decimal.Decimal
+
+
+def test_async_generators_once_per_call_on_312_and_refused_clearly_on_311(shop):
+    probe = attach_to("shop.cart.stream")
+    probe.instruments["calls"] = Instrument("incr", event="call")
+    probe.instruments["ends"] = Instrument("incr", event="end")
+    probe.start()
+
+    async def main():
+        return [x async for x in shop.cart.stream(4)]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    if sys.version_info >= (3, 12):
+        assert probe.error is None
+        assert [probe.attachments[n].snapshot()["total"] for n in ("calls", "ends")] == [1, 1]
+    else:
+        assert probe.error == ("shop.cart.stream is an async generator function: not probed on Python 3.11 "
+                               "(it is on 3.12+)")
+        assert not probe.attachments
