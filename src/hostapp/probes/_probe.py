@@ -272,43 +272,53 @@ class Attachment:
 
     def _make_fire(self, trees: Mapping[str, Any], keys: Mapping[str, Any], frames: bool, impl: Any
                    ) -> Callable[[Any, Any, Any, int], None]:
+        """The fire function: ``fire(src, result, exc, elapsed_ns)``, where ``src`` is the
+        frame (3.12+) or the argument tuple (3.11).
+
+        One closure per shape, chosen here once, so that a fire does only what its spec
+        needs: a constant value (``incr``: no argument read), a bare argument name (one
+        lookup), or the general case (condition, compiled value; on 3.11 under the
+        re-entry guard when it may run the program's code). Every shape checks the
+        deadline first and catches whatever the condition, value or ``impl`` raise.
+        """
         att = self
         deadline = self.deadline
         mono = _mono
+        expire = self.expire
+        failed = self.failed
         cond = trees["condition"][1] if "condition" in trees else None
         value_tree, value_fn = trees["value"]
         is_const, const = _expr.constant_value(value_tree)
         bare = _expr.bare_name(value_tree)
         bare_key = keys.get(bare) if bare is not None else None
+        arg_names = set(keys)
         uses_args = bool(
-            (cond is not None and _expr.names_used(trees["condition"][0]) & set(keys))
-            or (not is_const and _expr.names_used(value_tree) & set(keys))
+            (cond is not None and _expr.names_used(trees["condition"][0]) & arg_names)
+            or (not is_const and _expr.names_used(value_tree) & arg_names)
         )
+        real = self.impl
+        with_elapsed = bool(getattr(real, "wants_elapsed", False))  # impl(value, elapsed_ns)
         guard = not frames and (
-            not getattr(self.impl, "pure", False) or cond is not None or (not is_const and bare is None)
+            not getattr(real, "pure", False) or cond is not None or (not is_const and bare is None)
         )
-        expire = self.expire
-        failed = self.failed
-        two = bool(getattr(self.impl, "wants_elapsed", False))  # impl(value, elapsed_ns)
 
-        if getattr(self.impl, "wants_frame", False):  # impl(frame): breakpoints
+        if getattr(real, "wants_frame", False):  # impl(frame): breakpoints
             getframe = sys._getframe
 
-            def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+            def fire_frame(src: Any, result: Any, exc: Any, elapsed: int) -> None:
                 if mono() >= deadline:
                     expire()
                     return
                 try:
                     att.fires += 1
-                    impl(src if frames else getframe(2))
+                    impl(src if frames else getframe(2))  # 3.11: the trampoline's frame
                 except Exception as err:
                     failed(err)
 
-            return fire
-        if two:
-            pass
-        elif is_const and cond is None:
-            def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+            return fire_frame
+
+        if not with_elapsed and cond is None and is_const:
+            def fire_const(src: Any, result: Any, exc: Any, elapsed: int) -> None:
                 if mono() >= deadline:
                     expire()
                     return
@@ -317,8 +327,11 @@ class Attachment:
                     impl(const)
                 except Exception as err:
                     failed(err)
-        elif bare_key is not None and cond is None and frames:
-            def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+
+            return fire_const
+
+        if not with_elapsed and cond is None and bare_key is not None and frames:
+            def fire_local(src: Any, result: Any, exc: Any, elapsed: int) -> None:
                 if mono() >= deadline:
                     expire()
                     return
@@ -328,8 +341,11 @@ class Attachment:
                     impl(value)
                 except Exception as err:
                     failed(err)
-        elif bare_key is not None and cond is None and not guard:
-            def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+
+            return fire_local
+
+        if not with_elapsed and cond is None and bare_key is not None and not guard:
+            def fire_argument(src: Any, result: Any, exc: Any, elapsed: int) -> None:
                 if mono() >= deadline:
                     expire()
                     return
@@ -339,50 +355,46 @@ class Attachment:
                     impl(value)
                 except Exception as err:
                     failed(err)
-        if two or not (
-            (is_const and cond is None) or (bare_key is not None and cond is None and (frames or not guard))
-        ):
-            if frames:
-                def locals_of(src: Any) -> Any:
-                    return src.f_locals if uses_args else None
-            else:
-                def locals_of(src: Any) -> Any:
-                    return src
 
-            def body(src: Any, result: Any, exc: Any, elapsed: int) -> None:
-                loc = locals_of(src)
-                if cond is not None and not cond(loc, result, exc, elapsed):
+            return fire_argument
+
+        def body(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+            loc = (src.f_locals if uses_args else None) if frames else src
+            if cond is not None and not cond(loc, result, exc, elapsed):
+                return
+            value = const if is_const else value_fn(loc, result, exc, elapsed)
+            att.fires += 1
+            if with_elapsed:
+                impl(value, elapsed)
+            else:
+                impl(value)
+
+        if guard:
+            from hostapp.tracing._trampoline import guard_off, guard_on
+
+            def fire_guarded(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+                if mono() >= deadline:
+                    expire()
                     return
-                value = const if is_const else value_fn(loc, result, exc, elapsed)
-                att.fires += 1
-                if two:
-                    impl(value, elapsed)
-                else:
-                    impl(value)
+                guard_on()
+                try:
+                    body(src, result, exc, elapsed)
+                except Exception as err:
+                    failed(err)
+                finally:
+                    guard_off()
 
-            if guard:
-                from hostapp.tracing._trampoline import guard_off, guard_on
+            return fire_guarded
 
-                def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
-                    if mono() >= deadline:
-                        expire()
-                        return
-                    guard_on()
-                    try:
-                        body(src, result, exc, elapsed)
-                    except Exception as err:
-                        failed(err)
-                    finally:
-                        guard_off()
-            else:
-                def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
-                    if mono() >= deadline:
-                        expire()
-                        return
-                    try:
-                        body(src, result, exc, elapsed)
-                    except Exception as err:
-                        failed(err)
+        def fire(src: Any, result: Any, exc: Any, elapsed: int) -> None:
+            if mono() >= deadline:
+                expire()
+                return
+            try:
+                body(src, result, exc, elapsed)
+            except Exception as err:
+                failed(err)
+
         return fire
 
     # -- on the probed thread ------------------------------------------------------------
