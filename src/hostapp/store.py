@@ -409,26 +409,51 @@ def _split(data: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
     A value moves to its column only when it has the column's type (an ``int`` that is not
     a ``bool``; a ``str``; a call site ``{"file": str, "line": int}``); anything else, ``None``
-    included, stays in the JSON, so that reading the row back gives ``data`` exactly."""
+    included, stays in the JSON, so that reading the row back gives ``data`` exactly. Written
+    out per column: this runs for every stored event."""
     if data.keys().isdisjoint(_PROMOTED_KEYS):
         return _NONE_COLUMNS, data
     rest = dict(data)
-    values: list[Any] = []
-    for _column, key, sql_type in _PROMOTED:
-        if key not in rest:
-            values.append(None)
-            continue
-        value = rest[key]
-        if key == "call_site":
-            stored = _site_text(value)
-        elif sql_type == "INTEGER":
-            stored = value if type(value) is int else None
-        else:
-            stored = value if type(value) is str else None
-        if stored is not None:
-            del rest[key]
-        values.append(stored)
-    return tuple(values), rest
+    get = rest.get
+    duration = get("duration_ns")
+    if type(duration) is int:
+        del rest["duration_ns"]
+    else:
+        duration = None
+    status = get("status_code")
+    if type(status) is int:
+        del rest["status_code"]
+    else:
+        status = None
+    method = get("method")
+    if type(method) is str:
+        del rest["method"]
+    else:
+        method = None
+    url = get("url")
+    if type(url) is str:
+        del rest["url"]
+    else:
+        url = None
+    site = _site_text(get("call_site"))
+    if site is not None:
+        del rest["call_site"]
+    trace_id = get("trace_id")
+    if type(trace_id) is str:
+        del rest["trace_id"]
+    else:
+        trace_id = None
+    span_id = get("span_id")
+    if type(span_id) is str:
+        del rest["span_id"]
+    else:
+        span_id = None
+    parent = get("parent_span_id")
+    if type(parent) is str:
+        del rest["parent_span_id"]
+    else:
+        parent = None
+    return (duration, status, method, url, site, trace_id, span_id, parent), rest
 
 
 def _joined(row: Sequence[Any]) -> Event:

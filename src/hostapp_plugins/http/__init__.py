@@ -56,6 +56,7 @@ REQUEST: Final = "outbound_http_request"
 GROUP: Final = "http"
 
 _DEFAULT_MAX_BODY: Final = 65_536
+_STR_ONLY: Final = {str}
 
 
 class HttpSettings:
@@ -136,7 +137,14 @@ def header_dict(headers: Any) -> dict[str, str]:
     """
     if headers is None:
         return {}
-    out: dict[str, str] = {}
+    store = getattr(headers, "_store", None)
+    if isinstance(store, dict) and type(headers).__name__ == "CaseInsensitiveDict":
+        # requests' headers: lower name -> (name, value); names are unique ignoring case
+        out = dict(store.values())
+        if {*map(type, out), *map(type, out.values())} == _STR_ONLY:
+            return out
+        # bytes somewhere: the general path below
+    out = {}
     try:
         for name, value in _header_items(headers):
             key = name if type(name) is str else _text(name)
@@ -166,10 +174,10 @@ def exchange(headers: Any, body: Any, max_bytes: int, *, body_size: int | None =
     """One side of a call, as the record holds it: ``{"headers", "body", "body_size",
     "body_truncated"}`` (``body_size`` given for a body that is not read, from
     ``Content-Length``)."""
-    out: dict[str, Any] = {"headers": header_dict(headers)}
-    out.update(body_fields(body, max_bytes))
-    if body is None and body_size is not None:
-        out["body_size"] = body_size
+    if body is None:
+        return {"headers": header_dict(headers), "body": None, "body_truncated": False, "body_size": body_size}
+    out = body_fields(body, max_bytes)
+    out["headers"] = header_dict(headers)
     return out
 
 
