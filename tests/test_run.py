@@ -461,3 +461,37 @@ def test_a_backend_this_python_lacks_is_a_config_error(tmp_path: Path) -> None:
     [line] = result.stderr.decode().strip().splitlines()
     assert line.startswith("hostapp: error: ") and "tracing.backend" in line and lacking in line
     assert result.stdout == b""
+
+
+# -- call sites users recognise -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_program_installed_among_the_libraries_is_its_own_call_site(
+    tmp_path: Path, server: str, backend: str,
+) -> None:
+    """``hostapp run -m prog``: prog lives in a library directory (as pip does in
+    site-packages); the call site is prog's own line, not runpy's nor hostapp's launcher,
+    and a library prog carries inside (``prog/_vendor/requests``) is still library code."""
+    site = tmp_path / "site"
+    package = site / "thirdparty"
+    vendored = package / "_vendor" / "requests"
+    vendored.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "_vendor" / "__init__.py").write_text("")
+    (vendored / "__init__.py").write_text(
+        "import urllib.request\n\ndef get(url):\n    return urllib.request.urlopen(url).read()\n"
+    )
+    (package / "net.py").write_text(
+        "from thirdparty._vendor import requests\n\ndef fetch(url):\n    return requests.get(url)\n"
+    )
+    (package / "__main__.py").write_text(
+        "import sys\nfrom thirdparty import net\n\nnet.fetch(sys.argv[1] + '/ok')\nprint('fetched')\n"
+    )
+    (tmp_path / "hostapp.toml").write_text(f'[tracing]\nlibrary_paths = ["{site}"]\n')
+    env = env_for(tmp_path, backend, {"PYTHONPATH": str(site)})
+    result = hostapp(["run", "-m", "thirdparty", server], tmp_path, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"fetched\n"
+    [call] = json_lines(hostapp(["events", "--last", "--json"], tmp_path, env=env).stdout)
+    assert call["data"]["call_site"] == {"file": str(package / "net.py"), "line": 4}

@@ -116,6 +116,9 @@ SCHEMA: dict[str, Key] = {
         "int", 10, "Consecutive errors after which a processor is switched off for the run.", minimum=1
     ),
     "tracing.library_paths": Key("paths", [], "More directories of library code, skipped for the call site."),
+    "tracing.app_paths": Key(
+        "paths", [], "The program's own directories: their code is the call site even when installed among the libraries.",
+    ),
     "tracing.kolo_compat": Key("bool", False, "Also load Kolo processors from entry-point group kolo.processors."),
     "tracing.kolo_processors": Key("list", [], "Kolo processor configs to load: 'module:attr' (a dict or a list)."),
     "tracing.max_body_bytes": Key("int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0),

@@ -186,6 +186,9 @@ class Host:
         self.stats: dict[str, dict[str, Any]] = {}
         self.tracing = bool(self.config["tracing.enabled"]) if tracing is None else tracing
         self.processors: list[Contribution[TraceProcessor]] = []
+        #: the program's own directories, beside ``tracing.app_paths`` (``hostapp run`` sets
+        #: the script's directory or the ``-m`` module's package; read at start)
+        self.app_paths: list[str] = []
         self.tracer: TracingEngine | None = None
         self.tracing_stats: dict[str, dict[str, Any]] = {}
         self.supervisor: TaskSupervisor | None = None
@@ -351,6 +354,7 @@ class Host:
                 run_id=self.run_id,
                 backend=config["tracing.backend"],
                 library_paths=[*default_library_paths(), *config["tracing.library_paths"]],
+                app_paths=[*config["tracing.app_paths"], *self.app_paths],
                 max_errors=config["tracing.max_errors"],
                 bus=bus,
                 supersede=config["tracing.supersede"],

@@ -60,11 +60,15 @@ class RunTarget:
         main: the ``__main__`` module the code runs in.
         source: the source text (``None`` when only compiled code is available).
         filename: the file name the code is compiled with.
+        app_paths: the program's own directories, for call sites: the script's directory,
+            or the top-level package of the ``-m`` module (``site-packages/pip`` for
+            ``-m pip``).
     """
 
     def __init__(
         self, code: types.CodeType, argv: list[str], path0: str, main: types.ModuleType,
         source: bytes | str | None = None, filename: str | None = None,
+        app_paths: Sequence[str] = (),
     ) -> None:
         self.code = code
         self.argv = argv
@@ -72,6 +76,7 @@ class RunTarget:
         self.main = main
         self.source = source
         self.filename = filename or code.co_filename
+        self.app_paths = list(app_paths)
 
 
 # The program being run and the engine tracing it, for the calls compile_for_tracing() adds.
@@ -164,7 +169,7 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
         main.__spec__ = None
         main.__package__ = None
         main.__cached__ = None  # type: ignore[attr-defined]
-        return RunTarget(code, [target, *args], os.path.dirname(path), main, source, path)
+        return RunTarget(code, [target, *args], os.path.dirname(path), main, source, path, [os.path.dirname(path)])
 
     import importlib.util
 
@@ -194,7 +199,11 @@ def prepare(target: str, args: Sequence[str], *, module: bool = False) -> RunTar
     source = None
     with contextlib.suppress(Exception):
         source = loader.get_source(spec.name)  # type: ignore[union-attr]
-    return RunTarget(code, [spec.origin or target, *args], cwd, main, source, code.co_filename)
+    top = importlib.util.find_spec(target.partition(".")[0])
+    package = list(top.submodule_search_locations or ()) if top is not None else []
+    if not package and spec.origin:
+        package = [os.path.dirname(spec.origin)]
+    return RunTarget(code, [spec.origin or target, *args], cwd, main, source, code.co_filename, package)
 
 
 class _LogKeeper(logging.Handler):
@@ -295,6 +304,7 @@ def run_program(
     from hostapp.host import Host
 
     host = Host(config, command=list(command), tracing=True)
+    host.app_paths = list(target.app_paths)
     started = time.monotonic()
     # the program's sys.argv and sys.path first: plugins and Kolo processors named in
     # the configuration are found next to the program, as they would be inside it
@@ -484,8 +494,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"  processor {name!r} (plugin {stats.get('plugin')!r}): {stats['errors']} error(s), "
                 f"{state}; last: {stats.get('last_error')}"
             )
-    active = [n for n, s in summary["processors"].items() if s.get("applicable", True) and not s.get("disabled")]
+    superseded = {n: s["superseded_by"] for n, s in summary["processors"].items() if s.get("superseded_by")}
+    active = [
+        n for n, s in summary["processors"].items()
+        if s.get("applicable", True) and not s.get("disabled") and n not in superseded
+    ]
     line = f"processors: {len(active)} on"
+    if superseded:
+        line += f", {len(superseded)} superseded by built-in ones ({', '.join(f'{n} by {b}' for n, b in superseded.items())})"
     off = [n for n, s in summary["processors"].items() if s.get("disabled")]
     if off:
         line += f", {len(off)} switched off ({', '.join(off)})"

@@ -91,6 +91,10 @@ class TracingEngine:
         backend: ``"auto"`` (``monitoring`` on 3.12+, ``trampoline`` on 3.11),
             ``"monitoring"``, ``"trampoline"`` or ``"profile"`` (see
             :mod:`hostapp.tracing`).
+        app_paths: the program's own directories (``tracing.app_paths``, and the script's
+            directory or the ``-m`` module's package under ``hostapp run``): code there is
+            the program's even when it is installed among the libraries (``-m pip``), so
+            the call site is the program's line, not a library's or the launcher's.
         library_paths: the directories whose code is library code when looking for the
             user-code call site; default :func:`default_library_paths` (the standard
             library, site-packages, hostapp).
@@ -125,6 +129,7 @@ class TracingEngine:
         run_id: str | None = None,
         backend: str = "auto",
         library_paths: Sequence[str] | None = None,
+        app_paths: Sequence[str] = (),
         max_errors: int = 10,
         bus: EventBus | None = None,
         supersede: bool = True,
@@ -156,6 +161,7 @@ class TracingEngine:
         self._run_id = run_id
         self._requested = backend
         self._library_paths = list(default_library_paths() if library_paths is None else library_paths)
+        self._app_paths = list(app_paths)
         self._max_errors = max_errors
         self._bus = bus
         self._runtimes: tuple[ProcessorRuntime, ...] = tuple(
@@ -229,7 +235,7 @@ class TracingEngine:
                     rt.raw_return = rt.raw_events["return"]
             selection = Selection([rt for rt in self._runtimes if rt.missing is None and not rt.off])
             dispatch = make_dispatch(
-                self._emit, run_id=self._run_id, library_paths=self._library_paths,
+                self._emit, run_id=self._run_id, library_paths=self._library_paths, app_paths=self._app_paths,
                 max_errors=self._max_errors, runtimes=self._runtimes,
                 raw_builder=bus.raw_builder if bus is not None else None,
             )

@@ -41,7 +41,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, Final
 
-from hostapp.tracing._runtime import fast_processor
+from hostapp.tracing._runtime import _SKIP, fast_processor
 from hostapp.tracing._select import ImportHook, Selection, loaded_modules, module_functions, nested_codes
 
 if TYPE_CHECKING:
@@ -260,6 +260,8 @@ class MonitoringBackend:
             rt = target[2]
             if rt is None or rt.off:
                 record = enter(target[0], frame, frame.f_back)
+                if record is _SKIP:  # nested in a call of its group, or an untraced thread
+                    return
             else:
                 try:
                     try:

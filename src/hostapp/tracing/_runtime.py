@@ -239,11 +239,7 @@ def default_library_paths() -> list[str]:
         pass
     if site.ENABLE_USER_SITE and site.USER_SITE:
         paths.append(site.USER_SITE)
-    import hostapp
-
-    hostapp_dir = os.path.dirname(os.path.abspath(hostapp.__file__))
-    paths.append(hostapp_dir)
-    paths.append(os.path.join(os.path.dirname(hostapp_dir), "hostapp_plugins"))
+    paths.extend(_hostapp_dirs())
     return paths
 
 
@@ -259,15 +255,59 @@ def _prefixes(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _library_test(paths: Sequence[str]) -> Callable[[str], bool]:
+def _hostapp_dirs() -> list[str]:
+    import hostapp
+
+    hostapp_dir = os.path.dirname(os.path.abspath(hostapp.__file__))
+    return [hostapp_dir, os.path.join(os.path.dirname(hostapp_dir), "hostapp_plugins")]
+
+
+def _library_test(
+    paths: Sequence[str], app_paths: Sequence[str] = (), library_fragments: Sequence[str] = (),
+) -> Callable[[str], bool]:
+    """``is_library(filename)``: whether a frame of that file is passed over when looking for
+    the call site.
+
+    Library code is the code under ``paths`` (the standard library, site-packages, hostapp).
+    The program being run is never library code, even when it is installed there itself
+    (``hostapp run -m pip``: pip lives in site-packages): files under an ``app_paths``
+    directory that is inside a library directory count as the program's, except the libraries
+    it carries along (a path containing one of ``library_fragments``, the directories of the
+    processors' libraries: ``pip/_vendor/requests/``). hostapp's own code is always library.
+    """
     prefixes = _prefixes(paths)
+    own = _prefixes(_hostapp_dirs())
+    apps = tuple(a for a in _prefixes(app_paths) if a.startswith(prefixes))
+    fragments = tuple(library_fragments)
 
     def is_library(filename: str) -> bool:
         if filename.startswith("<"):
             return filename.startswith("<frozen")
-        return normalize_path(filename).startswith(prefixes)
+        norm = normalize_path(filename)
+        if not norm.startswith(prefixes):
+            return False
+        if apps and norm.startswith(apps) and not norm.startswith(own):
+            return any(fragment in norm for fragment in fragments)
+        return True
 
     return is_library
+
+
+def library_fragments(runtimes: Iterable[ProcessorRuntime]) -> list[str]:
+    """The directory parts of the path fragments of the group processors (the layered
+    libraries: ``/requests/``, ``/urllib3/``, ``/http/``): a frame under one of them is the
+    library's, not the program's, even inside the program's own tree (a vendored copy)."""
+    out: list[str] = []
+    for rt in runtimes:
+        if rt.group is None:
+            continue
+        fragment = rt.fragment
+        head = fragment.rpartition("/")[0]
+        if head.strip("/"):
+            piece = ("/" + head.strip("/") + "/")
+            if piece not in out:
+                out.append(piece)
+    return out
 
 
 # -- events ------------------------------------------------------------------------------
@@ -399,6 +439,17 @@ class FastPath:
             setattr(self, name, value)
 
 
+_UNSET: Final = object()
+
+
+def _only_group(procs: tuple[ProcessorRuntime, ...]) -> str | None:
+    """The group every processor of ``procs`` is a call-record processor of, else ``None``."""
+    groups = {rt.group if rt.record_call else None for rt in procs}
+    if len(groups) == 1:
+        return next(iter(groups))
+    return None
+
+
 def fast_processor(procs: tuple[ProcessorRuntime, ...]) -> ProcessorRuntime | None:
     """The processor of :class:`FastPath` when ``procs`` qualifies for it, else ``None``."""
     if len(procs) != 1:
@@ -414,6 +465,7 @@ def make_dispatch(
     *,
     run_id: str | None,
     library_paths: Sequence[str],
+    app_paths: Sequence[str] = (),
     max_errors: int,
     runtimes: Sequence[ProcessorRuntime] = (),
     raw_builder: Callable[[Callable[[tuple[Any, ...]], Event]], int] | None = None,
@@ -440,7 +492,7 @@ def make_dispatch(
     node = int.from_bytes(os.urandom(4), "big")
     lows = itertools.count(node, 1 << 32)
     pack = struct.Struct(">QQ").pack  # (time_ns, low 64 bits) -> 16 bytes -> 32 hex digits
-    is_library = _library_test(library_paths)
+    is_library = _library_test(library_paths, app_paths, library_fragments(runtimes))
     library: dict[str, bool] = {}  # co_filename -> library code?
     threads = _threads
     thread_info = _thread_info
@@ -669,6 +721,8 @@ def make_dispatch(
         if rt.capture is not None:
             if args is None:
                 args = frame.f_locals if frame is not None else {}
+            elif type(args) is tuple:  # (parameter names, values), from the trampoline
+                args = dict(zip(*args))
             try:
                 captured = rt.capture(args, rt.context)
             except Exception as exc:
@@ -714,6 +768,9 @@ def make_dispatch(
             failed(rt, "emit", exc, frame)
             return
         rt.events += 1
+
+    #: procs tuple -> the group all of them belong to, or None (see enter)
+    group_of: dict[tuple[ProcessorRuntime, ...], str | None] = {}
 
     #: procs tuple -> (has a call-record processor, some processor's capture wants the args)
     proc_flags: dict[tuple[ProcessorRuntime, ...], tuple[bool, bool]] = {}
@@ -778,6 +835,26 @@ def make_dispatch(
         args: Any = None,
     ) -> tuple[Any, ...]:
         try:
+            group = group_of.get(procs, _UNSET)
+            if group is _UNSET:
+                group = group_of[procs] = _only_group(procs)
+            if group is not None:
+                # every processor of this code is of one group: a call inside a call of
+                # that group is only named in the outer record (no record, clock or site)
+                outer = group_var.get()
+                if outer is not None and outer[3] is epoch and outer[2] == group:
+                    for rt in procs:
+                        if rt.off:
+                            continue
+                        rt.calls += 1
+                        rt.nested += 1
+                        if rt.name != outer[5]:
+                            via = outer[1]
+                            if via is None:
+                                outer[1] = [rt.name]
+                            elif rt.name not in via:
+                                via.append(rt.name)
+                    return skip
             ts = time_ns()
             seq = next(lows)
             try:

@@ -48,7 +48,7 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, Final
 
-from hostapp.tracing._runtime import fast_processor
+from hostapp.tracing._runtime import _SKIP, fast_processor
 from hostapp.tracing._select import ImportHook, Selection, loaded_modules, module_functions
 
 if TYPE_CHECKING:
@@ -435,11 +435,16 @@ class _Args(_Trampoline):
         if (_busy[0] and _state.busy) or not self.active:
             return self.func(*params)
         procs = self.procs
-        _guard_on()
+        state = _state
+        _busy[0] += 1
+        state.busy = True
         try:
-            record = self.enter(procs, None, _getframe(1).f_back, dict(zip(self.argnames, params)))
+            record = self.enter(procs, None, _getframe(1).f_back, (self.argnames, params))
         finally:
-            _guard_off()
+            _busy[0] -= 1
+            state.busy = False
+        if record is _SKIP:  # nested in a call of the processors' group, or an untraced thread
+            return self.func(*params)
         try:
             result = self.func(*params)
         except BaseException as exc:
