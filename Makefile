@@ -2,6 +2,7 @@
 # (`make check`) and the benchmarks.
 # Every target builds and uses a local virtual environment from this project's own files.
 PYTHON ?= python3
+BENCH_ARGS ?=
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -29,8 +30,9 @@ check: $(STAMP)
 	@echo "== lint-imports: layer and no-cycle contracts of src/hostapp and src/hostapp_plugins"
 	$(BIN)/lint-imports --no-cache
 
+# `make bench BENCH_ARGS="--only peers --quick"` runs one suite as a smoke run.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

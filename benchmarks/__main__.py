@@ -25,6 +25,7 @@ SUITES: dict[str, str] = {
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
     "tracing": "benchmarks.tracing",
+    "peers": "benchmarks.peers",
     "probes": "benchmarks.probes",
 }
 

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,11 @@ __all__ = [
     "SuiteContext",
     "SuiteResult",
     "environment_info",
+    "format_spread",
     "format_table",
+    "goal",
+    "goal_lines",
+    "loadavg",
     "median",
     "paired_runs",
     "run_child",
@@ -204,15 +209,19 @@ def run_child(
     env: Mapping[str, str] | None = None,
     cwd: Path | str | None = None,
     check: bool = True,
+    timeout: float | None = None,
 ) -> ChildResult:
     """Run ``argv`` to completion and return its CPU and wall time (seconds).
 
     stdout/stderr go to anonymous temporary files (no pipes, so the child can never block
     on a full pipe and the parent does no reading while it runs). The child is reaped with
     :func:`os.wait4` so its rusage is exactly this child's, not the sum over all children.
+    A child still running after ``timeout`` seconds is killed (by a timer thread, so the
+    parent does not poll).
 
     Raises:
-        ChildError: ``check`` is true and the child exited non-zero (stderr included).
+        ChildError: ``check`` is true and the child exited non-zero (stderr included), or
+            it ran longer than ``timeout`` (whatever ``check`` says).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -224,13 +233,24 @@ def run_child(
             env=dict(env) if env is not None else None,
             cwd=cwd,
         )
-        while True:
-            try:
-                _pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries already
-                continue
+        timer = threading.Timer(timeout, proc.kill) if timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            while True:
+                try:
+                    _pid, status, usage = os.wait4(proc.pid, 0)
+                    break
+                except InterruptedError:  # pragma: no cover - PEP 475 retries already
+                    continue
+        finally:
+            if timer is not None:
+                timer.cancel()
         wall = time.perf_counter() - t0
+        if timeout is not None and wall >= timeout:
+            raise ChildError(f"child ran longer than {timeout:.0f} s and was killed: {' '.join(map(str, argv))[:300]}",
+                             summary=f"timed out after {timeout:.0f} s")
         returncode = os.waitstatus_to_exitcode(status)
         proc.returncode = returncode  # reaped here: stop Popen from waiting again
         out.seek(0)
@@ -363,3 +383,39 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(line(r) for r in rows)
     return "\n".join(out)
+
+
+def format_spread(s: Mapping[str, float] | None, fmt: str = "{:.2f}", unit: str = "") -> str:
+    """``"12.3 µs [10.1–20.4]"`` from a :func:`spread` dict (``"–"`` for none)."""
+    if not s:
+        return "–"
+    return f"{fmt.format(s['median'])}{unit} [{fmt.format(s['min'])}–{fmt.format(s['max'])}]"
+
+
+# --------------------------------------------------------------------------------------
+# Goals
+# --------------------------------------------------------------------------------------
+
+
+def goal(text: str, value: float | None, met: bool | None, detail: str, **where: Any) -> dict[str, Any]:
+    """One goal's verdict for the results JSON: ``met`` is ``None`` when it was not measured
+    (``detail`` then says why). ``where`` names the case (``python="3.12"``)."""
+    return {**where, "goal": text, "value": value, "met": met, "detail": detail}
+
+
+def goal_lines(goals: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``Goals:`` and one line per goal: ``[MET]``, ``[NOT MET]`` or ``[NOT MEASURED]``."""
+    lines = ["Goals:"]
+    for g in goals:
+        state = "MET" if g["met"] else ("NOT MEASURED" if g["met"] is None else "NOT MET")
+        where = f"Python {g['python']}: " if g.get("python") else ""
+        lines.append(f"  [{state}] {where}{g['goal']}: {g['detail']}")
+    return lines
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average now (``None`` where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        return None

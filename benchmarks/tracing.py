@@ -75,12 +75,8 @@ reference, measured by others on this workload: Kolo 3.6.1 costs 7.3× (3.12) an
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -89,27 +85,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
-    BENCH_DIR,
-    WORK_DIR,
     ChildError,
     ChildResult,
     SuiteContext,
     SuiteResult,
+    format_spread,
     format_table,
-    median,
+    goal,
+    goal_lines,
     paired_runs,
     run_child,
     spread,
 )
+from benchmarks._pythons import WORKLOADS, Interpreter, callgrind_instructions, child_env, interpreters
 
 __all__ = ["FULL_PLAN", "QUICK_PLAN", "Plan", "run"]
 
-REPO = BENCH_DIR.parent
-WORKLOADS = BENCH_DIR / "workloads"
-VENVS = WORK_DIR / "venvs"
-VERSIONS = ("3.11", "3.12", "3.13")
 HTTP_PROCESSORS = ("urllib", "http.client", "urllib3", "requests", "httpx")
-EXTRAS = ".[test,bench,demo]"
 
 #: Goals from the issue. Ratios are pure numbers, costs in µs.
 GOAL_RATIO = {"3.11": 1.15, "3.12": 1.05, "3.13": 1.05}
@@ -121,9 +113,6 @@ REFERENCE = {
     "setprofile_hook_ratio": 3.0,
     "opentelemetry_requests_us_per_request": 129.0,
 }
-#: Environment variables that change what a child measures; removed from every child.
-_DROP_ENV = ("PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONPROFILEIMPORTTIME", "PYTHONMALLOC",
-             "PYTHONMALLOCSTATS", "PYTHONWARNINGS", "PYTHONBREAKPOINT", "COVERAGE_PROCESS_START")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,143 +145,8 @@ QUICK_PLAN = Plan(pairs=1, warmup=0, matched_n=50_000, matched_repeats=1, http_n
 
 
 # --------------------------------------------------------------------------------------
-# Interpreters
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Interpreter:
-    """One Python to measure: its ``python`` and ``hostapp`` commands, or why it is skipped."""
-
-    version: str
-    python: str | None = None
-    hostapp: list[str] | None = None
-    full_version: str | None = None
-    source: str = ""
-    skipped: str | None = None
-
-
-def _hostapp_command(python: str) -> list[str]:
-    """The ``hostapp`` console script next to ``python`` (not resolving the venv symlink),
-    else ``python -m hostapp``."""
-    script = Path(python).parent / "hostapp"
-    return [str(script)] if script.exists() else [python, "-m", "hostapp"]
-
-
-def _probe(python: str) -> tuple[str, str]:
-    """``(full version, hostapp location)`` of ``python``; raises ``RuntimeError`` if it
-    cannot import this checkout's ``hostapp`` and ``requests``."""
-    code = "import sys, hostapp, requests; print(sys.version.split()[0]); print(hostapp.__file__)"
-    try:
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
-                              env=_child_env(), cwd=tempfile.gettempdir())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeError(f"{python}: {exc}") from exc
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        raise RuntimeError(f"{python} cannot import hostapp/requests: {last}")
-    version, location = done.stdout.split()
-    if not Path(location).resolve().is_relative_to(REPO / "src"):
-        raise RuntimeError(f"{python} imports hostapp from {location}, not from this checkout ({REPO / 'src'})")
-    return version, location
-
-
-def _base_interpreter(version: str) -> str | None:
-    """An interpreter of ``version`` (``"3.12"``) to build a venv from: pyenv's newest
-    ``version.*``, else ``pythonX.Y`` on ``PATH``."""
-    pyenv = shutil.which("pyenv")
-    if pyenv:
-        try:
-            root = subprocess.run([pyenv, "root"], capture_output=True, text=True, timeout=30).stdout.strip()
-            bare = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            root, bare = "", ""
-        found = []
-        for name in bare.split():
-            match = re.fullmatch(rf"{re.escape(version)}\.(\d+)", name)
-            if match and root:
-                candidate = Path(root) / "versions" / name / "bin" / "python"
-                if candidate.exists():
-                    found.append((int(match.group(1)), str(candidate)))
-        if found:
-            return max(found)[1]
-    return shutil.which(f"python{version}")
-
-
-def _stamp() -> str:
-    """What a built venv must match to be reused: the project's dependencies."""
-    return hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
-
-
-def _venv(version: str, log: Callable[[str], None]) -> str:
-    """The ``python`` of ``benchmarks/_work/venvs/<version>``, built if missing or stale.
-
-    Raises:
-        RuntimeError: no interpreter for ``version``, or the venv cannot be built.
-    """
-    directory = VENVS / version
-    python = directory / "bin" / "python"
-    stamp = directory / ".bench-stamp"
-    if python.exists() and stamp.exists() and stamp.read_text().strip() == _stamp():
-        return str(python)
-    base = _base_interpreter(version)
-    if base is None:
-        raise RuntimeError(f"no Python {version} found (pyenv versions, python{version} on PATH)")
-    log(f"building the Python {version} venv in {directory} from {base} (once; pip install -e '{EXTRAS}')")
-    shutil.rmtree(directory, ignore_errors=True)
-    steps = [
-        [base, "-m", "venv", str(directory)],
-        [str(python), "-m", "pip", "install", "--quiet", "-e", EXTRAS],
-    ]
-    for argv in steps:
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=1200, cwd=REPO)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RuntimeError(f"{' '.join(argv[:4])}: {exc}") from exc
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise RuntimeError(f"{' '.join(argv[:4])} failed: {last}")
-    stamp.write_text(_stamp() + "\n")
-    return str(python)
-
-
-def _interpreters(log: Callable[[str], None]) -> list[Interpreter]:
-    """The Pythons to measure (see the module docstring), one per version of :data:`VERSIONS`."""
-    given: dict[str, str] = {}
-    for item in filter(None, os.environ.get("BENCH_PYTHONS", "").split(",")):
-        version, _, python = item.partition("=")
-        given[version.strip()] = python.strip()
-    current = f"{sys.version_info.major}.{sys.version_info.minor}"
-    found: list[Interpreter] = []
-    for version in VERSIONS:
-        interp = Interpreter(version)
-        try:
-            if version in given:
-                interp.python, interp.source = given[version], "BENCH_PYTHONS"
-            elif version == current:
-                interp.python, interp.source = sys.executable, "current interpreter"
-            else:
-                interp.python = _venv(version, log)
-                interp.source = f"benchmarks/_work/venvs/{version}"
-            interp.full_version, _ = _probe(interp.python)
-            if not interp.full_version.startswith(version + "."):
-                raise RuntimeError(f"{interp.python} is Python {interp.full_version}, not {version}")
-            interp.hostapp = _hostapp_command(interp.python)
-        except RuntimeError as exc:
-            interp.skipped = str(exc)
-            log(f"Python {version}: skipped: {exc}")
-        found.append(interp)
-    return found
-
-
-# --------------------------------------------------------------------------------------
 # Children
 # --------------------------------------------------------------------------------------
-
-
-def _child_env() -> dict[str, str]:
-    """This process's environment without ``HOSTAPP_*`` and the variables of :data:`_DROP_ENV`."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") and k not in _DROP_ENV}
 
 
 class _Runner:
@@ -303,7 +157,7 @@ class _Runner:
         self.python = interp.python
         self.hostapp = interp.hostapp
         self.dir = directory
-        self.env = _child_env()
+        self.env = child_env()
         self.db = directory / "x.sqlite3"
         self.out = directory / "out.json"
 
@@ -400,7 +254,7 @@ def _matched(interp: Interpreter, plan: Plan, directory: Path, log: Callable[[st
         child = run_child(
             [interp.python, str(WORKLOADS / "matchedcall.py"), backend, str(plan.matched_n),
              str(plan.matched_repeats), str(directory / "matched"), variants],
-            env=_child_env(), cwd=directory,
+            env=child_env(), cwd=directory,
         )
         out = json.loads(child.stdout)
         rows[backend] = {
@@ -454,17 +308,6 @@ def _http(runner: _Runner, plan: Plan, log: Callable[[str], None]) -> dict[str, 
     }
 
 
-def _callgrind_total(argv: Sequence[str], out: Path, runner: _Runner) -> int:
-    """Instructions executed by ``argv`` (every thread) under callgrind."""
-    valgrind = shutil.which("valgrind")
-    assert valgrind is not None
-    run_child([valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=runner.env, cwd=runner.dir)
-    for line in out.read_text(errors="replace").splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise ChildError(f"callgrind wrote no totals line to {out}")
-
-
 def _http_instructions(runner: _Runner, plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """Instructions per captured request (see the module docstring), or why not measured."""
     if not plan.instructions:
@@ -481,7 +324,8 @@ def _http_instructions(runner: _Runner, plan: Plan, log: Callable[[str], None]) 
             argv = [*runner.hostapp, "run", "--quiet", "--db", str(runner.db), *options,
                     str(WORKLOADS / "requests500.py"), "-", str(n)]
             runner._fresh()
-            totals.append(_callgrind_total(argv, runner.dir / f"callgrind.{key}.{n}.out", runner))
+            totals.append(callgrind_instructions(argv, runner.dir / f"callgrind.{key}.{n}", env=runner.env,
+                                                 cwd=runner.dir))
         per[key] = (totals[1] - totals[0]) / (large - small)
     return {
         "requests": [small, large],
@@ -519,8 +363,8 @@ def _measure(interp: Interpreter, plan: Plan, ctx: SuiteContext) -> dict[str, An
     return result
 
 
-def _goal(python: str, goal: str, value: float | None, met: bool | None, detail: str) -> dict[str, Any]:
-    return {"python": python, "goal": goal, "value": value, "met": met, "detail": detail}
+def _goal(python: str, text: str, value: float | None, met: bool | None, detail: str) -> dict[str, Any]:
+    return goal(text, value, met, detail, python=python)
 
 
 def _rng(s: dict[str, float], fmt: str = "{:.2f}") -> str:
@@ -562,10 +406,7 @@ def _goals(version: str, r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _tables(plan: Plan, results: dict[str, dict[str, Any]], goals: list[dict[str, Any]]) -> str:
-    def cell(s: dict[str, float] | None, fmt: str = "{:.2f}", unit: str = "") -> str:
-        if not s:
-            return "–"
-        return f"{fmt.format(s['median'])}{unit} {_rng(s, fmt)}"
+    cell = format_spread
 
     skipped = {v: r["skipped"] for v, r in results.items() if "skipped" in r}
     measured = {v: r for v, r in results.items() if "skipped" not in r}
@@ -658,11 +499,8 @@ def _tables(plan: Plan, results: dict[str, dict[str, Any]], goals: list[dict[str
         f"×{REFERENCE['setprofile_hook_ratio']:.0f}; OpenTelemetry requests instrumentation "
         f"~{REFERENCE['opentelemetry_requests_us_per_request']:.0f} µs per request.",
         "",
-        "Goals:",
+        *goal_lines(goals),
     ]
-    for g in goals:
-        state = "MET" if g["met"] else ("NOT MEASURED" if g["met"] is None else "NOT MET")
-        lines.append(f"  [{state}] Python {g['python']}: {g['goal']}: {g['detail']}")
     return "\n".join(lines)
 
 
@@ -671,7 +509,7 @@ def run(ctx: SuiteContext) -> SuiteResult:
     plan = QUICK_PLAN if ctx.quick else FULL_PLAN
     results: dict[str, dict[str, Any]] = {}
     goals: list[dict[str, Any]] = []
-    for interp in _interpreters(ctx.log):
+    for interp in interpreters(ctx.log):
         if interp.skipped is not None:
             results[interp.version] = {"skipped": interp.skipped}
             continue

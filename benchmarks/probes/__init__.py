@@ -1,9 +1,9 @@
 """Probes suite: what a probe adds to a probed call, next to Diagnose 5.0.1 in the same run, on 3.11, 3.12 and 3.13; and how long `hostapp probes add` takes to reach a running process.
 
-The interpreters are those of the tracing suite (the current one for its version, else a
-venv per version under `benchmarks/_work/venvs/X.Y` built from pyenv's interpreter with
-`pip install -e '.[test,bench,demo]'`, which includes `diagnose==5.0.1`; or
-`BENCH_PYTHONS="3.12=/path/to/python,..."`).
+The interpreters are those of every 3.11-3.13 suite (`benchmarks/_pythons.py`: the current
+one for its version, else a venv per version under `benchmarks/_work/venvs/X.Y` built from
+pyenv's interpreter with `pip install -e '.[test,bench,demo]'`, which includes
+`diagnose==5.0.1`; or `BENCH_PYTHONS="3.12=/path/to/python,..."`).
 
 **ns added per probed call** (`benchmarks/probes/_child.py`, in-process): a method
 `Shop.add(self, x): return x` in a generated module, called 200,000 times as
@@ -38,7 +38,6 @@ native breakpoints ~0.35 µs, a bare `sys.monitoring` counter ~0.06 µs and hist
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,9 @@ def _latency(hostapp: list[str], directory: Path, rounds: int, log: Any) -> dict
     """``hostapp run`` a ticking program; ``rounds`` times: add an event probe, time its first event."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ticker.py").write_text(textwrap.dedent(PROGRAM), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    from benchmarks._pythons import child_env
+
+    env = child_env()
     db = directory / "latency.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
@@ -120,11 +121,11 @@ def _latency(hostapp: list[str], directory: Path, rounds: int, log: Any) -> dict
 
 
 def _measure(interp: Any, n: int, repeats: int, rounds: int, directory: Path, log: Any) -> dict[str, Any]:
-    from benchmarks.tracing import _child_env
+    from benchmarks._pythons import child_env
 
     log(f"per-call cost: N={n:,} x {repeats}")
     child = run_child([interp.python, str(HERE / "_child.py"), str(n), str(repeats), str(directory / "target")],
-                      env=_child_env(), cwd=directory)
+                      env=child_env(), cwd=directory)
     out = json.loads(child.stdout)
     expected = {"hostapp_incr_None": n, "hostapp_hist_None": n, "hostapp_incr_stopped": 0, "hostapp_incr_expired": 0,
                 "diagnose_Incr_None": n, "diagnose_Hist_None": n, "diagnose_Incr_stopped": 0,
@@ -219,12 +220,12 @@ def _table(results: dict[str, dict[str, Any]], goals: list[dict[str, Any]]) -> s
 
 def run(ctx: SuiteContext) -> SuiteResult:
     """Run the probes suite (see the module docstring) and return its results."""
-    from benchmarks.tracing import _interpreters
+    from benchmarks._pythons import interpreters
 
     n, repeats, rounds = (50_000, 2, 2) if ctx.quick else (200_000, 7, 5)
     results: dict[str, dict[str, Any]] = {}
     goals: list[dict[str, Any]] = []
-    for interp in _interpreters(ctx.log):
+    for interp in interpreters(ctx.log):
         if interp.skipped is not None:
             results[interp.version] = {"skipped": interp.skipped}
             continue

@@ -8,9 +8,12 @@ silenced. The workloads never shut it down (``shutdown()`` waits up to 0.5 s for
 poll loop): the daemon thread ends with the process. The server runs in the measured
 process, so its CPU is part of the workload on both sides of every comparison.
 
-``start_process()`` runs the same server in a child process instead (``python
+``start_process()`` runs the same server in a child process instead (``python -I
 _localserver.py`` prints its URL, then serves until its stdin closes): the measured
 process's CPU is then the client's alone, without the server's share and its noise.
+Isolated mode (``-I``: no ``PYTHON*`` variables, no user site) keeps the server plain when
+the client runs under a tool that reaches child processes through ``PYTHONPATH``
+(``ddtrace-run``, ``opentelemetry-instrument``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def start_process() -> tuple[subprocess.Popen[str], str]:
     """Start the server in a child process; return it and its base URL. The child ends when
     this process closes its stdin (at exit, or ``proc.stdin.close()``)."""
     proc = subprocess.Popen(
-        [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-I", __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
