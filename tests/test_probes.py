@@ -583,3 +583,22 @@ def test_async_generators_once_per_call_on_312_and_refused_clearly_on_311(shop):
         assert probe.error == ("shop.cart.stream is an async generator function: not probed on Python 3.11 "
                                "(it is on 3.12+)")
         assert not probe.attachments
+
+
+def test_the_sqlite_store_keeps_specs_and_a_change_marker(tmp_path):
+    from hostapp.probes.stores import SqliteSpecStore
+    from hostapp.store import SCHEMA_VERSION, Store
+
+    with Store(tmp_path / "s.sqlite3") as store:
+        assert store.schema_version == SCHEMA_VERSION
+        specs = SqliteSpecStore(store)
+        assert specs.marker() == 0 and specs.specs() == {}
+        spec = ProbeSpec.from_dict({"target": "m.f", "instrument": {"type": "incr"}}, "a").to_dict()
+        specs.put(spec)
+        specs.put({**spec, "lifespan": 5})  # a change moves the marker too
+        assert specs.marker() == 2 and specs.specs()["a"]["lifespan"] == 5
+        specs.mark([("a", "host:1:run", {"state": "active", "fires": 3})])
+        assert specs.marker() == 2  # applied records do not move it
+        assert specs.applied() == {"a": {"host:1:run": {"state": "active", "fires": 3}}}
+        assert specs.remove(["a", "nothing"]) == 1 and specs.marker() == 3
+        assert specs.applied() == {}

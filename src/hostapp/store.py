@@ -29,7 +29,7 @@ Tables (schema version :data:`SCHEMA_VERSION`):
     probe specs in Diagnose's format (``id``, ``spec`` JSON, ``lastmodified_ns``,
     ``created_ns``); per spec and process (``process`` = ``host:pid:run_id``) the
     ``applied`` record (``data`` JSON, ``updated_ns``); and a one-row ``version`` that
-    triggers bump on every change to ``probe_specs``: the cheap change marker the
+    triggers bump on every change to ``probe_specs`` (no row before the first): the cheap change marker the
     probe poller reads every ``probes.poll_interval``. (Planned as version 3; main's event
     record columns took 3 first, and a store main already migrated must go on from there.)
 ``reports`` (version 2)
@@ -244,12 +244,13 @@ def _migration_4(con: sqlite3.Connection) -> None:
             PRIMARY KEY (spec_id, process)
         )"""
     )
+    # one row (id 1) once a spec was ever written; no row reads as version 0
     con.execute("CREATE TABLE probe_marker (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
-    con.execute("INSERT INTO probe_marker (id, version) VALUES (1, 0)")
     for name, what in (("insert", "INSERT"), ("update", "UPDATE"), ("delete", "DELETE")):
         con.execute(
-            f"CREATE TRIGGER probe_specs_{name} AFTER {what} ON probe_specs "
-            "BEGIN UPDATE probe_marker SET version = version + 1 WHERE id = 1; END"
+            f"CREATE TRIGGER probe_specs_{name} AFTER {what} ON probe_specs BEGIN "
+            "INSERT INTO probe_marker (id, version) VALUES (1, 1) "
+            "ON CONFLICT (id) DO UPDATE SET version = version + 1; END"
         )
 
 
@@ -1197,7 +1198,8 @@ class Store:
 
     def probe_marker(self) -> int:
         """The probe specs' change marker: bumped by every insert, update and delete."""
-        return int(self._read("SELECT version FROM probe_marker WHERE id = 1")[0][0])
+        rows = self._read("SELECT version FROM probe_marker WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
 
     def probe_specs(self) -> dict[str, dict[str, Any]]:
         """Every probe spec by id (the JSON stored by :meth:`put_probe_spec`), in id order."""
