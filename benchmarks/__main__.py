@@ -24,6 +24,8 @@ SUITES: dict[str, str] = {
     "discovery": "benchmarks.discovery",
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
+    "events_view": "benchmarks.events_view",
+    "serve": "benchmarks.serve",
     "tracing": "benchmarks.tracing",
     "peers": "benchmarks.peers",
     "probes": "benchmarks.probes",

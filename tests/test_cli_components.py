@@ -61,7 +61,7 @@ def toml(load="auto", driver="flaky", extra=""):
 
 
 def run(args, cwd, module=("-m", "hostapp")):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([sys.executable, *module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -81,7 +81,7 @@ def test_auto_component_that_cannot_connect_the_host_runs_and_components_shows_i
     assert result.returncode == 0, result.stderr
     assert "db rows: [(0,)]" in result.stdout
     assert "component 'x' (driver 'flaky', plugin 'flaky_db') is unavailable" in result.stderr
-    runs = [json.loads(line) for line in run(["runs", "--json"], project).stdout.splitlines()]
+    runs = [json.loads(line) for line in run(["runs", "--jsonl"], project).stdout.splitlines()]
 
     listed = run(["components", "--json"], project)
     assert listed.returncode == 0, listed.stderr
@@ -127,7 +127,7 @@ def test_unknown_driver_and_bad_keys_exit_2_with_one_line(project):
     result = run(["components"], project)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "hostapp: error: hostapp.toml: components.y.reload: unknown key; expected driver, load or options"
+        "hostapp: error: hostapp.toml: components.y.reload: unknown key; expected driver, load or options; did you mean 'load'?"
     ]
 
 
@@ -150,7 +150,7 @@ def test_dry_run_when_no_host_reported_and_with_the_flag(project):
 
 def test_a_running_host_is_shown_live(project):
     (project / "long.py").write_text(LONG_RUNNING)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(project / ".cache")
     process = subprocess.Popen([sys.executable, "long.py"], cwd=project, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

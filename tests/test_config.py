@@ -109,10 +109,61 @@ def test_unknown_keys_warn_naming_file_and_key(tmp_path):
     with pytest.warns(ConfigWarning) as record:
         config = load_config(cwd=tmp_path, environ={"HOSTAPP_PLUGINS__NOPE": "1"})
     messages = [str(w.message) for w in record]
-    assert "hostapp.toml: unknown key 'plugins.enabel' (ignored)" in messages
-    assert "hostapp.toml: unknown key 'nonsense' (ignored)" in messages
+    assert "hostapp.toml:3: unknown key 'plugins.enabel' (ignored); did you mean 'plugins.enable'?" in messages
+    assert "hostapp.toml:4: unknown key 'nonsense' (ignored)" in messages
     assert "HOSTAPP_PLUGINS__NOPE: unknown configuration key 'plugins.nope' (ignored)" in messages
     assert config.warnings == tuple(messages)
+
+
+def test_typos_get_a_did_you_mean(tmp_path):
+    write(tmp_path / "hostapp.toml", """
+        [plugin]
+        enable = ["x"]
+        [events]
+        batchsize = 5
+        [events.sinks.acme]
+        enabeld = false
+        path = "audit.jsonl"
+    """)
+    env = {"HOSTAPP_EVENTS_BATCH_SIZE": "7", "HOSTAPP_DISABLE_PLUGIN_AUTOLOD": "1", "HOSTAPP_NOTHING": "x",
+           "HOSTAPP_STORE__PTH": "x.db", "HOSTAPP_CONFIG": "", "HOSTAPP_NO_CACHE": "1"}
+    with pytest.warns(ConfigWarning):
+        config = load_config(cwd=tmp_path, environ=env)
+    assert sorted(config.warnings) == sorted([
+        "hostapp.toml:2: unknown key 'plugin' (ignored); did you mean 'plugins'?",
+        "hostapp.toml:5: unknown key 'events.batchsize' (ignored); did you mean 'events.batch_size'?",
+        "hostapp.toml:7: key 'events.sinks.acme.enabeld' is not read by the event bus (it goes to the sink "
+        "as is); did you mean 'enabled'?",
+        "HOSTAPP_EVENTS_BATCH_SIZE: unknown hostapp environment variable (ignored); "
+        "did you mean 'HOSTAPP_EVENTS__BATCH_SIZE'?",
+        "HOSTAPP_DISABLE_PLUGIN_AUTOLOD: unknown hostapp environment variable (ignored); "
+        "did you mean 'HOSTAPP_DISABLE_PLUGIN_AUTOLOAD'?",
+        "HOSTAPP_NOTHING: unknown hostapp environment variable (ignored)",
+        "HOSTAPP_STORE__PTH: unknown configuration key 'store.pth' (ignored); did you mean 'HOSTAPP_STORE__PATH'?",
+    ])
+
+
+def test_every_value_knows_where_it_came_from(tmp_path):
+    write(tmp_path / "pyproject.toml", """
+        [project]
+        name = "x"
+
+        [tool.hostapp.plugins]
+        disable = [
+            "a",
+        ]
+
+        [tool.hostapp.events.sinks.acme]
+        path = "audit.jsonl"
+    """)
+    config = load_config(cwd=tmp_path, environ={"HOSTAPP_EVENTS__BATCH_SIZE": "7", "HOSTAPP_STRICT": "1"})
+    assert config.origin("plugins.disable") == "pyproject.toml:6"
+    assert config.origin("events.sinks.acme") == "pyproject.toml:10"
+    assert config.origin("events.sinks.acme.path") == "pyproject.toml:11"
+    assert config.origin("events.batch_size") == "HOSTAPP_EVENTS__BATCH_SIZE"
+    assert config.origin("plugins.strict") == "HOSTAPP_STRICT"
+    assert config.origin("store.path") == "default"
+    assert config.origin("events.sinks.sqlite") == "default"
 
 
 @pytest.mark.parametrize(

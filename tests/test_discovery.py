@@ -70,6 +70,8 @@ def options(tmp_path: Path):
 
     def make(**kw) -> DiscoveryOptions:
         kw.setdefault("cache_dir", tmp_path / "cache")
+        if kw.get("autoload") is False:
+            kw.setdefault("builtins", False)  # no entry points at all
         return DiscoveryOptions(**kw)
 
     return make
@@ -208,7 +210,7 @@ def test_folder_meta_malformed_marks_candidate_failed(tmp_path: Path, options) -
 def test_entry_point_source(site: Path, marker: Path, options) -> None:
     dist_info = install(site, "Acme.Plugins", {"acme": "acme_ep:plugin"}, {"acme_ep.py": plugin_source(marker, "acme_ep", "plugin = 'P'\n")}, "1.2")
     infos = discover(options(), environ={})
-    info = one(infos, "acme")
+    info = one([i for i in infos if i.state is not PluginState.SHADOWED], "acme")  # (a later "acme" is shadowed)
     assert info.source is Source.ENTRY_POINT
     assert (info.distribution, info.version, info.value) == ("Acme.Plugins", "1.2", "acme_ep:plugin")
     assert info.location == str(dist_info)
@@ -220,18 +222,38 @@ def test_entry_point_source(site: Path, marker: Path, options) -> None:
     assert builtins and all(i.builtin for i in builtins)
 
 
+def _states(infos: list[PluginInfo]) -> dict[str, tuple[str, str | None]]:
+    return {i.name: (i.state.value, i.rule) for i in infos if i.source is Source.ENTRY_POINT}
+
+
 @pytest.mark.parametrize("value", ["1", "true", "yes", "YES"])
-def test_autoload_disabled_by_environment(site: Path, options, value: str) -> None:
+def test_autoload_disabled_by_environment_keeps_the_builtins(site: Path, options, value: str) -> None:
+    """As pytest's PYTEST_DISABLE_PLUGIN_AUTOLOAD: third-party entry points are left out
+    (listed, with the variable as the rule), hostapp's own plugins stay."""
     install(site, "acme-auto", {"acme_auto": "acme_auto"}, {})
-    infos = discover(options(), environ={"HOSTAPP_DISABLE_PLUGIN_AUTOLOAD": value})
-    assert not [i for i in infos if i.source is Source.ENTRY_POINT]
+    states = _states(discover(options(), environ={"HOSTAPP_DISABLE_PLUGIN_AUTOLOAD": value}))
+    assert states["acme_auto"] == ("filtered", "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")
+    assert states["sinks.sqlite"] == ("discovered", None)
+    assert states["http.requests"] == ("discovered", None)
 
 
-def test_autoload_option_and_env_zero(site: Path, options) -> None:
+def test_autoload_option_builtins_and_force(site: Path, options) -> None:
     install(site, "acme-auto", {"acme_auto": "acme_auto"}, {})
-    assert not [i for i in discover(options(autoload=False), environ={}) if i.source is Source.ENTRY_POINT]
+    states = _states(discover(options(autoload=False, builtins=True), environ={}))
+    assert states["acme_auto"] == ("filtered", "plugins.autoload = false")
+    assert states["sinks.sqlite"] == ("discovered", None)
+    states = _states(discover(options(builtins=False), environ={}))
+    assert states["acme_auto"] == ("discovered", None)
+    assert states["sinks.sqlite"] == ("filtered", "plugins.builtins = false (hostapp --no-builtins)")
+    # force (hostapp --enable NAME, pytest's -p NAME): loads whatever autoload and the filters say
+    forced = options(builtins=False, force=("acme_auto", "sinks.sqlite"), disable=("acme_*",))
+    states = _states(discover(forced, environ={"HOSTAPP_DISABLE_PLUGIN_AUTOLOAD": "1"}))
+    assert states["acme_auto"] == ("discovered", None)
+    assert states["sinks.sqlite"] == ("discovered", None)
+    assert states["sinks.jsonl"][0] == "filtered"
     infos = discover(options(), environ={"HOSTAPP_DISABLE_PLUGIN_AUTOLOAD": "0"})
     assert one(infos, "acme_auto").source is Source.ENTRY_POINT
+    assert not discover(options(autoload=False, builtins=False), environ={})  # nothing read at all
 
 
 # -- precedence and shadowing ---------------------------------------------------------------

@@ -56,7 +56,7 @@ def labelled(page: str) -> dict[str, str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env.update(extra)
     return env
 
@@ -108,9 +108,9 @@ def test_example_distribution_is_discovered_registered_and_collected(hostapp_dis
     }
 
     emitted = []
-    host = types.SimpleNamespace(emit=lambda type, **fields: emitted.append((type, fields)))
+    host = types.SimpleNamespace(emit=lambda type, subtype=None, /, **fields: emitted.append((type, subtype, fields)))
     asyncio.run(pm.ahook.hostapp_startup(host=host))
-    assert emitted == [("monitoring_event", {"subtype": "started", "plugin": "acme", "service": "billing"})]
+    assert emitted == [("monitoring_event", "started", {"plugin": "acme", "service": "billing"})]
     assert not pm.hook_errors
 
 
@@ -125,7 +125,7 @@ def test_example_plugin_test_suite_passes(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^5 passed", result.stdout, re.M), result.stdout
+    assert re.search(r"^6 passed", result.stdout, re.M), result.stdout
 
 
 def test_writing_plugins_shows_the_example_files_verbatim():
@@ -151,9 +151,15 @@ def test_folder_plugins_of_the_pages_load(tmp_path):
     printer = pm.infos["printer"]
     assert (printer.state, printer.source, printer.priority, printer.tags) == ("registered", "folder", 5, ("debug",))
     assert pm.infos["hello"].state == "registered"
-    assert [c.name for c in pm.collect("hostapp_event_sinks")] == ["printer"]
+    sinks = [c.name for c in pm.collect("hostapp_event_sinks")]
+    assert [name for name in sinks if not pm.infos[pm_plugin(pm, name)].builtin] == ["printer"]
+    assert "sqlite" in sinks  # HOSTAPP_DISABLE_PLUGIN_AUTOLOAD keeps hostapp's built-ins
     assert [c.name for c in pm.collect("hostapp_cli_commands")] == ["hello"]
     assert not pm.hook_errors
+
+
+def pm_plugin(pm, sink_name):
+    return next(c.plugin for c in pm.collect("hostapp_event_sinks") if c.name == sink_name)
 
 
 # -- every key, hook, spec field and JSON field is documented -----------------------------
@@ -187,7 +193,8 @@ def test_every_hookspec_is_in_hooks_md():
 @pytest.mark.parametrize(
     "spec_type",
     [hostapp.TraceProcessor, hostapp.EventSink, hostapp.DriverSpec, hostapp.BackgroundTask,
-     hostapp.InstrumentType, hostapp.CliCommand, hostapp.EventRenderer, hostapp.Contribution, PluginInfo],
+     hostapp.InstrumentType, hostapp.CliCommand, hostapp.EventRenderer, hostapp.Route, hostapp.Contribution,
+     PluginInfo],
 )
 def test_every_spec_type_field_is_in_hooks_md(spec_type):
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")
@@ -222,7 +229,8 @@ def test_cli_json_fields_are_in_cli_md():
 # -- code blocks ------------------------------------------------------------------------------
 
 
-PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md", "probes.md"]
+PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md",
+         "serve.md", "host.md", "probes.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -284,7 +292,7 @@ def test_configuration_examples_are_valid(block, tmp_path):
         ("plugins = 3\n", "hostapp.toml: plugins: expected a table, got an integer"),
         ("[plugins.meta.x]\npriority = 'high'\n", "hostapp.toml: plugins.meta.x.priority: invalid value 'high'"),
         ("[plugins.meta.x]\ncolour = 'red'\n",
-         "hostapp.toml: plugins.meta.x.colour: unknown key; expected tags, priority or description"),
+         "hostapp.toml: plugins.meta.x.colour: unknown key; expected tags, priority, description or requires"),
     ],
 )
 def test_documented_config_errors_are_the_real_ones(tmp_path, toml, message):

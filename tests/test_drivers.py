@@ -71,7 +71,7 @@ class DriverPlugin:
 
 def config_for(tmp_path, components, **extra):
     return {
-        "plugins": {"autoload": False},
+        "plugins": {"autoload": False, "builtins": False},
         "store": {"path": str(tmp_path / "store.sqlite3")},
         "events": {"sinks": {}},
         "tracing": {"enabled": False},
@@ -366,6 +366,7 @@ def test_sqlite_driver_relative_path_wal_execute_health_close(tmp_path, mode):
     write_toml(tmp_path / "conf", f'''
         [plugins]
         autoload = false
+        builtins = false
         modules = ["hostapp_plugins.drivers.sqlite"]
         [store]
         path = "{tmp_path / 'store.sqlite3'}"
@@ -404,7 +405,7 @@ def test_sqlite_driver_bad_options(tmp_path):
         "slow": {"driver": "sqlite", "options": {"path": "x.db", "timeout": "long"}},
         "dir": {"driver": "sqlite", "options": {"path": str(tmp_path)}},
     }
-    config = config_for(tmp_path, components, plugins={"autoload": False, "modules": ["hostapp_plugins.drivers.sqlite"]})
+    config = config_for(tmp_path, components, plugins={"autoload": False, "builtins": False, "modules": ["hostapp_plugins.drivers.sqlite"]})
     with Host(config) as host:
         errors = {name: record.error for name, record in host.components.items()}
     assert errors == {
@@ -423,7 +424,7 @@ def test_redis_driver_without_the_redis_package_says_what_to_install(tmp_path):
         sys.modules["redis"] = None
         from hostapp.host import Host
         config = {{
-            "plugins": {{"autoload": False, "modules": ["hostapp_plugins.drivers.redis"]}},
+            "plugins": {{"autoload": False, "builtins": False, "modules": ["hostapp_plugins.drivers.redis"]}},
             "store": {{"path": {str(tmp_path / "s.sqlite3")!r}}}, "tracing": {{"enabled": False}},
             "components": {{"cache": {{"driver": "redis"}}}},
         }}

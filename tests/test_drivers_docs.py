@@ -24,7 +24,7 @@ CONSOLE = re.findall(r"^```console\n(.*?)^```$", TEXT, re.M | re.S)
 
 
 def hostapp(args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([sys.executable, "-m", "hostapp", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)

@@ -221,16 +221,24 @@ def test_routing_exact_glob_and_wildcard(tmp_path):
     assert exact.threads.isdisjoint(every.threads)  # a worker thread per sink
 
 
-def test_only_configured_and_enabled_sinks_run(tmp_path, caplog):
-    on, off, missing = Recorder("on"), Recorder("off"), Recorder("unconfigured")
-    config = make_config(tmp_path, {"on": {}, "off": {"enabled": False}, "ghost": {}})
-    bus = EventBus([on.contribution(), off.contribution(), missing.contribution()], config)
-    assert bus.sinks == ["on"]
+def test_a_sink_is_on_when_its_plugin_is_on(tmp_path, caplog):
+    """A table holds a sink's settings; enabled = false turns it off; an opt_in sink
+    needs a table."""
+    on, off, untabled = Recorder("on"), Recorder("off"), Recorder("untabled")
+    opt_in, opt_in_tabled = Recorder("opt-in"), Recorder("opt-in-tabled")
+    config = make_config(tmp_path, {"on": {}, "off": {"enabled": False}, "ghost": {}, "opt-in-tabled": {}})
+    contributions = [on.contribution(), off.contribution(), untabled.contribution()]
+    for recorder in (opt_in, opt_in_tabled):
+        contribution = recorder.contribution()
+        contributions.append(dataclasses.replace(contribution, spec=dataclasses.replace(contribution.spec, opt_in=True)))
+    bus = EventBus(contributions, config)
+    assert bus.sinks == ["on", "untabled", "opt-in-tabled"]
     assert "[events.sinks.ghost] is configured but no plugin contributes" in caplog.text
     bus.start()
     bus.publish("t")
     bus.stop(10)
-    assert len(on.events) == 1 and not off.events and not missing.events
+    assert len(on.events) == len(untabled.events) == len(opt_in_tabled.events) == 1
+    assert not off.events and not opt_in.events
 
 
 def test_open_gets_the_table_with_context(tmp_path):
@@ -405,7 +413,7 @@ def test_redeliver_command_function_after_the_run(tmp_path):
     fixed = Recorder("rec")  # the sink is fixed; a later `hostapp events redeliver`
     result = redeliver(store, [fixed.contribution()], config)
     assert result["rec"] == {"redelivered": 12, "failed": 0, "error": None}
-    assert "not installed or not enabled" in result["gone"]["error"]
+    assert "not installed, or is off" in result["gone"]["error"]
     assert fixed.events == sent
     assert store.dead_letter_counts() == {"gone": 2}
 

@@ -18,7 +18,7 @@ hookimpl = hostapp.hookimpl
 
 def config_for(tmp_path, **plugins):
     return {
-        "plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"], **plugins},
+        "plugins": {"autoload": False, "builtins": False, "modules": ["hostapp_plugins.sinks.sqlite"], **plugins},
         "store": {"path": str(tmp_path / "store.sqlite3")},
         "events": {"flush_interval_ms": 20},
     }
@@ -145,6 +145,51 @@ def test_a_plugin_failing_in_configure_is_marked_failed_and_the_host_goes_on(tmp
     assert "startup" in recorder.calls
 
 
+def test_a_plugin_failing_in_configure_contributes_nothing(tmp_path):
+    """Its sink, processor and task are not collected and its other hooks are not called;
+    the other plugins run as usual."""
+    calls = []
+
+    class HalfBroken:
+        @hookimpl
+        def hostapp_configure(self, config):
+            raise ValueError("plugins.config.half.level: expected an integer")
+
+        @hookimpl
+        def hostapp_event_sinks(self):
+            return hostapp.EventSink(name="half", handle=calls.append)
+
+        @hookimpl
+        def hostapp_trace_processors(self):
+            return hostapp.TraceProcessor(
+                name="half", co_names=("x",), path_fragment="half", call_type="half_call", return_type="half_return",
+            )
+
+        @hookimpl
+        def hostapp_background_tasks(self):
+            return hostapp.BackgroundTask(name="half", run=lambda host, stop: calls.append("task"))
+
+        @hookimpl
+        def hostapp_startup(self, host):
+            calls.append("startup")
+
+        @hookimpl
+        def hostapp_shutdown(self, host):
+            calls.append("shutdown")
+
+    recorder = Recorder()
+    with Host(config_for(tmp_path), plugins=[("half", HalfBroken()), ("recorder", recorder)], tracing=True) as host:
+        info = host.pm.infos["half"]
+        assert (info.state, info.stage) == (PluginState.FAILED, "configure")
+        assert info.error == "ValueError: plugins.config.half.level: expected an integer"
+        assert sorted(c.name for c in host.sinks) == ["recorder", "sqlite"]  # on with its plugin, no table
+        assert "half" not in [c.name for c in host.processors]
+        assert "half" not in host.tasks
+        host.emit("test.event", None)
+    assert calls == []
+    assert "startup" in recorder.calls and [e.type for e in recorder.received] == ["test.event", "test.last"]
+
+
 def test_strict_mode_makes_a_startup_failure_fatal(tmp_path):
     class Broken:
         @hookimpl
@@ -207,7 +252,7 @@ def test_a_sink_that_cannot_open_marks_its_plugin_failed_and_keeps_its_events(tm
 SIGNAL_APP = """
 import sys, time
 from hostapp.host import Host, exit_on_signals
-config = {"plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
+config = {"plugins": {"autoload": False, "builtins": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
           "store": {"path": sys.argv[1]}, "events": {"flush_interval_ms": 20}}
 with Host(config, command=["signal-app"]) as host, exit_on_signals():
     for i in range(100):
@@ -279,11 +324,11 @@ def test_the_demo_example_stores_its_events(tmp_path):
     from pathlib import Path
 
     example = Path(__file__).resolve().parent.parent / "examples" / "hello_host.py"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(tmp_path / ".cache")
     done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    shown = subprocess.run([sys.executable, "-m", "hostapp", "events", "--last", "--json"], cwd=tmp_path, env=env,
+    shown = subprocess.run([sys.executable, "-m", "hostapp", "events", "--last", "--jsonl"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=60)
     events = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [e["type"] for e in events] == ["monitoring_event"] * 5 + ["sending_event"]

@@ -405,7 +405,7 @@ HEAVY = (
 
 def test_warm_discover_does_not_import_importlib_metadata(site: Path, cache: Path) -> None:
     script = WARM_SCRIPT.replace("SITE", repr(str(site))).replace("CACHE", repr(str(cache))).replace("HEAVY", repr(HEAVY))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
 
     def run() -> dict:
         # -P: no script directory / current directory on sys.path

@@ -84,7 +84,7 @@ def test_kolo_compat_thirty_calls_thirty_records_no_secret(tmp_path: Path) -> No
     assert "superseded by built-in ones" in result.stderr
     for name in ("kolo.requests by requests", "kolo.httpx by httpx", "kolo.urllib by urllib"):
         assert name in result.stderr
-    shown = run(["events", "--last", "--json"], tmp_path)
+    shown = run(["events", "--last", "--jsonl"], tmp_path)
     assert shown.returncode == 0, shown.stderr
     events = [json.loads(line) for line in shown.stdout.splitlines()]
     assert Counter((e["type"], e["subtype"]) for e in events) == {
@@ -128,7 +128,7 @@ def test_a_custom_processors_http_events_are_stored_redacted(tmp_path: Path) -> 
     (tmp_path / "hostapp.toml").write_text('[plugins]\nmodules = ["custom_proc"]\n')
     result = run(["run", "main.py"], tmp_path)
     assert result.returncode == 0, result.stderr
-    shown = run(["events", "--last", "--json", "--all"], tmp_path)
+    shown = run(["events", "--last", "--jsonl", "--all"], tmp_path)
     events = [json.loads(line) for line in shown.stdout.splitlines()]
     [request] = [e for e in events if e["type"] == "outbound_http_request"]
     assert request["data"]["headers"] == {"Authorization": "[REDACTED]"}

@@ -77,7 +77,7 @@ def redis_server(tmp_path):
 
 def config_for(tmp_path, options, load="auto"):
     return {
-        "plugins": {"autoload": False, "modules": ["hostapp_plugins.drivers.redis"]},
+        "plugins": {"autoload": False, "builtins": False, "modules": ["hostapp_plugins.drivers.redis"]},
         "store": {"path": str(tmp_path / "store.sqlite3")},
         "tracing": {"enabled": False},
         "components": {"cache": {"driver": "redis", "load": load, "options": options}},

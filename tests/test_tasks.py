@@ -35,7 +35,7 @@ KINDS = ["async", "sync"]
 
 def config_for(tmp_path, **host):
     return {
-        "plugins": {"autoload": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
+        "plugins": {"autoload": False, "builtins": False, "modules": ["hostapp_plugins.sinks.sqlite"]},
         "store": {"path": str(tmp_path / "store.sqlite3")},
         "events": {"flush_interval_ms": 20},
         "host": host,
@@ -631,7 +631,7 @@ print("restarts", host.tasks["flaky"].restarts)
 
 
 def hostapp_cli(args, cwd, **kwargs):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or k == "HOSTAPP_PLUGINS__DISABLE_LOCATIONS"}
     env["XDG_CACHE_HOME"] = str(cwd / ".cache")
     return subprocess.run([sys.executable, "-m", "hostapp", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, **kwargs)

@@ -1,5 +1,8 @@
 """hostapp: a plugin host for Python applications built on pluggy.
 
+PYTEST_DONT_REWRITE (it is imported before pytest when ``hostapp run -m pytest``
+runs it; see :mod:`hostapp_pytest`).
+
 The public API. ``import hostapp`` stays cheap: it imports pluggy (for the markers) and
 nothing else; the spec types (``hostapp.EventSink``, ...), the plugin records
 (``hostapp.PluginInfo``, ...), the plugin manager, discovery, configuration, the CLI, rich,
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
         DuplicateNameError,
         HostappError,
         MissingHookError,
+        NotApplicable,
         PluginContractError,
         PluginLoadError,
     )
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
         EventRenderer,
         EventSink,
         InstrumentType,
+        Route,
         TraceProcessor,
     )
 
@@ -63,6 +68,7 @@ __all__ = [
     "HostappError",
     "InstrumentType",
     "MissingHookError",
+    "NotApplicable",
     "PluginContractError",
     "PluginInfo",
     "PluginLoadError",
@@ -70,6 +76,7 @@ __all__ = [
     "PluginManager",
     "PluginState",
     "RetryAfter",
+    "Route",
     "Source",
     "TraceProcessor",
     "__version__",
@@ -89,6 +96,7 @@ _LAZY = {
     "EventRenderer": "hostapp.types",
     "EventSink": "hostapp.types",
     "InstrumentType": "hostapp.types",
+    "Route": "hostapp.types",
     "TraceProcessor": "hostapp.types",
     "PluginInfo": "hostapp.lifecycle",
     "PluginState": "hostapp.lifecycle",
@@ -107,6 +115,7 @@ _LAZY = {
     "DuplicateNameError": "hostapp.errors",
     "HostappError": "hostapp.errors",
     "MissingHookError": "hostapp.errors",
+    "NotApplicable": "hostapp.errors",
     "PluginContractError": "hostapp.errors",
     "PluginLoadError": "hostapp.errors",
 }

@@ -8,9 +8,11 @@ configuration (one line on stderr naming the file and key).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -45,6 +47,47 @@ def _warn(message: str) -> None:
     click.echo(f"hostapp: warning: {message}", err=True)
 
 
+def _output_options(function: Any) -> Any:
+    """``--json`` (one JSON document: an array) and ``--jsonl`` (one object per line), the
+    output convention of every listing command; the choice arrives as ``fmt``
+    (``"json"``, ``"jsonl"`` or ``None`` for a table)."""
+    function = click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object per line (streams).")(function)
+    return click.option("--json", "fmt", flag_value="json", help="One JSON document: an array of objects.")(function)
+
+
+def _print_json(rows: Any, fmt: str | None) -> bool:
+    """Print ``rows`` as ``fmt`` asks (see :func:`_output_options`); ``False`` for a table.
+
+    ``rows`` may be any iterable: with ``--jsonl`` each row is printed as it comes, and
+    with ``--json`` the array is written element by element, so neither holds the rows
+    in memory.
+    """
+    if fmt is None:
+        return False
+    import orjson
+
+    out = click.get_binary_stream("stdout")
+
+    def encode(row: Any, option: int) -> bytes:
+        try:
+            return orjson.dumps(row, default=repr, option=option)
+        except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-str key): the stdlib
+            return json.dumps(row, default=repr, indent=2 if option else None).encode()
+
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(encode(row, 0) + b"\n")
+        out.flush()
+        return True
+    first = True
+    for row in rows:
+        out.write((b"[\n  " if first else b",\n  ") + encode(row, orjson.OPT_INDENT_2).replace(b"\n", b"\n  "))
+        first = False
+    out.write(b"[]\n" if first else b"\n]\n")
+    out.flush()
+    return True
+
+
 def _route_warnings() -> None:
     """Print hostapp's logged warnings (a plugin raising in an isolated hook, ...) to
     stderr as ``hostapp: warning: ...`` lines, never on stdout (``--json`` stays clean)."""
@@ -69,26 +112,60 @@ class _State:
     config_path: str | None = None
     strict: bool = False
     no_cache: bool = False
+    disable: tuple[str, ...] = ()
+    enable: tuple[str, ...] = ()
+    no_builtins: bool = False
     _config: Config | None = None
     _pm: PluginManager | None = None
     warned: set[str] = field(default_factory=set)
 
     def config(self) -> Config:
+        """The configuration, with this invocation's switches (``--disable``, ``--enable``,
+        ``--no-builtins``) applied; unknown keys are warned about, and are an error
+        (exit status 2) under ``--strict``."""
         if self._config is None:
             from hostapp.config import ConfigWarning, load_config
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConfigWarning)
                 try:
-                    self._config = load_config(self.config_path)
+                    config = load_config(self.config_path)
                 except ConfigError as exc:
                     raise HostappCliError(str(exc), exit_code=2) from None
-            for message in self._config.warnings:
+            config = self._switched(config)
+            if config.warnings and (self.strict or config.strict):
+                raise HostappCliError(f"{config.warnings[0]} (strict mode)", exit_code=2)
+            for message in config.warnings:
                 _warn(message)
+            self._config = config
         return self._config
 
-    def plugin_manager(self) -> PluginManager:
-        """Load every plugin once per command (discovery, filters, registration)."""
+    def _switched(self, config: Config) -> Config:
+        import dataclasses
+
+        data, origins = dict(config.data), dict(config.origins)
+        if self.disable:
+            data["plugins.disable"] = [*data["plugins.disable"], *self.disable]
+            origins["plugins.disable"] = "--disable / -p no:NAME"
+        if self.enable:
+            data["plugins.force"] = [*data["plugins.force"], *self.enable]
+            origins["plugins.force"] = "--enable / -p NAME"
+        if self.no_builtins:
+            data["plugins.builtins"] = False
+            origins["plugins.builtins"] = "--no-builtins"
+        if data == config.data:
+            return config
+        return dataclasses.replace(config, data=data, origins=origins)
+
+    def plugin_manager(self, *, strict: bool | None = None) -> PluginManager:
+        """Load every plugin once per command, as a run would before it starts anything:
+        discovery, filters, import, registration and ``hostapp_configure`` (a plugin
+        failing there is failed and withdrawn: it contributes nothing).
+
+        Args:
+            strict: stop at the first plugin that fails (default: ``--strict`` or
+                ``plugins.strict``); ``hostapp plugins`` loads them all and judges after.
+        """
         if self._pm is None:
             import dataclasses
 
@@ -100,12 +177,21 @@ class _State:
             if self.no_cache:
                 options = dataclasses.replace(options, use_cache=False)
             pm = PluginManager()
+            if strict is None:
+                strict = self.strict or config.strict
             try:
-                pm.load(config, options=options, strict=self.strict or config.strict)
+                pm.load(config, options=options, strict=strict)
+                failed = pm.configure(config)
             except PluginLoadError as exc:
                 raise HostappCliError(str(exc), exit_code=1) from None
             except ConfigError as exc:
                 raise HostappCliError(str(exc), exit_code=2) from None
+            if strict and failed:
+                info = failed[0]
+                raise HostappCliError(
+                    f"plugin {info.name!r} from {info.provenance} failed at configure: {info.error} (strict mode)",
+                    exit_code=1,
+                )
             self._pm = pm
         return self._pm
 
@@ -163,7 +249,36 @@ class _HostappGroup(click.Group):
             raise HostappCliError(str(exc), exit_code=1) from None
 
 
-@click.group(cls=_HostappGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _environment_help() -> str:
+    """The ``Environment:`` section of ``hostapp --help`` (from :data:`hostapp.config.ENVIRONMENT`)."""
+    from hostapp.config import ENVIRONMENT
+
+    rows = [*ENVIRONMENT.items(), ("HOSTAPP_<SECTION>__<KEY>", "Override one configuration key ('hostapp config' lists them).")]
+    import textwrap
+
+    width = max(len(name) for name, _ in rows) + 2
+    lines = []
+    for name, text in rows:  # wrapped here: click leaves a \b paragraph as it is
+        wrapped = textwrap.wrap(text, width=max(30, 78 - width - 2))
+        lines.append(f"  {name.ljust(width)}{wrapped[0]}")
+        lines += [" " * (width + 2) + more for more in wrapped[1:]]
+    return "\b\nEnvironment:\n" + "\n".join(lines)
+
+
+def _plugin_switch(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``-p no:NAME`` (as pytest's) disables NAME, ``-p NAME`` enables it."""
+    state = ctx.ensure_object(_State)
+    for value in values:
+        if value.startswith("no:"):
+            state.disable += (value[3:],)
+        else:
+            state.enable += (value,)
+    return values
+
+
+@click.group(
+    cls=_HostappGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_environment_help(),
+)
 @click.version_option(__version__, "--version", "-V", prog_name="hostapp")
 @click.option(
     "--config",
@@ -174,68 +289,83 @@ class _HostappGroup(click.Group):
 @click.option(
     "--strict",
     is_flag=True,
-    help="Any plugin failure is fatal (for plugin development; env HOSTAPP_STRICT=1).",
+    help="Any plugin failure is fatal, and so are unknown keys (for plugin development; env HOSTAPP_STRICT=1).",
 )
+@click.option("-p", "plugin_switches", multiple=True, metavar="[no:]NAME", callback=_plugin_switch,
+              expose_value=False, help="pytest's switch: -p no:NAME disables plugin NAME, -p NAME enables it (repeatable).")
+@click.option("--disable", multiple=True, metavar="NAME",
+              help="Plugin NAME (a name or pattern) does not load, for this command (repeatable).")
+@click.option("--enable", multiple=True, metavar="NAME",
+              help="Plugin NAME loads even where a filter or autoload = false leaves it out (repeatable).")
+@click.option("--no-builtins", is_flag=True, help="Without hostapp's built-in plugins (the sqlite store sink, the HTTP processors...).")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, strict: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, strict: bool, disable: tuple[str, ...], enable: tuple[str, ...],
+    no_builtins: bool,
+) -> None:
     """hostapp: a plugin host for Python applications, built on pluggy."""
     _route_warnings()
     state = ctx.ensure_object(_State)
     state.config_path = config_path
     state.strict = strict
+    state.disable += disable
+    state.enable += enable
+    state.no_builtins = no_builtins
 
 
 @cli.command("plugins")
 @click.option("--all", "show_all", is_flag=True, help="Also list hostapp's built-in plugins and shadowed candidates.")
 @click.option("--hook", "hook_name", metavar="NAME", help="Only plugins implementing hook NAME.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.option("--no-cache", is_flag=True, help="Bypass the entry-point index cache (env HOSTAPP_NO_CACHE=1).")
 @click.pass_obj
-def plugins_command(state: _State, show_all: bool, hook_name: str | None, as_json: bool, no_cache: bool) -> None:
+def plugins_command(state: _State, show_all: bool, hook_name: str | None, fmt: str | None, no_cache: bool) -> None:
     """List every plugin candidate: state, source, distribution, priority, tags, hooks.
 
-    Filtered plugins show the rule that removed them, failed ones the stage and error.
-    Exit status 0 even when plugins failed, unless --strict.
+    Runs what a run does before it starts anything: discovery, filters, import,
+    registration and hostapp_configure (a plugin failing there contributes nothing), then
+    checks the sink and component settings. Filtered plugins show the rule that removed
+    them, failed ones the stage and error. Exit status 0 even when plugins failed; with
+    --strict, 1. A setting a run would refuse exits 2.
     """
-    from hostapp.lifecycle import PluginState
+    from hostapp.checks import check
 
     state.no_cache = no_cache
-    pm = state.plugin_manager()
+    pm = state.plugin_manager(strict=False)
     if hook_name is not None and getattr(getattr(pm.hook, hook_name, None), "spec", None) is None:
         raise HostappCliError(f"no hook named {hook_name!r}; see 'hostapp hooks'", exit_code=2)
-    provides = _contributions(pm)
-    errors: dict[str, list[dict[str, Any]]] = {}
-    for record in pm.hook_errors:
-        errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
-    rows = []
-    for info in pm.candidates:
-        if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
-            continue
-        if hook_name is not None and hook_name not in info.hooks:
-            continue
-        row = info.to_dict()
-        row["provides"] = provides.get(info.name, {})
-        row["hook_errors"] = errors.get(info.name, [])
-        rows.append(row)
+    problems = check(pm, state.config())
+    rows = pm.plugin_rows(show_all=show_all, hook=hook_name)
     missing = pm.missing_required()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    else:
+    if not _print_json(rows, fmt):
         _print_plugins(rows)
     for name in missing:
         _warn(f"required hook {name!r} has no implementation")
+    _judge(state, pm, problems)
 
 
-def _contributions(pm: PluginManager) -> dict[str, dict[str, list[str]]]:
-    """What each plugin contributes through the registration hooks, by hook."""
-    from hostapp.hookspecs import REGISTRATION_HOOKS
+def _judge(state: _State, pm: PluginManager, problems: list[Any]) -> None:
+    """Print the problems :func:`hostapp.checks.check` found and end as a run would:
+    exit 2 for a setting a run refuses (and, under --strict, for a warning); under
+    --strict exit 1 when a plugin failed."""
+    from hostapp.lifecycle import PluginState
 
-    out: dict[str, dict[str, list[str]]] = {}
-    for hook_name in REGISTRATION_HOOKS:
-        for contribution in pm.collect(hook_name, on_conflict="report"):
-            short = hook_name.removeprefix("hostapp_")
-            out.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
-    return out
+    strict = state.strict or state.config().strict
+    for problem in problems:
+        if problem.level == "warning" and not strict:
+            _warn(problem.message)
+    errors = [p for p in problems if p.level == "error" or strict]
+    if errors:
+        for problem in errors[1:]:
+            click.echo(f"hostapp: error: {problem.message}", err=True)
+        suffix = " (strict mode)" if errors[0].level == "warning" else ""
+        raise HostappCliError(errors[0].message + suffix, exit_code=2)
+    failed = [info for info in pm.infos.values() if info.state is PluginState.FAILED]
+    if strict and failed:
+        raise HostappCliError(
+            f"{len(failed)} plugin(s) failed: " + "; ".join(f"{i.name!r} at {i.stage}: {i.error}" for i in failed)
+            + " (strict mode)", exit_code=1,
+        )
 
 
 def _console() -> Any:
@@ -266,7 +396,8 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
     table.add_column("Prio", justify="right", no_wrap=True)
     table.add_column("Tags", overflow="fold")
     table.add_column("Provides / detail", overflow="fold", ratio=1, min_width=20)
-    colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow"}
+    colours = {"registered": "green", "started": "green", "failed": "red", "filtered": "yellow",
+               "not_applicable": "yellow"}
     for row in rows:
         if row["distribution"]:
             dist = f"{row['distribution']} {row['version']}"
@@ -276,6 +407,8 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
             detail = f"{row['stage']}: {row['error']}"
         elif row["state"] == "filtered":
             detail = f"filtered by {row['rule']}"
+        elif row["state"] == "not_applicable":
+            detail = f"not applicable: {row['rule']}"
         elif row["state"] == "shadowed":
             detail = f"shadowed by {row['shadowed_by']}"
         else:
@@ -297,15 +430,145 @@ def _print_plugins(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-@cli.command("hooks")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@cli.command("config")
+@_output_options
+@click.option("--no-plugins", is_flag=True, help="Only the configuration: load no plugin, check no sink.")
 @click.pass_obj
-def hooks_command(state: _State, as_json: bool) -> None:
+def config_command(state: _State, fmt: str | None, no_plugins: bool) -> None:
+    """Show the effective configuration: every key's value and where it comes from.
+
+    The origin is the file and line (hostapp.toml:12), the environment variable, the
+    command-line switch, or "default". The sinks that would run are listed with the
+    settings the event bus would give them. Loads the plugins and runs hostapp_configure
+    (as 'hostapp plugins' does) to check the sink and component settings: unknown keys
+    and names are warnings (errors under --strict); a setting a run would refuse exits 2.
+    """
+    config = state.config()
+    rows = [{"key": key, "value": value, "origin": config.origin(key)} for key, value in _config_rows(config)]
+    problems: list[Any] = []
+    pm = None
+    if not no_plugins:
+        from hostapp.checks import check, sink_settings
+
+        pm = state.plugin_manager(strict=False)
+        problems = check(pm, config)
+        for contribution in pm.collect("hostapp_event_sinks", on_conflict="report"):
+            try:
+                rows += [{"key": k, "value": v, "origin": o} for k, v, o in sink_settings(contribution, config)]
+            except ConfigError:
+                pass  # reported by check()
+    if not _print_json(rows, fmt):
+        from rich.table import Table
+        from rich.markup import escape
+
+        table = Table(header_style="bold", title=f"configuration: {config.source}")
+        for column in ("Key", "Value", "Origin"):
+            table.add_column(column, overflow="fold", no_wrap=column == "Key")
+        for row in rows:
+            value = "not set" if row["value"] is None else json.dumps(row["value"], default=repr)
+            origin = row["origin"]
+            table.add_row(row["key"], escape(value), origin if origin != "default" else "[dim]default[/]")
+        _console().print(table)
+    if pm is not None:
+        _judge(state, pm, problems)
+
+
+def _config_rows(config: Config) -> list[tuple[str, Any]]:
+    """Every key of the schema by dotted name; a table of tables as one row per key
+    inside it (``events.sinks.acme.path``), or per table when it is empty."""
+    from hostapp.config import SCHEMA
+
+    out: list[tuple[str, Any]] = []
+    for key, spec in SCHEMA.items():
+        value = config.get(key)
+        if spec.type != "tables" or not value:
+            out.append((key, value))
+            continue
+        for name, table in value.items():
+            if not table:
+                out.append((f"{key}.{name}", {}))
+            for item, item_value in table.items():
+                out.append((f"{key}.{name}.{item}", item_value))
+    return out
+
+
+@cli.command("entrypoints")
+@click.option("--project", "project_dir", metavar="DIR", default=".", show_default=True,
+              help="The project directory, where pyproject.toml is.")
+@click.option("--source", "sources", metavar="DIR", multiple=True,
+              help="A source root to scan (repeatable; default: src/ when there is one, else the project directory).")
+@click.option("--write", is_flag=True, help="Write the table into pyproject.toml (idempotent).")
+@click.option("--check", is_flag=True, help="Exit 1 with a diff when pyproject.toml's table is out of date (for CI).")
+def entrypoints_command(project_dir: str, sources: tuple[str, ...], write: bool, check: bool) -> None:
+    """Find the plugins of a source tree and print its [project.entry-points.hostapp] table.
+
+    Build-time discovery (plux's 'plux entrypoints'): every module with @hostapp.hookimpl
+    functions, and every class with @hookimpl methods, is read with ast (nothing is
+    imported). Names already in the table are kept; new plugins are named after their
+    module. --write puts the table into pyproject.toml, --check exits 1 with a diff when
+    it is out of date. Loads no plugin.
+    """
+    import difflib
+    import tomllib
+    from pathlib import Path
+
+    from hostapp.entrypoints import rewrite, scan, source_roots, table
+
+    if write and check:
+        raise HostappCliError("--write and --check cannot be used together", exit_code=2)
+    project = Path(project_dir)
+    pyproject = project / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+        current = tomllib.loads(text).get("project", {}).get("entry-points", {}).get("hostapp", {})
+    except FileNotFoundError:
+        raise HostappCliError(f"{pyproject}: not found (--project names the directory of pyproject.toml)", 2) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise HostappCliError(f"{pyproject}: {exc}", exit_code=2) from None
+    roots = [project / s for s in sources] if sources else source_roots(project)
+    try:
+        entries = table(scan(project, roots), current, roots)
+    except (SyntaxError, ValueError) as exc:
+        raise HostappCliError(f"hostapp entrypoints: {exc}", exit_code=1) from None
+    updated = text if entries == current else rewrite(text, entries)
+    if current and updated != text and tomllib.loads(updated).get("project", {}).get("entry-points", {}).get(
+        "hostapp"
+    ) != entries:
+        raise HostappCliError(
+            f"{pyproject}: write the table as a [project.entry-points.hostapp] section so that "
+            "'hostapp entrypoints' can keep it", exit_code=2,
+        )
+    if check:
+        if updated != text:
+            click.echo("".join(difflib.unified_diff(
+                text.splitlines(keepends=True), updated.splitlines(keepends=True),
+                fromfile=f"{pyproject}", tofile=f"{pyproject} (hostapp entrypoints)",
+            )), nl=False)
+            raise HostappCliError(
+                f"{pyproject}: [project.entry-points.hostapp] is out of date; run 'hostapp entrypoints --write'",
+            )
+        click.echo(f"{pyproject}: [project.entry-points.hostapp] is up to date ({len(entries)} entry points)")
+        return
+    if write:
+        if updated == text:
+            click.echo(f"{pyproject}: up to date ({len(entries)} entry points)")
+        else:
+            pyproject.write_text(updated, encoding="utf-8")
+            click.echo(f"{pyproject}: {len(entries)} entry points written")
+        return
+    from hostapp.entrypoints import render
+
+    click.echo(render(entries), nl=False)
+
+
+@cli.command("hooks")
+@_output_options
+@click.pass_obj
+def hooks_command(state: _State, fmt: str | None) -> None:
     """List every hookspec with its implementations in call order."""
     pm = state.plugin_manager()
     rows = pm.hook_table()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -322,6 +585,39 @@ def hooks_command(state: _State, as_json: bool) -> None:
         kind = row["kind"] + (f" -> {row['spec_type']}" if row["spec_type"] else "")
         table.add_row(row["name"], kind, ", ".join(options), "\n".join(impls) or "-")
     _console().print(table)
+
+
+@cli.command("routes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_obj
+def routes_command(state: _State, as_json: bool) -> None:
+    """List the HTTP routes plugins contribute (hostapp_routes), as 'hostapp serve' mounts them.
+
+    Exit status 1 when some would be refused (a path claimed twice, a path under hostapp's
+    own); each is named on stderr.
+    """
+    from hostapp.serve.routes import collect_routes, route_rows
+
+    kept, problems = collect_routes(state.plugin_manager(), on_conflict="report")
+    rows = route_rows(kept)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("No routes. (Plugins add them with the hostapp_routes hook; see docs/serve.md.)")
+    else:
+        from rich.table import Table
+
+        table = Table(header_style="bold")
+        for column in ("Path", "Methods", "Kind", "Name", "Plugin", "Endpoint"):
+            table.add_column(column, overflow="fold", no_wrap=column in ("Path", "Kind"))
+        for row in rows:
+            table.add_row(row["path"], ", ".join(row["methods"]) or "*", row["kind"], row["name"],
+                          row["plugin"], row["endpoint"])
+        _console().print(table)
+    for problem in problems:
+        _warn(f"refused: {problem}")
+    if problems:
+        raise SystemExit(1)
 
 
 # -- the store: runs, events, dead letters, sinks -------------------------------------------
@@ -347,52 +643,32 @@ def _open_store(state: _State, db_path: str | None, *, must_exist: bool = True) 
     return Store(path)
 
 
-def _since_ns(text: str) -> int:
-    """``--since``: a duration back from now (``30s``, ``15m``, ``2h``, ``7d``) or an ISO 8601 time."""
-    import re
-    import time
-    from datetime import datetime
-
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if match:
-        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return time.time_ns() - int(seconds * 1e9)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HostappCliError(
-            f"--since {text!r}: expected a duration like 30s, 15m, 2h, 7d or an ISO 8601 time", exit_code=2
-        ) from None
-    return int(moment.timestamp() * 1e9)
-
-
 def _when(ns: int | None) -> str:
-    from datetime import datetime
+    from hostapp.timeline import when
 
-    if ns is None:
-        return ""
-    return datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="milliseconds")
+    return when(ns)
 
 
 @cli.command("runs")
 @_db_option
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Most recent runs to show.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Most recent runs to show (0 = all).")
+@_output_options
 @click.pass_obj
-def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) -> None:
+def runs_command(state: _State, db_path: str | None, limit: int, fmt: str | None) -> None:
     """List the recorded runs, newest first: id, start, duration, exit status, events, command."""
     store = _open_store(state, db_path)
     if store is None:
+        if fmt == "json":
+            click.echo("[]")
         return
     with store:
         rows = []
-        for run in store.runs(limit):
+        for run in store.runs(limit or None):
             row = run.to_dict()
             row["events"] = store.count_events(run_id=run.id)
             rows.append(row)
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -408,194 +684,262 @@ def runs_command(state: _State, db_path: str | None, limit: int, as_json: bool) 
 
 @cli.group("events", invoke_without_command=True)
 @_db_option
-@click.option("--run", "run_id", metavar="ID", help="Only this run's events.")
+@click.option("--run", "run_id", metavar="ID", help="Only this run's events (its id, or a unique prefix of it).")
 @click.option("--last", is_flag=True, help="Only the most recent run's events.")
-@click.option("--type", "event_type", metavar="TYPE", help="Only this event type.")
-@click.option("--subtype", metavar="SUBTYPE", help="Only this subtype.")
-@click.option("--since", metavar="WHEN", help="Only events since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
+@click.option("-n", "nth", type=click.IntRange(min=1), metavar="N", help="Only the Nth most recent run's (-n 1 is --last).")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only these event types (names or globs; repeatable).")
+@click.option("--library", "libraries", multiple=True, metavar="LIB",
+              help="Only these libraries, the event's subtype: requests, httpx, huey... (repeatable).")
+@click.option("--subtype", "subtypes", multiple=True, metavar="SUBTYPE", hidden=True)
+@click.option("--status", metavar="SPEC", help="HTTP status: 404, 5xx, >=400, <300, 200-299.")
+@click.option("--url", metavar="TEXT", help="The URL contains TEXT, or matches it whole as a glob (with * ? [).")
+@click.option("--min-duration", metavar="DURATION", help="At least this long: 100ms, 1.5s, 250us.")
+@click.option("--since", metavar="WHEN", help="Since a duration ago (30s, 15m, 2h, 7d) or an ISO 8601 time.")
+@click.option("--until", metavar="WHEN", help="Before a duration ago or an ISO 8601 time.")
+@click.option("--grep", metavar="TEXT", help="TEXT appears in the event's subtype or data (as JSON).")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="At most N events, the newest (default: 50 in a table, all with --json; 0 = all).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+              help="The newest N (default: 50 in a table, all with --json/--jsonl; 0 = all).")
+@_output_options
+@click.option("--follow", "-f", is_flag=True,
+              help="Then go on showing the run's events as they arrive, until it ends (Ctrl-C stops).")
 @click.option("--dead-letters", is_flag=True, help="List the dead letters (events a sink could not take) instead.")
-@click.option("--all", "show_all", is_flag=True, help="Every event, not the HTTP calls view.")
-@click.option("--nested", is_flag=True, help="In the HTTP view, also the calls made inside another HTTP call.")
+@click.option("--all", "show_all", is_flag=True, hidden=True)
 @click.pass_context
 def events_command(
     ctx: click.Context,
     db_path: str | None,
     run_id: str | None,
     last: bool,
-    event_type: str | None,
-    subtype: str | None,
+    nth: int | None,
+    types: tuple[str, ...],
+    libraries: tuple[str, ...],
+    subtypes: tuple[str, ...],
+    status: str | None,
+    url: str | None,
+    min_duration: str | None,
     since: str | None,
+    until: str | None,
+    grep: str | None,
     limit: int | None,
-    as_json: bool,
+    fmt: str | None,
+    follow: bool,
     dead_letters: bool,
     show_all: bool,
-    nested: bool,
 ) -> None:
-    """Show stored events (or, with --dead-letters, the dead letters), oldest first.
+    """Show stored events in time order: every kind, one row per HTTP call.
 
-    By default: the outbound HTTP calls, one row per call (method, URL, status, duration,
-    library, call site); a call made inside another (requests -> urllib3) is shown only
-    with --nested. Where the selection has no HTTP call, and with --all, --type or
-    --subtype: every event. --json prints the same events with every field, one per line.
-
-    'hostapp events redeliver' sends the dead letters to their sinks again.
+    Each event is drawn by its plugin's renderer (hostapp_event_renderers): an HTTP call
+    as one row (method, URL, status, library), jobs, probe events, monitoring events and
+    plugin-defined types alike. Rows are printed as they are read. Without --run/--last/-n,
+    every run's events. 'hostapp events show ID' prints one whole; 'hostapp events
+    redeliver' sends the dead letters to their sinks again.
     """
+    from hostapp import timeline
+
     if ctx.invoked_subcommand is not None:
         ctx.meta["hostapp.db"] = db_path
         return
     state: _State = ctx.obj
-    if run_id and last:
-        raise HostappCliError("--run and --last cannot be used together", exit_code=2)
-    since_ns = _since_ns(since) if since else None
+    if sum(bool(x) for x in (run_id, last, nth)) > 1:
+        raise HostappCliError("use one of --run, --last and -n", exit_code=2)
+    if follow and fmt == "json":
+        raise HostappCliError("--follow streams: use --jsonl with it", exit_code=2)
+    def parsed(option: str, parse: Any, text: str | None) -> Any:
+        try:
+            return parse(text) if text else None
+        except ValueError as exc:
+            raise HostappCliError(f"{option} {exc}", exit_code=2) from None
+
+    query = timeline.Query(
+        types=list(types), libraries=[*libraries, *subtypes], url=url, grep=grep,
+        since_ns=parsed("--since", timeline.parse_when_ns, since),
+        until_ns=parsed("--until", timeline.parse_when_ns, until),
+        min_duration_ns=parsed("--min-duration", timeline.parse_duration_ns, min_duration),
+    )
+    query.status_min, query.status_max = parsed("--status", timeline.parse_status, status) or (None, None)
     store = _open_store(state, db_path)
     if store is None:
+        if fmt == "json":
+            click.echo("[]")
         return
     with store:
         if dead_letters:
-            _print_dead_letters(store, limit, as_json)
+            _print_dead_letters(store, limit, fmt)
             return
-        if last:
-            latest = store.last_run()
-            if latest is None:
-                _warn("no runs recorded yet")
-                return
-            run_id = latest.id
-        effective = limit if limit is not None else (None if as_json else 50)
-        if effective == 0:
-            effective = None
-        if not (show_all or event_type or subtype):
-            calls = _http_calls(store, run_id, since_ns, effective, nested)
-            if calls is not None:
-                _print_http_calls(calls, as_json)
-                return
-        events = store.events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns,
-                              limit=effective, newest_first=True)
-        events.reverse()
-        total = None
-        if effective is not None and len(events) == effective:
-            total = store.count_events(run_id=run_id, type=event_type, subtype=subtype, since_ns=since_ns)
-    if as_json:
-        for event in events:
-            click.echo(json.dumps(event.to_dict(), default=repr))
-        return
-    from rich.table import Table
+        run = _chosen_run(store, run_id, 1 if last else nth, follow)
+        if run is False:
+            return
+        query.run_id = run.id if run is not None else None
+        effective = limit if limit is not None else (None if fmt else 50)
+        events, cut = timeline.select(store, query, effective or None)
+        renderers = _renderers(state)
+        shown = _print_events(events, renderers, fmt)
+        if cut:
+            total = "" if query.in_python else f" of {store.count_events(**query.store_filters())}"
+            _note(f"showing the newest {effective}{total} events; --limit N for more (0 = all)")
+        if follow:
+            last_seen = shown[-1] if shown else None
+            live_run = run
 
-    table = Table(header_style="bold")
-    table.add_column("Time", no_wrap=True)
-    table.add_column("Type", no_wrap=True)
-    table.add_column("Subtype", no_wrap=True)
-    table.add_column("Source", no_wrap=True)
-    table.add_column("Data", overflow="fold", ratio=1)
-    for event in events:
-        data = json.dumps(event.data, default=repr, sort_keys=True)
-        table.add_row(_when(event.timestamp_ns), event.type, event.subtype or "", event.source or "",
-                      data if len(data) <= 300 else data[:297] + "...")
-    _console().print(table)
-    if total is not None and total > len(events):
-        _warn(f"showing the newest {len(events)} of {total} events; --limit N (0 = all) to see more")
+            def ended() -> bool:
+                current = store.run(live_run.id) if live_run is not None else None
+                return current is None or current.ended_ns is not None or not current.is_live
+
+            try:
+                more = _print_events(
+                    timeline.follow(store, query, store.cursor(last_seen) if last_seen else None, until=ended),
+                    renderers, fmt, header=not shown,
+                )
+            except KeyboardInterrupt:
+                more = []
+            shown = shown + more
+        if not shown:
+            _note(timeline.why_empty(store, query, run))
 
 
-_REQUEST = "outbound_http_request"
-_RESPONSE = "outbound_http_response"
+def _note(message: str) -> None:
+    click.echo(f"hostapp: note: {message}", err=True)
 
 
-def _http_calls(
-    store: Any, run_id: str | None, since_ns: int | None, limit: int | None, nested: bool,
-) -> list[tuple[Any, Any]] | None:
-    """The newest ``limit`` HTTP calls as ``(request, response or None)`` pairs, oldest
-    first; ``None`` when the selection has no HTTP request at all."""
-    if not store.count_events(run_id=run_id, type=_REQUEST, since_ns=since_ns):
+def _chosen_run(store: Any, run_id: str | None, nth: int | None, follow: bool) -> Any:
+    """The run ``--run`` (a unique id prefix), ``--last`` / ``-n N`` or ``--follow`` (the
+    last run) names; ``None`` for every run; ``False`` when there is no run at all."""
+    from hostapp.timeline import resolve_run
+
+    if run_id:
+        try:
+            return resolve_run(store, run_id)
+        except LookupError as exc:
+            raise HostappCliError(str(exc), exit_code=2) from None
+    if nth is None and not follow:
         return None
-    requests: list[Any] = []
-    batch = None if limit is None else max(limit * 4, 200)
-    until = None
-    while True:  # newest first, skipping nested calls, until ``limit`` are found
-        chunk = store.events(run_id=run_id, type=_REQUEST, since_ns=since_ns, until_ns=until,
-                             limit=batch, newest_first=True)
-        for event in chunk:
-            if nested or event.data.get("nested_in") is None:
-                requests.append(event)
-        if batch is None or len(chunk) < batch or (limit is not None and len(requests) >= limit):
-            break
-        until = chunk[-1].timestamp_ns
-    if limit is not None:
-        requests = requests[:limit]
-    requests.reverse()
-    if not requests:
-        return []
-    if all("frame_id" not in r.data for r in requests):  # call records: request and response in one
-        return [(r, r) for r in requests]
-    first = requests[0].timestamp_ns
-    responses = {  # request/response pairs of Kolo-style processors, joined on frame_id
-        e.data.get("frame_id"): e
-        for e in store.events(run_id=run_id, type=_RESPONSE, since_ns=first)
-    }
-    return [(r, r if "frame_id" not in r.data else responses.get(r.data.get("frame_id"))) for r in requests]
+    runs = store.runs(nth or 1)
+    if len(runs) < (nth or 1):
+        _note("no runs recorded yet" if not runs else f"only {len(runs)} run(s) recorded; -n {nth} names none")
+        return False
+    return runs[-1]
 
 
-def _site(data: dict[str, Any]) -> str:
+def _renderers(state: _State) -> Any:
+    from hostapp.render import Renderers
+
+    return Renderers(state.plugin_manager().collect("hostapp_event_renderers", on_conflict="report"))
+
+
+def _print_events(events: Any, renderers: Any, fmt: str | None, *, header: bool = True) -> list[Any]:
+    """Print ``events`` as they come (a table's rows, or JSON); return the last one in a
+    list (what ``--follow`` goes on from), or ``[]`` when there was none."""
+    last: list[Any] = []
+
+    def counted() -> Iterator[Any]:
+        for event in events:
+            last[:] = [event]
+            yield event
+
+    if fmt is not None:
+        _print_json((e.to_dict() for e in counted()), fmt)
+        return last
     import os
+    import shutil
 
-    site = data.get("call_site") or {}
-    if not site.get("file"):
-        return ""
-    path = site["file"]
-    try:
-        rel = os.path.relpath(path)
-        path = rel if not rel.startswith("..") else path
-    except ValueError:
-        pass
-    return f"{path}:{site.get('line')}"
+    from hostapp.timeline import KIND_WIDTH, row
+
+    width = shutil.get_terminal_size((160, 24)).columns if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 160))
+    cwd = os.getcwd()
+    for event in counted():
+        if header:
+            click.echo(f"{'Time':<23}  {'Kind':<{KIND_WIDTH}} {'Duration':>9}  Event")
+            header = False
+        click.echo(row(event, renderers, width, cwd=cwd))
+    return last
 
 
-def _print_http_calls(calls: list[tuple[Any, Any]], as_json: bool) -> None:
-    if as_json:
-        for request, response in calls:
-            click.echo(json.dumps(request.to_dict(), default=repr))
-            if response is not None and response is not request:
-                click.echo(json.dumps(response.to_dict(), default=repr))
+@events_command.command("show")
+@click.argument("event_id")
+@_output_options
+@click.pass_context
+def show_command(ctx: click.Context, event_id: str, fmt: str | None) -> None:
+    """Print one event whole: an HTTP call with its request and response side by side
+    (headers, bodies) and the calls made inside it; any other event with every field.
+
+    EVENT_ID is the event's id or a unique prefix of it (--jsonl prints ids).
+    """
+    from hostapp.events.calls import RESPONSE, join_calls
+
+    state: _State = ctx.obj
+    store = _open_store(state, ctx.parent.meta.get("hostapp.db") if ctx.parent else None)
+    if store is None:
         return
-    if not calls:
-        click.echo("No HTTP calls.")
-        return
+    with store:
+        found = store.find_events(event_id, limit=2)
+        if not found:
+            raise HostappCliError(f"no event with an id starting {event_id!r}", exit_code=2)
+        if len(found) > 1 and found[0].id != event_id:
+            raise HostappCliError(f"event id prefix {event_id!r} is ambiguous: {found[0].id}, {found[1].id}, ...", 2)
+        event = found[0]
+        frame = event.data.get("frame_id")
+        if event.type == "outbound_http_request" and frame is not None and "status_code" not in event.data:
+            later = store.iter_events(run_id=event.run_id, types=[RESPONSE], since_ns=event.timestamp_ns)
+            event = next(join_calls([event, *(e for e in later if e.data.get("frame_id") == frame)]))
+        children = []
+        span = event.data.get("span_id")
+        if span and isinstance(event.data.get("duration_ns"), int):
+            window = store.iter_events(run_id=event.run_id, since_ns=event.timestamp_ns,
+                                       until_ns=event.timestamp_ns + event.data["duration_ns"] + 1)
+            children = [e for e in window if e.id != event.id and e.data.get("parent_span_id") == span]
+        if _print_json([event.to_dict()], fmt):
+            return
+        _print_event_details(event, _renderers(state), children)
+
+
+def _print_event_details(event: Any, renderers: Any, children: list[Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(header_style="bold")
-    table.add_column("Time", no_wrap=True)
-    table.add_column("Method", no_wrap=True)
-    table.add_column("URL", overflow="fold", ratio=1)
-    table.add_column("Status", no_wrap=True, justify="right")
-    table.add_column("Duration", no_wrap=True, justify="right")
-    table.add_column("Library", no_wrap=True)
-    table.add_column("Call site", overflow="fold")
-    for request, response in calls:
-        data = request.data
-        if response is None:
-            status, duration = "…", ""
+    from hostapp import timeline
+
+    console = _console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in timeline.details(event, renderers, children):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            text = "\n".join(value) if name == "nested" else ", ".join(value)
         else:
-            rd = response.data
-            error = rd.get("error") if isinstance(rd.get("error"), dict) else {}
-            status = str(rd.get("status_code")) if rd.get("status_code") is not None else (
-                str(error.get("type") or rd.get("exception_type") or "error").rsplit(".", 1)[-1]
-            )
-            ns = rd.get("duration_ns")
-            duration = f"{ns / 1e6:.1f} ms" if isinstance(ns, (int, float)) else ""
-        library = str(request.subtype or data.get("library") or "")
-        if data.get("nested_in"):
-            library = f"  ↳ {library}"
-        table.add_row(_when(request.timestamp_ns), str(data.get("method") or ""), str(data.get("url") or ""),
-                      status, duration, library, _site(data))
-    _console().print(table)
+            text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+        grid.add_row(escape(str(name)), escape(str(text)))
+    console.print(grid)
+    request, response = event.data.get("request"), event.data.get("response")
+    if isinstance(request, dict) or isinstance(response, dict) or "error" in event.data:
+        sides = Table(header_style="bold", show_lines=True, expand=True)
+        sides.add_column("Request", overflow="fold", ratio=1)
+        sides.add_column("Response", overflow="fold", ratio=1)
+        sides.add_row(escape(_side(request, event.data.get("method"), event.data.get("url"))),
+                      escape(_side(response, event.data.get("status_code"), None, event.data.get("error"))))
+        console.print(sides)
 
 
-def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
+def _side(part: Any, first: Any, second: Any, error: Any = None) -> str:
+    """One side of an HTTP call: its first line, headers and body."""
+    lines = [" ".join(str(x) for x in (first, second) if x is not None)]
+    if isinstance(error, dict):
+        lines.append(f"raised {error.get('type')}: {error.get('message')}")
+    if not isinstance(part, dict):
+        return "\n".join(lines + ([] if error else ["(nothing recorded)"]))
+    for name, value in (part.get("headers") or {}).items():
+        lines.append(f"{name}: {value}")
+    body, size = part.get("body"), part.get("body_size")
+    lines.append("")
+    if body is None:
+        lines.append("(no body)" if not size else f"(body not recorded, {size} bytes)")
+    else:
+        lines.append(str(body) + ("\n… (cut)" if part.get("body_truncated") else ""))
+    return "\n".join(lines)
+
+
+def _print_dead_letters(store: Any, limit: int | None, fmt: str | None) -> None:
     letters = store.dead_letters(limit=limit or None)
-    if as_json:
-        for letter in letters:
-            click.echo(json.dumps(letter.to_dict(), default=repr))
+    if _print_json((letter.to_dict() for letter in letters), fmt):
         return
     if not letters:
         click.echo("No dead letters.")
@@ -615,9 +959,9 @@ def _print_dead_letters(store: Any, limit: int | None, as_json: bool) -> None:
 @click.option("--sink", metavar="NAME", help="Only this sink's dead letters.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds for each sink's redelivery.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_output_options
 @click.pass_context
-def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_json: bool) -> None:
+def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, fmt: str | None) -> None:
     """Send the dead letters to their sinks again; delivered ones are deleted.
 
     Exit status 1 when some could not be delivered (they stay dead letters).
@@ -632,8 +976,8 @@ def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_j
     sinks = pm.collect("hostapp_event_sinks", on_conflict="report")
     with store:
         results = redeliver(store, sinks, state.config(), sink, timeout=timeout)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
+    if _print_json([{"sink": name, **result} for name, result in sorted(results.items())], fmt):
+        pass
     elif not results:
         click.echo("No dead letters to redeliver.")
     else:
@@ -648,11 +992,13 @@ def redeliver_command(ctx: click.Context, sink: str | None, timeout: float, as_j
 
 @cli.command("sinks")
 @_db_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
+def sinks_command(state: _State, db_path: str | None, fmt: str | None) -> None:
     """List the event sinks: who provides them, whether they are enabled, what they accept,
     their counters in the last run and their pending dead letters."""
+    from hostapp.events.worker import sink_table
+
     pm = state.plugin_manager()
     config = state.config()
     tables = config.get("events.sinks") or {}
@@ -670,21 +1016,19 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
     rows = []
     for contribution in pm.collect("hostapp_event_sinks", on_conflict="report"):
         spec = contribution.spec
-        table = tables.get(spec.name)
         rows.append({
             "name": spec.name,
             "plugin": contribution.plugin,
             "distribution": contribution.distribution,
             "version": contribution.version,
-            "enabled": table is not None and table.get("enabled", True) is not False,
+            "enabled": sink_table(spec, tables) is not None,
             "event_types": list(spec.event_types),
             "description": spec.description,
             "last_run": last_run_id,
             "counters": last_counters.get(spec.name),
             "dead_letters": pending.get(spec.name, 0),
         })
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -704,9 +1048,9 @@ def sinks_command(state: _State, db_path: str | None, as_json: bool) -> None:
 @cli.command("components")
 @_db_option
 @click.option("--dry-run", is_flag=True, help="Build, check and close every component now, whatever the store holds.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def components_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+def components_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | None) -> None:
     """Show the components ([components.NAME]): driver, load, state, error and health.
 
     From the store: what a running host last reported (or, when none runs, the last run
@@ -727,8 +1071,7 @@ def components_command(state: _State, db_path: str | None, dry_run: bool, as_jso
     else:
         with Store(path) as store:
             rows, title = component_rows(config, state.plugin_manager, store)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=repr))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -753,9 +1096,9 @@ def components_command(state: _State, db_path: str | None, dry_run: bool, as_jso
 @cli.command("tasks")
 @_db_option
 @click.option("--dry-run", is_flag=True, help="List the tasks the plugins contribute; do not read the store.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@_output_options
 @click.pass_obj
-def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bool) -> None:
+def tasks_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | None) -> None:
     """List the background tasks: state, runs, failures, restarts and the last error.
 
     From the live run's reports in the store (a host running now), else from the last run
@@ -771,8 +1114,7 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
             run, live, rows = stored_task_rows(store)
     if not rows:
         rows = dry_task_rows(state.plugin_manager().collect("hostapp_background_tasks", on_conflict="report"))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _print_json(rows, fmt):
         return
     from rich.table import Table
 
@@ -799,10 +1141,131 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, as_json: bo
     _console().print(table)
 
 
-@cli.command(
-    "run",
-    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-)
+def _host_config(state: _State, config_path: str | None, db_path: str | None) -> Config:
+    """The configuration of a command that runs a host: its own ``--config`` (as the
+    group's), ``--db`` as ``store.path``, ``--strict`` as ``plugins.strict``."""
+    import dataclasses
+    import os
+
+    if config_path:
+        state.config_path = config_path
+    config = state.config()
+    data = dict(config.data)
+    if db_path:
+        data["store.path"] = os.path.abspath(db_path)
+    if state.strict:
+        data["plugins.strict"] = True
+    return dataclasses.replace(config, data=data)
+
+
+@cli.command("serve")
+@click.option("--host", "bind", metavar="ADDRESS", default=None,
+              help="Address to listen on (default: serve.host, 127.0.0.1). Not loopback: HOSTAPP_SERVE_TOKEN is required.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: serve.port, 8765; 0 picks a free one).")
+@click.option("--config", "serve_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
+@_db_option
+@click.option("--open", "open_run", metavar="RUN",
+              help="Open this run's page in the web browser at start (a run id, or 'last').")
+@click.pass_obj
+def serve_command(state: _State, bind: str | None, port: int | None, serve_config: str | None,
+                  db_path: str | None, open_run: str | None) -> None:
+    """Run the host as a service: plugins' routes, the management API and the web view.
+
+    Starts a Host (components, sinks, background tasks, tracing) and serves it with
+    uvicorn until SIGINT or SIGTERM, then stops the server and the host in order. Needs
+    the serve extra: pip install 'hostapp[serve]'. Every change (POST, PUT, DELETE) needs
+    the token (HOSTAPP_SERVE_TOKEN, or one generated and printed at start).
+    """
+    from hostapp.serve import MissingExtraError, require_extra
+    from hostapp.serve.server import serve
+
+    try:
+        require_extra()
+    except MissingExtraError as exc:
+        raise HostappCliError(str(exc), exit_code=2) from None
+    config = _host_config(state, serve_config, db_path)
+    if open_run == "last":  # the newest run before this one starts its own
+        store = _open_store(state, db_path)
+        latest = store.last_run() if store is not None else None
+        if store is not None:
+            store.close()
+        if latest is None:
+            raise HostappCliError("--open last: no runs recorded yet", exit_code=2)
+        open_run = latest.id
+    try:
+        serve(config, host=bind or config["serve.host"], port=config["serve.port"] if port is None else port,
+              command=["hostapp", *sys.argv[1:]], open_path=f"runs/{open_run}" if open_run else None)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+class _RunCommand(click.Command):
+    """``hostapp run``: python's command line. hostapp's options come before the target;
+    everything after ``SCRIPT`` or ``-m MODULE`` is the program's, untouched (``-h``,
+    ``--``, ``-q`` and ``--db`` included), as with ``python``, ``kolo run`` and
+    ``opentelemetry-instrument``."""
+
+    #: hostapp run's options that take a value (``--db PATH``, ``--db=PATH``).
+    VALUE_OPTIONS = frozenset({"--config", "--db", "--processor", "--no-processor", "--json-summary"})
+    #: its flags, and the short ones that may be combined (``-qm pip``, as python's ``-qm``).
+    FLAGS = frozenset({"--quiet", "--help"})
+    SHORT_FLAGS = frozenset("qh")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        own, target = split_run_args(args, self.VALUE_OPTIONS, self.FLAGS, self.SHORT_FLAGS)
+        return super().parse_args(ctx, [*own, *target])
+
+
+def split_run_args(
+    args: list[str], value_options: frozenset[str], flags: frozenset[str], short_flags: frozenset[str],
+) -> tuple[list[str], list[str]]:
+    """Split ``hostapp run``'s arguments into hostapp's and the target's.
+
+    Args:
+        args: what follows ``run`` on the command line.
+        value_options / flags / short_flags: hostapp run's options.
+
+    Returns:
+        ``(own, target)``: ``own`` for click to parse; ``target`` is ``["-m", MODULE,
+        "--", *ARGS]`` or ``["--", SCRIPT, *ARGS]`` (empty when no target was given), so
+        click hands ``ARGS`` over as they are. An unknown option before the target is
+        left in ``own`` for click to report.
+    """
+    own: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return own, ["--", *args[i + 1:]]
+        if arg == "-" or not arg.startswith("-"):
+            return own, ["--", *args[i:]]
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            own.append(arg)
+            if name in value_options and "=" not in arg and i + 1 < len(args):
+                own.append(args[i + 1])
+                i += 1
+            i += 1
+            continue
+        # short options, possibly combined: -q, -h, -m MODULE, -mMODULE, -qm MODULE
+        for j, letter in enumerate(arg[1:], start=1):
+            if letter == "m":
+                module = arg[j + 1:]
+                if not module:
+                    if i + 1 >= len(args):
+                        own.append("-m")  # click reports the missing value
+                        return own, []
+                    module, i = args[i + 1], i + 1
+                return own, ["-m", module, "--", *args[i + 1:]]
+            own.append(f"-{letter}")
+            if letter not in short_flags:
+                break  # unknown: click reports it
+        i += 1
+    return own, []
+
+
+@cli.command("run", cls=_RunCommand)
 @click.option("--config", "run_config", metavar="PATH", help="Configuration file (as 'hostapp --config').")
 @_db_option
 @click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (as 'python -m').")
@@ -830,8 +1293,9 @@ def run_command(
     The trace processors (the built-in HTTP and job processors, and any plugin's) select
     what is recorded; the events go to the configured sinks (by default the SQLite store,
     .hostapp/hostapp.sqlite3). The program's arguments, stdin, stdout, stderr and exit
-    status are its own. At the end a summary goes to stderr (unless --quiet); then see the
-    calls with 'hostapp events --last'.
+    status are its own; every argument after SCRIPT or -m MODULE is the program's
+    (hostapp's options go before it). At the end a summary goes to stderr (unless
+    --quiet); then see the calls with 'hostapp events --last'.
     """
     import dataclasses
     import os
@@ -840,18 +1304,12 @@ def run_command(
 
     if module is None and not argv:
         raise HostappCliError("hostapp run: expected SCRIPT or -m MODULE (see 'hostapp run --help')", exit_code=2)
-    if run_config:
-        state.config_path = run_config
-    config = state.config()
+    config = _host_config(state, run_config, db_path)
     data = dict(config.data)
-    if db_path:
-        data["store.path"] = os.path.abspath(db_path)
     if only:
         data["tracing.processors"] = [*(data["tracing.processors"] or []), *only]
     if disable:
         data["tracing.disable"] = [*data["tracing.disable"], *disable]
-    if state.strict:
-        data["plugins.strict"] = True
     config = dataclasses.replace(config, data=data)
     try:
         if module is not None:
@@ -870,7 +1328,23 @@ def run_command(
         raise HostappCliError(f"hostapp run: can't open file {path!r}: {reason}", exit_code=2) from None
     command = ["hostapp", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else ["hostapp", "run", *(
         ["-m", module] if module else []), *argv]
-    run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary)
+    run_program(target, config=config, command=command, quiet=quiet, json_summary=json_summary,
+                see=_see_command(state.config_path, db_path))
+
+
+def _see_command(config_path: str | None, db_path: str | None) -> str:
+    """``hostapp [--config C] events [--db D] --last``: the summary's hint, repeating the
+    options that chose the configuration and the store, so that following it reads the
+    store the run wrote (``HOSTAPP_CONFIG`` stays in the environment, so it is not repeated)."""
+    import shlex
+
+    words = ["hostapp"]
+    if config_path and config_path != os.environ.get("HOSTAPP_CONFIG"):
+        words += ["--config", config_path]
+    words.append("events")
+    if db_path:
+        words += ["--db", db_path]
+    return shlex.join([*words, "--last"])
 
 
 def _add_probes_group() -> None:

@@ -14,8 +14,11 @@ underscores between levels), e.g. ``HOSTAPP_HOST__SHUTDOWN_TIMEOUT=5`` or
 ``HOSTAPP_DISABLE_PLUGINS``, ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD``, ``HOSTAPP_NO_CACHE``) are
 applied by the discovery adapter, which names them in the rule of a filtered plugin.
 
-Every key is typed and validated (:data:`SCHEMA`). An unknown key is a warning naming the
-file and key. Invalid TOML, a wrong type or a bad pattern raises
+Every key is typed and validated (:data:`SCHEMA`). An unknown key, or an unknown
+``HOSTAPP_*`` variable (not a key override and not in :data:`ENVIRONMENT`), is a warning
+naming the file and line (or the variable) and, when one is close (:mod:`difflib`), the key
+that was meant. Each value's origin is kept (:attr:`Config.origins`: ``file:line``, the
+variable, or the default), for ``hostapp config``. Invalid TOML, a wrong type or a bad pattern raises
 :class:`~hostapp.errors.ConfigError`, one line naming the file (and line when TOML gives
 it) and the key; the ``hostapp`` command turns it into exit status 2.
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +38,7 @@ from hostapp.errors import ConfigError
 if TYPE_CHECKING:
     from hostapp.discovery import DiscoveryOptions
 
-__all__ = ["SCHEMA", "Config", "ConfigWarning", "Key", "load_config"]
+__all__ = ["ENVIRONMENT", "SCHEMA", "Config", "ConfigWarning", "Key", "did_you_mean", "load_config"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -81,15 +84,21 @@ SCHEMA: dict[str, Key] = {
     "plugins.deny_tags": Key("list", [], "Plugins having one of these tags never load."),
     "plugins.paths": Key("paths", [], "Plugin folders: a module or package per plugin."),
     "plugins.modules": Key("list", [], "Plugin modules to load: 'module' or 'module:attr'."),
-    "plugins.autoload": Key("bool", True, "Read entry points of installed distributions."),
+    "plugins.autoload": Key(
+        "bool", True, "Read entry points of installed distributions (hostapp's built-ins are read either way)."
+    ),
+    "plugins.builtins": Key("bool", True, "Load hostapp's built-in plugins (hostapp --no-builtins)."),
+    "plugins.force": Key(
+        "list", [], "Plugins that load even where a filter or autoload = false leaves them out (hostapp --enable)."
+    ),
     "plugins.cache": Key("bool", True, "Cache the entry-point index on disk."),
     "plugins.strict": Key("bool", False, "Any plugin failure is fatal (plugin development)."),
     "plugins.config": Key("tables", {}, "Per-plugin settings, [plugins.config.NAME]."),
-    "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, [plugins.meta.NAME]."),
+    "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, requires, [plugins.meta.NAME]."),
     "host.shutdown_timeout": Key("float", 10.0, "Seconds stop() may take in all.", minimum=0),
     "store.path": Key("str", ".hostapp/hostapp.sqlite3", "The SQLite store (relative to the config file)."),
     "events.sinks": Key(
-        "tables", {"sqlite": {}}, "Enabled sinks and their settings, [events.sinks.NAME]."
+        "tables", {"sqlite": {}}, "Sink settings, [events.sinks.NAME]; enabled = false turns one off."
     ),
     "events.queue_size": Key("int", 100_000, "Events each sink's queue holds.", minimum=1),
     "events.full_policy": Key(
@@ -141,12 +150,32 @@ SCHEMA: dict[str, Key] = {
                  "secret", "client_secret"],
         "Query parameters and body keys whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
+    "serve.host": Key("str", "127.0.0.1", "Address hostapp serve listens on (not loopback: HOSTAPP_SERVE_TOKEN is required)."),
+    "serve.port": Key("int", 8765, "Port hostapp serve listens on (0: a free one).", minimum=0),
+}
+
+#: The ``HOSTAPP_*`` environment variables that are not key overrides
+#: (``HOSTAPP_<SECTION>__<KEY>``), with one line each: ``hostapp --help`` and
+#: ``docs/configuration.md`` list them, and any other ``HOSTAPP_*`` variable is warned about
+#: (with the name that was meant). A module that reads a variable of its own adds it here.
+ENVIRONMENT: dict[str, str] = {
+    "HOSTAPP_CONFIG": "The configuration file (as hostapp --config PATH).",
+    "HOSTAPP_STRICT": "1: any plugin failure is fatal and unknown keys are errors (as hostapp --strict).",
+    "HOSTAPP_PLUGINS": "Only these plugins load: comma-separated names or patterns.",
+    "HOSTAPP_DISABLE_PLUGINS": "These plugins never load: comma-separated names or patterns (as hostapp --disable).",
+    "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD": (
+        "1: no entry points of installed distributions; hostapp's built-ins stay (as pytest's "
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD)."
+    ),
+    "HOSTAPP_NO_CACHE": "1: bypass the entry-point index cache (as hostapp plugins --no-cache).",
+    "HOSTAPP_SERVE_TOKEN": "The token of hostapp serve (a secret: no key in the file).",
 }
 
 _META_KEYS: dict[str, Callable[[Any], bool]] = {
     "tags": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
     "priority": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "description": lambda v: isinstance(v, str),
+    "requires": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
 }
 
 
@@ -160,13 +189,20 @@ class Config:
         source: where it came from: a file path, ``"<defaults>"`` or ``"<dict>"``.
         root: the directory relative paths are resolved against (the config file's
             directory, else the working directory).
-        warnings: the warnings found while loading (unknown keys), one line each.
+        warnings: the warnings found while loading (unknown keys and variables), one line
+            each.
+        origins: where each value that is not a default came from, by dotted key (also
+            the keys inside table-of-tables keys: ``"events.sinks.acme"``,
+            ``"events.sinks.acme.path"``): ``"hostapp.toml:12"`` (the file and the line of
+            the key), ``"HOSTAPP_EVENTS__BATCH_SIZE"`` (the variable), ``"<dict>"``; a key
+            that is absent has its default (:meth:`origin`).
     """
 
     data: Mapping[str, Any]
     source: str = "<defaults>"
     root: Path = field(default_factory=Path.cwd)
     warnings: tuple[str, ...] = ()
+    origins: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> Config:
@@ -194,21 +230,55 @@ class Config:
         Raises:
             ConfigError: a wrong type or a bad pattern, naming ``source`` and the key.
         """
+        return cls._build(raw, source=source, root=root, environ=environ)
+
+    @classmethod
+    def _build(
+        cls,
+        raw: Mapping[str, Any],
+        *,
+        source: str,
+        root: Path | None,
+        environ: Mapping[str, str] | None,
+        lines: Mapping[str, int] | None = None,
+        shown: str | None = None,
+    ) -> Config:
         root = Path(root) if root is not None else Path.cwd()
         env = os.environ if environ is None else environ
         found: list[str] = []
         data = {key: _copy(k.default) for key, k in SCHEMA.items()}
-        flat = _flatten(raw, source, found)
+        where = _Where(shown or source, lines or {})
+        origins: dict[str, str] = {}
+        flat = _flatten(raw, where, found)
         for key, value in flat.items():
             data[key] = _validate(key, value, source, root)
+            origins.update(where.origins(key, value))
         for key, value in _env_overrides(env, found).items():
+            var = "HOSTAPP_STRICT" if key == "plugins.strict" and "HOSTAPP_STRICT" in env else key_env(key)
             if key.startswith("components."):
                 data["components"] = _component_override(data["components"], key, value)
+                origins[key] = var
                 continue
-            data[key] = _validate(key, value, key_env(key), root)
+            data[key] = _validate(key, value, var, root)
+            origins[key] = var
         for message in found:
-            warnings.warn(message, ConfigWarning, stacklevel=3)
-        return cls(data, source=source, root=root, warnings=tuple(found))
+            warnings.warn(message, ConfigWarning, stacklevel=4)
+        return cls(data, source=source, root=root, warnings=tuple(found), origins=origins)
+
+    def origin(self, key: str) -> str:
+        """Where the value of dotted ``key`` comes from: ``"hostapp.toml:12"``, the
+        environment variable, or ``"default"`` (a key inside a table of tables that is not
+        set itself gives its table's origin)."""
+        probe = key
+        while probe:
+            found = self.origins.get(probe)
+            if found is not None:
+                return found
+            parent = probe.rpartition(".")[0]
+            if parent in SCHEMA:  # an entry of a table of tables that the file does not set
+                return "default"
+            probe = parent
+        return "default"
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of dotted ``key`` (``"plugins.enable"``), or ``default``."""
@@ -247,8 +317,11 @@ class Config:
             modules=(*self.data["plugins.modules"], *self.data["tracing.kolo_processors"]),
             meta=dict(self.data["plugins.meta"]),
             autoload=bool(self.data["plugins.autoload"]),
+            builtins=bool(self.data["plugins.builtins"]),
+            force=tuple(self.data["plugins.force"]),
             use_cache=bool(self.data["plugins.cache"]),
             config_source=self.source,
+            root=str(self.root),
         )
 
 
@@ -308,6 +381,8 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             message, line = _toml_error(exc)
             raise ConfigError(shown, f"invalid TOML: {message}", line=line) from None
+        lines = toml_key_lines(text)
+        where = _shown(file, base)
         if is_pyproject:
             tool = raw.get("tool", {})
             if "hostapp" not in tool:
@@ -316,13 +391,62 @@ def load_config(
                 continue
             raw = tool["hostapp"]
             shown = f"{shown} [tool.hostapp]"
+            lines = {k[len("tool.hostapp."):]: n for k, n in lines.items() if k.startswith("tool.hostapp.")}
         if not isinstance(raw, dict):
             raise ConfigError(shown, "expected a table")
-        return Config.from_dict(raw, source=shown, root=file.parent, environ=env)
+        return Config._build(raw, source=shown, root=file.parent, environ=env, lines=lines, shown=where)
     return Config.from_dict({}, source="<defaults>", root=base, environ=env)
 
 
 # -- internals ---------------------------------------------------------------------------
+
+
+_TOML_KEY = r"""(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')"""
+_TOML_PATH = rf"{_TOML_KEY}(?:\s*\.\s*{_TOML_KEY})*"
+
+
+def toml_key_lines(text: str) -> dict[str, int]:
+    """The line (1-based) of every table header and key of a TOML document, by dotted path.
+
+    ``[events.sinks.acme]`` on line 7 and ``path = "x"`` below it give
+    ``{"events.sinks.acme": 7, "events.sinks.acme.path": 8}``; keys of inline tables
+    and arrays of tables are not listed (their parent's line is the nearest).
+    ``tomllib`` keeps no positions, so this reads the lines itself: what it cannot place
+    (inside a multi-line string) it leaves out.
+    """
+    import re
+
+    header = re.compile(rf"^\s*\[\s*({_TOML_PATH})\s*\]\s*(?:#.*)?$")
+    array = re.compile(rf"^\s*\[\[\s*({_TOML_PATH})\s*\]\]")
+    assign = re.compile(rf"^\s*({_TOML_PATH})\s*=")
+    part = re.compile(_TOML_KEY)
+    out: dict[str, int] = {}
+    table: str | None = ""
+    in_string: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string is not None:
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        found = array.match(line)
+        if found:
+            table = None  # keys of arrays of tables are not placed
+            continue
+        found = header.match(line)
+        if found:
+            table = ".".join(p.strip("\"'") for p in part.findall(found.group(1)))
+            out.setdefault(table, number)
+            continue
+        found = assign.match(line)
+        if found and table is not None:
+            key = ".".join(p.strip("\"'") for p in part.findall(found.group(1)))
+            out.setdefault(f"{table}.{key}" if table else key, number)
+        rest = line[found.end():] if found else line
+        for quote in ('"""', "'''"):
+            if rest.count(quote) % 2 == 1:
+                in_string = quote
+                break
+    return out
 
 
 def _shown(file: Path, base: Path) -> str:
@@ -348,13 +472,75 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _flatten(raw: Mapping[str, Any], source: str, found: list[str]) -> dict[str, Any]:
+def did_you_mean(word: str, choices: Iterable[str], *, common: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to ``word``, or ``""`` when none is close.
+
+    Args:
+        word: what was written.
+        choices: what exists.
+        common: a prefix shared by ``word`` and the choices worth comparing
+            (``"plugins."``, ``"HOSTAPP_"``): only choices with it are considered, and
+            only the rest is compared, so that a long shared prefix does not make
+            unrelated names look alike.
+
+    Uses :func:`difflib.get_close_matches` with its default cutoff, 0.6.
+    """
+    import difflib
+
+    if not word.startswith(common):
+        return ""
+    rest = {c[len(common):]: c for c in choices if c.startswith(common) and c != word}
+    close = difflib.get_close_matches(word[len(common):], list(rest), n=1)
+    return f"; did you mean {rest[close[0]]!r}?" if close else ""
+
+
+#: Keys of a ``[events.sinks.NAME]`` table the event bus reads itself; the rest is the
+#: sink's own (``hostapp.events.worker.BUS_KEYS`` is this tuple).
+SINK_BUS_KEYS: tuple[str, ...] = (
+    "enabled", "batch_size", "flush_interval_ms", "max_retries", "retry_backoff_ms",
+    "retry_max_backoff_ms", "queue_size", "full_policy", "max_block_ms",
+)
+
+
+class _Where:
+    """Names a key's place in the file (``hostapp.toml:12``) for warnings and origins."""
+
+    def __init__(self, shown: str, lines: Mapping[str, int]) -> None:
+        self.shown = shown
+        self.lines = lines
+
+    def __call__(self, key: str) -> str:
+        probe = key
+        while probe:
+            line = self.lines.get(probe)
+            if line is not None:
+                return f"{self.shown}:{line}"
+            probe = probe.rpartition(".")[0]
+        return self.shown
+
+    def origins(self, key: str, value: Any) -> dict[str, str]:
+        """The origin of ``key`` and, for a table of tables, of every key inside it."""
+        out = {key: self(key)}
+        if SCHEMA[key].type == "tables" and isinstance(value, Mapping):
+            for name, table in value.items():
+                out[f"{key}.{name}"] = self(f"{key}.{name}")
+                if isinstance(table, Mapping):
+                    for item in table:
+                        out[f"{key}.{name}.{item}"] = self(f"{key}.{name}.{item}")
+        return out
+
+
+def _flatten(raw: Mapping[str, Any], where: _Where, found: list[str]) -> dict[str, Any]:
     """Turn the nested tables into dotted keys; unknown keys become warnings."""
     out: dict[str, Any] = {}
+    source = where.shown
     sections = {key.split(".", 1)[0] for key in SCHEMA}
     for section, table in raw.items():
         if section not in sections:
-            found.append(f"{source}: unknown key {section!r} (ignored)")
+            hint = did_you_mean(section, sections)
+            if not hint and isinstance(table, Mapping):  # [plugin] for [plugins]: the keys tell
+                hint = did_you_mean(".".join([section, *table][:2]), SCHEMA)
+            found.append(f"{where(section)}: unknown key {section!r} (ignored){hint}")
             continue
         if not isinstance(table, dict):
             raise ConfigError(source, f"expected a table, got {_tname(table)}", key=section)
@@ -364,24 +550,66 @@ def _flatten(raw: Mapping[str, Any], source: str, found: list[str]) -> dict[str,
         for name, value in table.items():
             key = f"{section}.{name}"
             if key not in SCHEMA:
-                found.append(f"{source}: unknown key {key!r} (ignored)")
+                hint = did_you_mean(key, SCHEMA, common=section + ".")
+                found.append(f"{where(key)}: unknown key {key!r} (ignored){hint}")
                 continue
             out[key] = value
+            if key == "events.sinks" and isinstance(value, Mapping):
+                _check_sink_keys(value, where, found)
     return out
+
+
+def _check_sink_keys(tables: Mapping[str, Any], where: _Where, found: list[str]) -> None:
+    """Warn about a ``[events.sinks.NAME]`` key that is close to one the bus reads
+    (``enabeld``, ``batchsize``): the rest of the table is the sink's own, so only such
+    near misses can be told apart from the sink's settings."""
+    import difflib
+
+    for name, table in tables.items():
+        if not isinstance(table, Mapping):
+            continue
+        for item in table:
+            if item in SINK_BUS_KEYS:
+                continue
+            close = difflib.get_close_matches(item, SINK_BUS_KEYS, n=1, cutoff=0.8)
+            if close:
+                key = f"events.sinks.{name}.{item}"
+                found.append(
+                    f"{where(key)}: key {key!r} is not read by the event bus (it goes to the sink as is); "
+                    f"did you mean {close[0]!r}?"
+                )
+
+
+_ENV_SECTIONS = frozenset(f"HOSTAPP_{key.split('.', 1)[0].upper()}__" for key in SCHEMA)
+
+
+def known_environment() -> list[str]:
+    """Every ``HOSTAPP_*`` variable hostapp reads: :data:`ENVIRONMENT` and the key
+    overrides (``HOSTAPP_<SECTION>__<KEY>``), sorted."""
+    overrides = [key_env(k) for k, spec in SCHEMA.items() if spec.type != "tables"]
+    return sorted({*ENVIRONMENT, *overrides})
 
 
 def _env_overrides(env: Mapping[str, str], found: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    known: list[str] | None = None
     for var, value in env.items():
-        if not var.startswith("HOSTAPP_") or "__" not in var:
+        if not var.startswith("HOSTAPP_") or var in ENVIRONMENT:
             continue
         key = var[len("HOSTAPP_") :].lower().replace("__", ".")
         if key.startswith("components.") and key.count(".") == 2 and key.rsplit(".", 1)[1] in ("driver", "load"):
             out[key] = value.strip()  # HOSTAPP_COMPONENTS__NAME__LOAD=no
             continue
-        spec = SCHEMA.get(key)
+        spec = SCHEMA.get(key) if "__" in var else None
         if spec is None or spec.type == "tables":
-            found.append(f"{var}: unknown configuration key {key!r} (ignored)")
+            if known is None:
+                known = known_environment()
+            section = var.split("__", 1)[0] + "__" if "__" in var else ""
+            hint = did_you_mean(var, known, common=section if section in _ENV_SECTIONS else "HOSTAPP_")
+            if "__" in var:
+                found.append(f"{var}: unknown configuration key {key!r} (ignored){hint}")
+            else:
+                found.append(f"{var}: unknown hostapp environment variable (ignored){hint}")
             continue
         out[key] = _from_env(spec, value, var)
     strict = env.get("HOSTAPP_STRICT")
@@ -478,7 +706,8 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
                     where = f"{key}.{name}.{meta_key}"
                     if check is None:
                         raise ConfigError(
-                            source, "unknown key; expected tags, priority or description", key=where
+                            source, "unknown key; expected tags, priority, description or requires"
+                            + did_you_mean(meta_key, _META_KEYS), key=where,
                         )
                     if not check(meta_value):
                         raise ConfigError(source, f"invalid value {meta_value!r}", key=where)
@@ -509,7 +738,8 @@ def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
         for item in table:
             if item not in _COMPONENT_KEYS:
                 raise ConfigError(
-                    source, "unknown key; expected driver, load or options", key=f"components.{name}.{item}"
+                    source, "unknown key; expected driver, load or options" + did_you_mean(item, _COMPONENT_KEYS),
+                    key=f"components.{name}.{item}",
                 )
         driver = table.get("driver")
         if not isinstance(driver, str) or not driver.strip():

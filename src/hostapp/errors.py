@@ -12,6 +12,7 @@ __all__ = [
     "DuplicateNameError",
     "HostappError",
     "MissingHookError",
+    "NotApplicable",
     "PluginContractError",
     "PluginLoadError",
 ]
@@ -109,3 +110,19 @@ class ComponentError(HostappError):
         self.component = component
         self.state = state
         super().__init__(message)
+
+
+class NotApplicable(HostappError):
+    """Raised by a plugin's ``should_load(config)`` to say it does not apply here, and why.
+
+    The plugin is then ``not_applicable`` (not registered, not an error), and ``hostapp
+    plugins`` shows ``should_load: MESSAGE``. Returning ``False`` does the same without a
+    reason; any other exception is a load failure (stage ``should_load``).
+
+    Example::
+
+        def should_load(config):
+            if not config.plugin_config("acme").get("url"):
+                raise hostapp.NotApplicable("no [plugins.config.acme] url")
+            return True
+    """

@@ -27,6 +27,7 @@ from hostapp.types import (
     EventRenderer,
     EventSink,
     InstrumentType,
+    Route,
     TraceProcessor,
 )
 
@@ -45,6 +46,7 @@ REGISTRATION_HOOKS: tuple[str, ...] = (
     "hostapp_instrument_types",
     "hostapp_cli_commands",
     "hostapp_event_renderers",
+    "hostapp_routes",
 )
 
 #: Names of the call hooks, in the order the host calls them during a run.
@@ -350,6 +352,44 @@ def hostapp_event_renderers() -> EventRenderer | Iterable[EventRenderer]:
     """
 
 
+@hookspec(isolate=True, collect=Route)
+def hostapp_routes() -> Route | Iterable[Route]:
+    """Contribute HTTP routes that ``hostapp serve`` mounts (LUNA's ``app.addRoutes``,
+    opa-stack's per-plugin ``router``).
+
+    Called once when the ASGI app is built (``hostapp serve``, or
+    ``hostapp.asgi.create_app(host)`` once the host has started). A route's endpoint is a
+    function taking a Starlette ``Request`` (``def`` or ``async def``), an ``HTTPEndpoint``
+    class, or an ASGI app mounted under the path. Requests to plugin routes go through the
+    same security as hostapp's own (a method other than GET/HEAD/OPTIONS needs the token,
+    every request does on a non-loopback bind) and each one emits a ``monitoring_event``.
+    ``hostapp routes`` lists them. Needs the ``hostapp[serve]`` extra (Starlette, uvicorn).
+    See ``docs/serve.md``.
+
+    Returns:
+        a ``Route``, an iterable of them, or ``None``.
+
+    Errors:
+        isolated — see :func:`hostapp_trace_processors`. Two routes with the same ``name``
+        or the same ``path``, a route under another plugin's mount, or a path under
+        hostapp's own (``/api``, ``/-``, the web view) are refused when the app is built,
+        naming both plugins (a ``DuplicateNameError``; ``hostapp serve`` exits 1).
+
+    Example::
+
+        from starlette.responses import PlainTextResponse
+
+        import hostapp
+
+        async def teapot(request):
+            return PlainTextResponse("I'm a teapot", status_code=418)
+
+        @hostapp.hookimpl
+        def hostapp_routes():
+            return hostapp.Route("/teapot", teapot, methods=("GET",))
+    """
+
+
 # --------------------------------------------------------------------------------------
 # Call hooks
 # --------------------------------------------------------------------------------------
@@ -428,7 +468,7 @@ def hostapp_startup(host: Any) -> None:
 
         @hostapp.hookimpl
         async def hostapp_startup(host):
-            host.emit("monitoring_event", subtype="started", plugin="acme")
+            host.emit("monitoring_event", "started", plugin="acme")
     """
 
 

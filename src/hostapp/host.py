@@ -63,8 +63,9 @@ logger = logging.getLogger("hostapp")
 _current: Host | None = None
 _current_lock = threading.Lock()
 
-#: The stage a plugin is marked failed at when it raises in an isolated call hook.
-_HOOK_STAGES = {"hostapp_configure": "configure", "hostapp_startup": "start"}
+#: The stage a plugin is marked failed at when it raises in an isolated call hook
+#: (``hostapp_configure``: :meth:`PluginManager.aconfigure` fails and withdraws it).
+_HOOK_STAGES = {"hostapp_startup": "start"}
 
 
 def get_host() -> Host:
@@ -293,7 +294,7 @@ class Host:
         pm.load(self.config, explicit=self._explicit, strict=self.strict)
         pm.check_required()
         pm.error_listeners.append(self._on_hook_error)
-        await pm.ahook.hostapp_configure(config=self.config)
+        await pm.aconfigure(self.config)  # a plugin failing here is withdrawn: it contributes nothing
         self._raise_if_strict_failure(PluginLoadError)
         self.drivers = await pm.acollect("hostapp_drivers", on_conflict="raise" if self.strict else "report")
         await self.components.abuild(self.drivers)
@@ -390,14 +391,8 @@ class Host:
 
     def _on_hook_error(self, record: HookError) -> None:
         stage = _HOOK_STAGES.get(record.hook)
-        info = self.pm.infos.get(record.plugin)
-        if stage is None or info is None or info.state is PluginState.FAILED:
-            return
-        info.state = PluginState.FAILED
-        info.stage = stage
-        info.error = record.error
-        info.traceback = record.traceback
-        self.pm.set_state(info, PluginState.FAILED)
+        if stage is not None:
+            self.pm.fail_plugin(record.plugin, stage, record.error, record.traceback)
 
     def _on_sink_error(self, record: SinkError) -> None:
         """A sink that cannot open marks its plugin failed at stage ``sink-open`` (its

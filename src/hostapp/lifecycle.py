@@ -4,6 +4,8 @@ Every candidate the discovery adapter finds gets one :class:`PluginInfo`, create
 anything is imported, and the record follows the plugin through its whole life::
 
     discovered -> filtered | shadowed                     (never imported)
+    discovered -> not_applicable                          (``requires`` missing: never imported)
+    discovered -> imported -> not_applicable              (``should_load`` said no: not registered)
     discovered -> imported -> registered -> started -> stopped
     any stage  -> failed                                  (stage + error kept)
 
@@ -30,6 +32,10 @@ class PluginState(str, enum.Enum):
     FILTERED = "filtered"
     #: Another source offered the same name first; :attr:`PluginInfo.shadowed_by` says which.
     SHADOWED = "shadowed"
+    #: It does not apply here: a distribution it ``requires`` is missing (checked before
+    #: import), or its ``should_load(config)`` said no (after import, before
+    #: registration); :attr:`PluginInfo.rule` says why. Not an error.
+    NOT_APPLICABLE = "not_applicable"
     #: Its module was imported and the plugin object resolved.
     IMPORTED = "imported"
     #: Registered with the plugin manager; its hook implementations are callable.
@@ -90,14 +96,20 @@ class PluginInfo:
         version: the distribution version for entry points (``None`` otherwise).
         tags: tags from ``NAME.meta.json`` / ``meta.json``, ``[plugins.meta.NAME]`` or the
             plugin's ``hostapp_plugin_meta`` attribute.
+        requires: distributions the plugin needs (requirement strings: ``"redis>=4.5"``),
+            from its metadata file, ``[plugins.meta.NAME]``, or the extras of its entry
+            point (``acme = acme_hostapp [redis]`` requires what the distribution's extra
+            ``redis`` requires); checked before import.
         priority: ordering key; a higher priority is called earlier (default ``0``).
         description: one line for listings.
         builtin: ``True`` for the plugins shipped in ``hostapp_plugins``.
         state: the current :class:`PluginState`.
-        rule: for ``filtered``: the rule that removed it, e.g. ``"plugins.disable: 'x*'"``.
+        rule: for ``filtered``: the rule that removed it, e.g. ``"plugins.disable: 'x*'"``;
+            for ``not_applicable``: why, e.g. ``"requires 'redis>=4.5': not installed"``.
         shadowed_by: for ``shadowed``: ``"<source> <location or value>"`` of the winner.
         stage: for ``failed``: ``"discover"`` (a malformed meta file), ``"import"``,
-            ``"instantiate"``, ``"register"``, ``"configure"``, ``"start"`` or
+            ``"instantiate"``, ``"should_load"`` (its ``should_load`` raised),
+            ``"register"``, ``"configure"``, ``"start"`` or
             ``"sink-open"`` (one of its event sinks could not open). A plugin that breaks a
             registration hook's contract stays registered; the error is in
             ``PluginManager.hook_errors`` and ``hostapp plugins``.
@@ -125,6 +137,7 @@ class PluginInfo:
     traceback: str | None = None
     hooks: list[str] = field(default_factory=list)
     obj: Any = field(default=None, repr=False)
+    requires: tuple[str, ...] = ()
 
     def fail(self, stage: str, exc: BaseException) -> None:
         """Mark this plugin failed at ``stage`` with ``exc`` (message and traceback kept)."""
@@ -169,6 +182,7 @@ class PluginInfo:
             "tags": list(self.tags),
             "description": self.description,
             "hooks": list(self.hooks),
+            "requires": list(self.requires),
             "rule": self.rule,
             "shadowed_by": self.shadowed_by,
             "stage": self.stage,

@@ -277,6 +277,16 @@ class PluginManager(pluggy.PluginManager):
             ``True`` when registered, ``False`` when it failed (``info`` is then
             ``failed`` at stage ``register`` with the pluggy validation error).
         """
+        other = self.get_name(info.obj)
+        if other is not None and other != info.name:
+            # one module named by two sources (plugins.modules and an entry point): loaded once
+            first = self.infos.get(other)
+            info.state = PluginState.SHADOWED
+            info.shadowed_by = f"{first.source.value} {first.location or first.value}" if first else other
+            info.shadowed_by += f" (plugin {other!r}, the same object)"
+            info.obj = None
+            self._notify(info)
+            return False
         self._recording = []
         try:
             self.register(info.obj, name=info.name)
@@ -402,7 +412,7 @@ class PluginManager(pluggy.PluginManager):
                 self._notify(info)
                 if info.state is not PluginState.SHADOWED:
                     self.infos.setdefault(info.name, info)
-            imported = [info for info in infos if self._import(info, options)]
+            imported = [info for info in infos if self._import(info, options, config)]
             if strict:
                 self._raise_if_failed(infos)
             self.register_plugins(imported)
@@ -414,13 +424,20 @@ class PluginManager(pluggy.PluginManager):
                 self.hook.hostapp_plugin_state(info=snapshot)
         return infos
 
-    def _import(self, info: PluginInfo, options: DiscoveryOptions) -> bool:
+    def _import(self, info: PluginInfo, options: DiscoveryOptions, config: Config) -> bool:
+        """Import one candidate: ``requires`` first (no import when unmet), then the
+        import, the instance, the declared metadata and ``should_load(config)``."""
         from hostapp.discovery import load_object, tag_filter_rule
 
         if info.state is not PluginState.DISCOVERED:
             return False
+        reason = _unmet_requirements(info)
+        if reason is not None:
+            info.rule = reason
+            self._set_state(info, PluginState.NOT_APPLICABLE)
+            return False
         try:
-            obj = load_object(info)
+            obj = load_object(info, root=options.root)
         except Exception as exc:
             info.fail("import", exc)
             self._notify(info)
@@ -434,7 +451,18 @@ class PluginManager(pluggy.PluginManager):
         info.obj = plugin
         _apply_declared_meta(info, obj)
         self._set_state(info, PluginState.IMPORTED)
-        if info.source is not Source.EXPLICIT:
+        try:
+            reason = _should_not_load(plugin, config)
+        except Exception as exc:
+            info.obj = None
+            info.fail("should_load", exc)
+            self._notify(info)
+            return False
+        if reason is not None:
+            info.rule, info.obj = reason, None
+            self._set_state(info, PluginState.NOT_APPLICABLE)
+            return False
+        if info.source is not Source.EXPLICIT and info.name not in options.force:
             rule = tag_filter_rule(info.tags, options)
             if rule is not None:
                 info.rule = f"{rule} (tags declared by the plugin)"
@@ -451,6 +479,71 @@ class PluginManager(pluggy.PluginManager):
                     f"plugin {info.name!r} from {info.provenance} failed at "
                     f"{info.stage}: {info.error} (strict mode)",
                 )
+
+    def fail_plugin(
+        self, name: str, stage: str, error: str, traceback: str | None = None, *, withdraw: bool = False
+    ) -> PluginInfo | None:
+        """Mark plugin ``name`` failed at ``stage``, and with ``withdraw`` take it out.
+
+        Args:
+            name: the plugin's name.
+            stage: ``"configure"``, ``"start"``, ``"sink-open"``...
+            error: ``"ExceptionType: message"``.
+            traceback: the formatted traceback.
+            withdraw: unregister its hook implementations, so that it contributes nothing
+                more: no processors, sinks, tasks, drivers or renderers are collected from
+                it and none of its hooks is called (safe while a hook is being called:
+                pluggy calls a copy of the implementation list). Its record stays in
+                :attr:`infos`.
+
+        Returns:
+            its record, or ``None`` when no such plugin is known or it had failed already
+            (it is withdrawn all the same when asked).
+        """
+        info = self.infos.get(name)
+        if info is None:
+            return None
+        if withdraw and info.obj is not None and self.is_registered(info.obj):
+            self.unregister(info.obj)
+        if info.state is PluginState.FAILED:
+            return None
+        info.stage, info.error, info.traceback = stage, error, traceback
+        self._set_state(info, PluginState.FAILED)
+        return info
+
+    async def aconfigure(self, config: Config) -> list[PluginInfo]:
+        """``await pm.ahook.hostapp_configure(config=config)``; every plugin whose
+        implementation raises is failed at stage ``configure`` and withdrawn
+        (:meth:`fail_plugin`): a plugin that cannot configure itself contributes nothing.
+
+        Returns:
+            the records of the plugins that failed.
+        """
+        failed: list[PluginInfo] = []
+
+        def on_error(record: HookError) -> None:
+            if record.hook == "hostapp_configure":
+                info = self.fail_plugin(record.plugin, "configure", record.error, record.traceback, withdraw=True)
+                if info is not None:
+                    failed.append(info)
+
+        self.error_listeners.insert(0, on_error)
+        try:
+            await self.ahook.hostapp_configure(config=config)
+        finally:
+            self.error_listeners.remove(on_error)
+        return failed
+
+    def configure(self, config: Config) -> list[PluginInfo]:
+        """:meth:`aconfigure` from synchronous code, on an event loop of its own (the
+        ``hostapp`` commands that check plugins without starting a host).
+
+        Raises:
+            RuntimeError: called from a running event loop (use :meth:`aconfigure`).
+        """
+        import asyncio
+
+        return asyncio.run(self.aconfigure(config))
 
     def set_state(self, info: PluginInfo, state: PluginState) -> None:
         """Move ``info`` to ``state`` and report it to ``hostapp_plugin_state``."""
@@ -526,6 +619,51 @@ class PluginManager(pluggy.PluginManager):
                     "implementations": impls,
                 }
             )
+        return rows
+
+    def provided(self) -> dict[str, dict[str, list[str]]]:
+        """What each plugin contributes: ``{plugin: {registration hook without "hostapp_":
+        [names]}}``, from calling each registration hook once (a plugin whose hook raises
+        is reported, as by :meth:`collect`)."""
+        provides: dict[str, dict[str, list[str]]] = {}
+        for hook_name in _hostapp_hookspecs.REGISTRATION_HOOKS:
+            for contribution in self.collect(hook_name, on_conflict="report"):
+                short = hook_name.removeprefix("hostapp_")
+                provides.setdefault(contribution.plugin, {}).setdefault(short, []).append(contribution.name)
+        return provides
+
+    def plugin_rows(
+        self,
+        *,
+        show_all: bool = True,
+        hook: str | None = None,
+        provides: Mapping[str, dict[str, list[str]]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every plugin candidate as ``hostapp plugins --json`` lists it (and ``GET
+        /api/plugins``): :meth:`PluginInfo.to_dict` plus ``provides`` (see :meth:`provided`)
+        and ``hook_errors`` (``[{"hook", "error"}]`` of the isolated hook errors recorded).
+
+        Args:
+            show_all: also hostapp's built-in plugins and shadowed candidates.
+            hook: only plugins implementing this hook.
+            provides: the result of :meth:`provided` to use (a server computes it once);
+                default: computed now.
+        """
+        if provides is None:
+            provides = self.provided()
+        errors: dict[str, list[dict[str, Any]]] = {}
+        for record in self.hook_errors:
+            errors.setdefault(record.plugin, []).append({"hook": record.hook, "error": record.error})
+        rows = []
+        for info in self.candidates:
+            if not show_all and (info.builtin or info.state is PluginState.SHADOWED):
+                continue
+            if hook is not None and hook not in info.hooks:
+                continue
+            row = info.to_dict()
+            row["provides"] = provides.get(info.name, {})
+            row["hook_errors"] = errors.get(info.name, [])
+            rows.append(row)
         return rows
 
     # -- registration hooks -------------------------------------------------------------------
@@ -732,6 +870,45 @@ class FunctionPlugin:
     def __repr__(self) -> str:
         [function] = vars(self).values()
         return f"<FunctionPlugin {function.__module__}.{function.__qualname__}>"
+
+
+def _unmet_requirements(info: PluginInfo) -> str | None:
+    """Why ``info``'s ``requires`` (and its entry point's extras) are not met, or ``None``;
+    from installed metadata, before anything of the plugin is imported."""
+    from hostapp.discovery.requires import entry_point_extras, extra_requirements, unmet
+
+    requires = list(info.requires)
+    if info.source is Source.ENTRY_POINT and info.location and "[" in (info.value or ""):
+        requires += extra_requirements(info.location, entry_point_extras(info.value))
+    return unmet(requires) if requires else None
+
+
+def _should_not_load(plugin: object, config: Config) -> str | None:
+    """Ask the plugin's ``should_load`` (plux's ``Plugin.should_load``): a module-level
+    function or a method, ``should_load(config) -> bool`` (or without arguments).
+
+    Returns:
+        ``None`` to load it; the reason it does not apply: ``"should_load: " + the
+        message of the :class:`~hostapp.errors.NotApplicable` it raised``, or
+        ``"should_load() returned False"``.
+
+    Raises:
+        Exception: whatever else ``should_load`` raised (a load failure).
+    """
+    from hostapp.errors import NotApplicable
+
+    should_load = getattr(plugin, "should_load", None)
+    if not callable(should_load) or getattr(should_load, "hostapp_impl", None) is not None:
+        return None
+    try:
+        takes_config = bool(inspect.signature(should_load).parameters)
+    except (TypeError, ValueError):
+        takes_config = True
+    try:
+        answer = should_load(config) if takes_config else should_load()
+    except NotApplicable as exc:
+        return f"should_load: {exc}"
+    return None if answer else "should_load() returned False"
 
 
 def _apply_declared_meta(info: PluginInfo, obj: object) -> None:

@@ -285,6 +285,7 @@ def run_program(
     quiet: bool = False,
     json_summary: str | None = None,
     summary_stream: Any = None,
+    see: str = "hostapp events --last",
 ) -> NoReturn:
     """Run ``target`` under a started host with tracing on, then exit as ``python`` would.
 
@@ -295,6 +296,8 @@ def run_program(
         quiet: no summary on stderr.
         json_summary: also write the summary (:func:`run_summary`) to this file.
         summary_stream: where the summary goes (default ``sys.stderr``).
+        see: the command the summary's last line offers for the run's events (the CLI
+            repeats the ``--config`` and ``--db`` it was given, so it reads the same store).
 
     Raises:
         SystemExit: always, with the program's exit status (``KeyboardInterrupt`` ends the
@@ -346,6 +349,7 @@ def run_program(
         host.stop_tracing()
         host.stop()
     summary = run_summary(host, time.monotonic() - started, keeper.records)
+    summary["see"] = see
     if json_summary:
         with open(json_summary, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=repr)
@@ -527,7 +531,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for warning in summary["warnings"][:5]:
         lines.append(f"warning: {warning}")
     if summary["store"] is not None:
-        lines.append(f"stored in {summary['store']}; see them with: hostapp events --last")
+        lines.append(f"stored in {summary['store']}; see them with: {summary.get('see') or 'hostapp events --last'}")
     return "\n".join(lines) + "\n"
 
 

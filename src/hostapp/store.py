@@ -84,6 +84,19 @@ __all__ = [
 ]
 
 
+def _make_store_dir(folder: Path) -> None:
+    """Create the store's directory when it is missing, with a ``.gitignore`` holding ``*``
+    (what Kolo does for ``.kolo/``): a store created inside a project never shows up in
+    ``git status``. A directory that exists already is left as it is.
+    """
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / ".gitignore").write_text("*\n", encoding="utf-8")
+    except OSError:
+        pass  # an ignore file is a courtesy; the store works without it
+
 class StoreError(HostappError):
     """The store cannot be opened or used (not a SQLite file, closed, unreadable)."""
 
@@ -551,7 +564,7 @@ class Store:
         shown = str(path)
         try:
             if shown != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _make_store_dir(self.path.parent)
             con = sqlite3.connect(
                 shown, timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -1005,6 +1018,16 @@ class Store:
             select="count(*)",
         )
         return int(self._read(sql, params)[0][0])
+
+    def find_events(self, id_prefix: str, limit: int = 10) -> list[Event]:
+        """The stored events whose id starts with ``id_prefix`` (ids are 32 lower-case hex
+        digits; ``hostapp events show`` takes a unique prefix, as git does), by id, at most
+        ``limit``. Uses the index of ``id``."""
+        low = id_prefix.strip().lower()
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT ?", (low, low + "~", limit)
+        )
+        return [_joined(row) for row in rows]
 
     def event_ids(self, run_id: str | None = None) -> set[str]:
         """The ids of the stored events (of one run), without decoding the rows."""

@@ -32,6 +32,7 @@ __all__ = [
     "EventRenderer",
     "InstrumentType",
     "LOAD_VALUES",
+    "Route",
     "SKIP",
     "TraceProcessor",
 ]
@@ -304,6 +305,11 @@ class EventSink:
         max_retries: retries of a failed batch before it becomes a dead letter (default:
             ``events.max_retries``).
         description: one line for listings.
+        opt_in: ``False`` (the default): the sink runs whenever its plugin is loaded, its
+            ``[events.sinks.NAME]`` table (if any) holding its settings, ``enabled = false``
+            turning it off. ``True``: it runs only when the configuration has that table
+            (for a sink that needs settings to do anything, or that every installation
+            gets but few want: hostapp's ``jsonl``, ``logging`` and ``webhook``).
     """
 
     name: str
@@ -315,6 +321,7 @@ class EventSink:
     flush_interval_ms: float | None = None
     max_retries: int | None = None
     description: str | None = None
+    opt_in: bool = False
 
     def __post_init__(self) -> None:
         kind = "EventSink"
@@ -609,6 +616,103 @@ class EventRenderer:
             raise ValueError(f"EventRenderer.shape: expected one of {', '.join(RENDER_SHAPES)}, got {self.shape!r}")
 
 
+#: HTTP methods a :class:`Route` may name (RFC 9110, plus PATCH from RFC 5789).
+HTTP_METHODS: frozenset[str] = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTP route ``hostapp serve`` mounts for a plugin (LUNA's ``app.addRoutes``,
+    opa-stack's per-plugin ``router``), read the way Starlette's ``Route``/``Mount`` read.
+
+    Attributes:
+        path: where it answers, starting with ``/``: ``"/teapot"``, ``"/items/{item_id}"``
+            (Starlette's path syntax, ``{name}`` and ``{name:int}`` parameters). Paths under
+            hostapp's own ``/api``, ``/-`` and the web view (``/``, ``/runs``, ``/plugins``)
+            are refused when the app is built.
+        endpoint: one of
+            * a function (``def`` or ``async def``) taking a Starlette ``Request`` and
+              returning a Starlette ``Response`` — a *route*, answering exactly ``path``;
+            * a Starlette ``HTTPEndpoint`` subclass (one method per HTTP verb) — a route too;
+            * an ASGI application ``app(scope, receive, send)`` (a Starlette ``Router``, a
+              FastAPI ``APIRouter``'s app, any ASGI callable) — a *mount*: it receives every
+              request under ``path`` (Starlette's ``Mount``), with ``root_path`` set to it.
+        methods: the HTTP methods a route answers (default ``("GET",)``; ``HEAD`` is
+            added to ``GET`` as Starlette does). Ignored for a mount, which routes itself.
+        name: the route's name, unique among all plugins' routes (Starlette's
+            ``url_path_for`` name); default: ``path``.
+        description: one line for listings (``hostapp routes``).
+
+    A path claimed by two plugins (or two routes) is refused when ``hostapp serve``
+    starts, naming both plugins; so is a route under another plugin's mount.
+
+    Raises:
+        ValueError: on construction: a ``path`` not starting with ``/`` (or a mount path
+            ending with ``/``), an ``endpoint`` that is neither a one-argument callable, an
+            ``HTTPEndpoint`` class nor a three-argument ASGI callable, or unknown methods.
+    """
+
+    path: str
+    endpoint: Callable[..., Any]
+    methods: tuple[str, ...] = ("GET",)
+    name: str | None = None
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = "Route"
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"{kind}.path: expected a path starting with '/', got {self.path!r}")
+        if any(c.isspace() for c in self.path) or "?" in self.path or "#" in self.path:
+            raise ValueError(f"{kind}.path: expected a path without spaces, '?' or '#', got {self.path!r}")
+        _check_callable(kind, "endpoint", self.endpoint, optional=False)
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", (self.methods,))
+        methods = tuple(str(m).upper() for m in self.methods)
+        unknown = sorted(set(methods) - HTTP_METHODS)
+        if not methods or unknown:
+            raise ValueError(f"{kind}.methods: expected HTTP methods, got {list(self.methods)!r}")
+        object.__setattr__(self, "methods", methods)
+        shape = _endpoint_shape(self.endpoint)
+        if shape is None:
+            raise ValueError(
+                f"{kind}.endpoint: expected a function taking a Request, an HTTPEndpoint class or "
+                f"an ASGI app (scope, receive, send); got {getattr(self.endpoint, '__qualname__', self.endpoint)!r}"
+            )
+        if shape == "mount" and self.path != "/" and self.path.endswith("/"):
+            raise ValueError(f"{kind}.path: a mounted app's path must not end with '/', got {self.path!r}")
+        if self.name is None:
+            object.__setattr__(self, "name", self.path)
+        _check_name(kind, self.name)
+
+    @property
+    def kind(self) -> Literal["route", "mount"]:
+        """``"route"`` (a request endpoint answering ``path``) or ``"mount"`` (an ASGI app
+        receiving everything under ``path``)."""
+        return "mount" if _endpoint_shape(self.endpoint) == "mount" else "route"
+
+
+def _endpoint_shape(endpoint: object) -> str | None:
+    """``"route"`` for a class (Starlette's ``HTTPEndpoint``) or a callable taking one
+    positional argument, ``"mount"`` for one taking three (ASGI), else ``None``."""
+    if inspect.isclass(endpoint):
+        return "route"
+    try:
+        signature = inspect.signature(endpoint)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    positional = [
+        p for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) == 3:
+        return "mount"
+    if len(positional) == 1:
+        return "route"
+    return None
+
+
 T = TypeVar("T")
 
 
@@ -649,5 +753,6 @@ KIND_NAMES: dict[type, str] = {
     InstrumentType: "instrument type",
     CliCommand: "CLI command",
     EventRenderer: "event renderer",
+    Route: "route",
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from types import SimpleNamespace
 
@@ -59,14 +58,6 @@ def test_a_bad_setting_is_reported_and_skipped(hostapp_pm, hostapp_register):
     assert error.error == "ValueError: plugins.config.acme.service: expected a non-empty string, got 42"
 
 
-def test_startup_announces_the_plugin(hostapp_pm, hostapp_register):
-    hostapp_register(acme_hostapp, name="acme")
-    emitted = []
-    host = SimpleNamespace(emit=lambda type, **fields: emitted.append((type, fields)))
-    asyncio.run(hostapp_pm.ahook.hostapp_startup(host=host))
-    assert emitted == [("monitoring_event", {"subtype": "started", "plugin": "acme", "service": "unknown"})]
-
-
 def test_found_through_its_entry_point(hostapp_dist):
     hostapp_dist("acme-hostapp", "1.0.0", entry_points={"hostapp": {"acme": "acme_hostapp"}})
     pm = hostapp.PluginManager()
@@ -76,3 +67,17 @@ def test_found_through_its_entry_point(hostapp_dist):
     assert info.hooks == ["hostapp_configure", "hostapp_event_sinks", "hostapp_startup"]
     assert (info.priority, info.tags) == (10, ("audit",))  # from hostapp_plugin_meta
     assert "acme" in [c.name for c in pm.collect("hostapp_event_sinks")]
+
+
+@pytest.mark.hostapp(plugins=[("acme", acme_hostapp)], config={"plugins": {"config": {"acme": {"service": "billing"}}}})
+def test_the_plugin_in_a_running_host(hostapp_host, hostapp_events, tmp_path):
+    hostapp_host.emit("monitoring_event", "tick", n=1)
+    started, tick = hostapp_events.wait_for("monitoring_event", n=2)
+    assert (started.subtype, started.data) == ("started", {"plugin": "acme", "service": "billing"})
+    hostapp_host.stop()  # the sink has written everything
+    lines = (tmp_path / "acme-audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["subtype"] for line in lines] == ["started", "tick"]
+
+
+def test_the_plugin_keeps_hostapps_contract():
+    assert hostapp.testing.check_plugin(acme_hostapp) == {"event_sinks": ["acme"]}

@@ -83,10 +83,20 @@ class DiscoveryOptions:
         meta: ``[plugins.meta.NAME]`` tables: ``tags`` (list of str), ``priority`` (int),
             ``description`` (str) set or override a candidate's metadata by name; other
             keys are ignored here.
-        autoload: ``plugins.autoload``: read entry points at all.
+        autoload: ``plugins.autoload``: read the entry points of installed distributions
+            (``False``, or ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD=1``: only hostapp's built-ins
+            and the ``force`` names; the others are listed ``filtered``, as pytest's
+            ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` keeps pytest's own plugins).
+        builtins: ``plugins.builtins``: load hostapp's built-in plugins (``hostapp
+            --no-builtins`` turns them off).
+        force: ``plugins.force``: plugin names that load whatever the filters and
+            ``autoload`` say (``hostapp --enable NAME``, as pytest's ``-p NAME``).
         use_cache: read entry points through the on-disk index.
         cache_dir: the index directory, a path or ``str`` (``None``: ``platformdirs.user_cache_dir("hostapp") / "entrypoints"``).
         groups: the entry-point groups to read.
+        root: the configuration file's directory: a ``plugins.modules`` entry that is not
+            importable from ``sys.path`` is looked up there too (so ``hostapp plugins``
+            finds a module next to ``hostapp.toml`` as ``hostapp run`` does).
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
 
@@ -103,10 +113,13 @@ class DiscoveryOptions:
     modules: tuple[str, ...] = ()
     meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     autoload: bool = True
+    builtins: bool = True
+    force: tuple[str, ...] = ()
     use_cache: bool = True
     cache_dir: str | os.PathLike[str] | None = None
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
+    root: str | None = None
 
 
 def _truthy(value: str | None) -> bool:
@@ -138,6 +151,13 @@ def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
             if not isinstance(table["description"], str):
                 raise ConfigError(options.config_source, "expected a string", key=f"{key}.description")
             meta["description"] = table["description"]
+        if "requires" in table:
+            requires = table["requires"]
+            if isinstance(requires, str) or not isinstance(requires, Sequence) or not all(
+                isinstance(r, str) for r in requires
+            ):
+                raise ConfigError(options.config_source, "expected a list of strings", key=f"{key}.requires")
+            meta["requires"] = tuple(requires)
         out[name] = meta
     return out
 
@@ -212,10 +232,19 @@ def discover(
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
     candidates += folder_candidates(options.paths)
-    if options.autoload and not _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
+    autoload_rule = None
+    if _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
+        autoload_rule = "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"
+    elif not options.autoload:
+        autoload_rule = "plugins.autoload = false"
+    force = frozenset(options.force)
+    if autoload_rule is None or options.builtins or force:
         use_cache = options.use_cache and not _truthy(env.get("HOSTAPP_NO_CACHE"))
         index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)
         candidates += _entrypoint_infos(index._read_segments())
+    else:
+        autoload_rule = None  # nothing read: nothing to report
+    builtins_rule = None if options.builtins else "plugins.builtins = false (hostapp --no-builtins)"
 
     check = chain.check if chain.rules else None
     explicit_source = Source.EXPLICIT
@@ -231,15 +260,24 @@ def discover(
                     info.priority = override["priority"]
                 if "description" in override:
                     info.description = override["description"]
+                if "requires" in override:
+                    info.requires = override["requires"]
         winner = setdefault(info.name, info)
         if winner is not info:
             info.state = PluginState.SHADOWED
             info.shadowed_by = _where(winner)
             info.stage = info.error = info.traceback = None
             continue
-        if check is None or info.source is explicit_source:
+        if info.source is explicit_source or info.name in force:
             continue
-        rule = check(info)
+        rule = None
+        if info.source is Source.ENTRY_POINT:
+            if info.builtin:
+                rule = builtins_rule
+            elif autoload_rule is not None:
+                rule = autoload_rule
+        if rule is None and check is not None:
+            rule = check(info)
         if rule is not None:
             info.state = PluginState.FILTERED
             info.rule = rule

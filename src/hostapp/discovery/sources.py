@@ -96,11 +96,13 @@ def config_candidates(modules: Iterable[str]) -> list[PluginInfo]:
 
 
 def read_meta_file(path: str) -> dict[str, Any]:
-    """Read a plugin metadata file (``NAME.meta.json`` or a package's ``meta.json``).
+    """Read a plugin metadata file (``NAME.meta.json``, opa-stack's ``NAME-meta.json``, or a
+    package's ``meta.json``).
 
     Returns:
-        a dict with any of ``tags`` (tuple of str), ``priority`` (int) and ``description``
-        (str); other keys in the file are ignored.
+        a dict with any of ``tags`` (tuple of str), ``priority`` (int), ``description``
+        (str) and ``requires`` (tuple of requirement strings); other keys in the file are
+        ignored.
 
     Raises:
         ValueError: the file is unreadable, not JSON, not an object, or a known key has the
@@ -130,6 +132,11 @@ def read_meta_file(path: str) -> dict[str, Any]:
         if not isinstance(data["description"], str):
             raise ValueError(f"malformed plugin metadata file {path}: 'description' must be a string")
         meta["description"] = data["description"]
+    if "requires" in data:
+        requires = data["requires"]
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            raise ValueError(f"malformed plugin metadata file {path}: 'requires' must be a list of strings")
+        meta["requires"] = tuple(requires)
     return meta
 
 
@@ -138,9 +145,9 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
 
     Within a folder, names are sorted, and a package comes before a module of the same
     name. Names starting with ``_`` or ``.``, and names that are not Python identifiers,
-    are skipped; a missing folder is skipped. Metadata comes from ``NAME.meta.json``
-    beside a module or ``meta.json`` inside a package; a malformed file leaves that
-    candidate ``FAILED`` at stage ``"discover"``.
+    are skipped; a missing folder is skipped. Metadata comes from ``NAME.meta.json`` beside
+    a module or ``meta.json`` inside a package, else from opa-stack's ``NAME-meta.json``
+    beside either; a malformed file leaves that candidate ``FAILED`` at stage ``"discover"``.
     """
     out: list[PluginInfo] = []
     for folder in paths:
@@ -156,10 +163,14 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
                 name, kind, meta = entry[:-3], 1, os.path.join(folder, entry[:-3] + ".meta.json")
                 if not os.path.isfile(full):
                     continue
+                if not os.path.exists(meta):  # opa-stack's spelling
+                    meta = os.path.join(folder, entry[:-3] + "-meta.json")
             else:
                 name, kind, meta = entry, 0, os.path.join(full, "meta.json")
                 if not os.path.isfile(os.path.join(full, "__init__.py")):
                     continue
+                if not os.path.exists(meta):
+                    meta = os.path.join(folder, entry + "-meta.json")
             if name.startswith(("_", ".")) or not name.isidentifier():
                 continue
             found.append((name, kind, full, meta))
@@ -251,6 +262,8 @@ def _apply_meta(info: PluginInfo, meta: Mapping[str, Any]) -> None:
         info.priority = meta["priority"]
     if "description" in meta:
         info.description = meta["description"]
+    if "requires" in meta:
+        info.requires = tuple(meta["requires"])
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -319,11 +332,26 @@ def _load_folder_module(info: PluginInfo) -> types.ModuleType:
     return module
 
 
-def load_object(info: PluginInfo) -> object:
+def _next_to_config(top: str, root: str) -> None:
+    """Put ``root`` first on ``sys.path`` when module ``top`` is not importable but is there."""
+    import importlib.util
+
+    if top in sys.modules or root in sys.path:
+        return
+    if not (os.path.isfile(os.path.join(root, top + ".py")) or os.path.isfile(os.path.join(root, top, "__init__.py"))):
+        return
+    if importlib.util.find_spec(top) is None:
+        sys.path.insert(0, root)
+
+
+def load_object(info: PluginInfo, *, root: str | None = None) -> object:
     """Import a candidate and return its plugin object.
 
     Args:
         info: a candidate from :func:`hostapp.discovery.discover`.
+        root: for a ``plugins.modules`` entry whose top-level module is not on
+            ``sys.path``: the configuration's directory, put first on ``sys.path`` when the
+            module is there (as python puts a script's directory first).
 
     Returns:
         ``info.obj`` for ``Source.EXPLICIT``; the module for a folder plugin; otherwise the
@@ -352,6 +380,8 @@ def load_object(info: PluginInfo) -> object:
         else:
             import importlib
 
+            if root is not None and info.source is Source.CONFIG:
+                _next_to_config(target.partition(".")[0], root)
             obj = importlib.import_module(target)
     except (ImportError, AttributeError) as exc:
         raise _renamed(exc, f"{who}: cannot import {target!r}: {exc}") from exc

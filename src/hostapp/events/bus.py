@@ -17,6 +17,7 @@ Importing this module is cheap: it does not import :mod:`sqlite3` or :mod:`async
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from hostapp.errors import HostappError
 from hostapp.events.record import DeadLetter, Event, SinkError, process_alive
 from hostapp.events.redaction import RedactionPolicy
-from hostapp.events.worker import _describe, _Request, _settings, _Worker
+from hostapp.events.worker import _describe, _Request, _settings, _Worker, sink_table
 
 if TYPE_CHECKING:
     from hostapp.config import Config
@@ -47,9 +48,10 @@ _monotonic = time.monotonic
 class EventBus:
     """Routes events to sinks, one worker thread and one bounded queue per sink.
 
-    Which sinks run: those of ``sinks`` that have a table in ``events.sinks`` (the
-    default configuration has ``[events.sinks.sqlite]``) without ``enabled = false``.
-    A configured name that no plugin contributes is logged as a warning.
+    Which sinks run: every sink of ``sinks`` (a sink is on when its plugin is on), unless
+    its ``[events.sinks.NAME]`` table says ``enabled = false``; an ``opt_in`` sink only
+    with a table (:func:`~hostapp.events.worker.sink_table`). A table the configuration
+    has (not a default one) that no plugin contributes a sink for is logged as a warning.
 
     Settings per sink, first found wins: the sink's ``[events.sinks.NAME]`` table (keys
     ``batch_size``, ``flush_interval_ms``, ``max_retries``, ``retry_backoff_ms``,
@@ -97,7 +99,8 @@ class EventBus:
         tables: Mapping[str, Any] = config.get("events.sinks") or {}
         contributed = {c.spec.name for c in sinks}
         for name in tables:
-            if name not in contributed and tables[name].get("enabled", True) is not False:
+            configured = config.origin(f"events.sinks.{name}") != "default"  # not the default sqlite table
+            if name not in contributed and configured and tables[name].get("enabled", True) is not False:
                 logger.warning(
                     "[events.sinks.%s] is configured but no plugin contributes a sink named %r; "
                     "install or enable it, or remove the table",
@@ -105,8 +108,8 @@ class EventBus:
                 )
         self._workers: list[_Worker] = []
         for contribution in sinks:
-            table = tables.get(contribution.spec.name)
-            if table is None or table.get("enabled", True) is False:
+            table = sink_table(contribution.spec, tables)
+            if table is None:
                 continue
             settings = _settings(contribution.spec, table, config)
             self._workers.append(_Worker(self, contribution, table, settings))
@@ -597,7 +600,9 @@ def redeliver(
     if sink is not None and sink not in pending and sink not in {c.spec.name for c in sinks}:
         raise HostappError(f"no event sink or dead letters named {sink!r}")
     chosen = [c for c in sinks if c.spec.name in names and pending.get(c.spec.name)]
-    bus = EventBus(chosen, config, store=store)
+    # only the chosen sinks' tables: the others are configured, not missing
+    tables = {n: t for n, t in (config.get("events.sinks") or {}).items() if n in {c.spec.name for c in chosen}}
+    bus = EventBus(chosen, dataclasses.replace(config, data={**config.data, "events.sinks": tables}), store=store)
     results: dict[str, dict[str, Any]] = {}
     running = set(bus.sinks)
     for name in names:
@@ -605,7 +610,7 @@ def redeliver(
             results[name] = {
                 "redelivered": 0,
                 "failed": pending[name],
-                "error": f"event sink {name!r} is not installed or not enabled in events.sinks",
+                "error": f"event sink {name!r} is not installed, or is off (enabled = false in events.sinks)",
             }
     if not running:
         return results

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp.config import SINK_BUS_KEYS
 from hostapp.errors import ConfigError
 from hostapp.events.record import Event, RetryAfter, PermanentError
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from hostapp.store import Store
     from hostapp.types import Contribution, EventSink
 
-__all__ = ["BUS_KEYS", "SinkConfig"]
+__all__ = ["BUS_KEYS", "SinkConfig", "sink_table"]
 
 #: The bus's own diagnostics (the ``logging`` sink writes *events* to ``hostapp.events``).
 logger = logging.getLogger("hostapp.bus")
@@ -89,10 +90,26 @@ def _describe(exc: BaseException) -> str:
 # -- per-sink settings -------------------------------------------------------------------
 
 #: Keys of ``[events.sinks.NAME]`` the bus reads itself (the rest is the sink's).
-BUS_KEYS: Final[tuple[str, ...]] = (
-    "enabled", "batch_size", "flush_interval_ms", "max_retries", "retry_backoff_ms",
-    "retry_max_backoff_ms", "queue_size", "full_policy", "max_block_ms",
-)
+BUS_KEYS: Final[tuple[str, ...]] = SINK_BUS_KEYS
+
+
+def sink_table(spec: EventSink, tables: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ``[events.sinks.NAME]`` settings of a sink that runs, or ``None`` when it does not.
+
+    A sink runs when its plugin is loaded, unless its table says ``enabled = false``; an
+    ``opt_in`` sink runs only when it has a table (see :class:`~hostapp.types.EventSink`).
+
+    Args:
+        spec: the contributed sink.
+        tables: the ``events.sinks`` configuration (name -> table).
+
+    Returns:
+        its table (``{}`` when it has none), or ``None``.
+    """
+    table = tables.get(spec.name)
+    if table is None:
+        return None if spec.opt_in else {}
+    return None if table.get("enabled", True) is False else table
 
 
 @dataclass(frozen=True, slots=True)

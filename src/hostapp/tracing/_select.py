@@ -131,31 +131,32 @@ def module_functions(module: types.ModuleType, seen: set[int] | None = None) -> 
         key = id(obj)
         if key in seen:
             continue
-        if isinstance(obj, types.FunctionType):
+        kind = type(obj)  # never obj.__class__: a lazy proxy (celery's) would evaluate itself
+        if kind is types.FunctionType:
             seen.add(key)
             yield obj
             wrapped = obj.__dict__.get("__wrapped__")
             if wrapped is not None:
                 stack.append(wrapped)
-        elif isinstance(obj, type):
+        elif issubclass(kind, type):
             seen.add(key)
             try:
                 stack.extend(obj.__dict__.values())
             except Exception:  # pragma: no cover - a metaclass with an odd __dict__
                 pass
-        elif isinstance(obj, (staticmethod, classmethod, types.MethodType)):
+        elif issubclass(kind, (staticmethod, classmethod, types.MethodType)):
             seen.add(key)
             stack.append(obj.__func__)
-        elif isinstance(obj, property):
+        elif issubclass(kind, property):
             seen.add(key)
             stack.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
-        elif isinstance(obj, (functools.partial, functools.partialmethod)):
+        elif issubclass(kind, (functools.partial, functools.partialmethod)):
             seen.add(key)
             stack.append(obj.func)
-        elif isinstance(obj, functools.cached_property):
+        elif issubclass(kind, functools.cached_property):
             seen.add(key)
             stack.append(obj.func)
-        elif _CACHE_WRAPPERS and isinstance(obj, _CACHE_WRAPPERS):
+        elif _CACHE_WRAPPERS and issubclass(kind, _CACHE_WRAPPERS):
             seen.add(key)
             wrapped = getattr(obj, "__wrapped__", None)
             if wrapped is not None:

@@ -91,4 +91,5 @@ def hostapp_event_sinks() -> hostapp.EventSink:
         open=sink.open,
         close=sink.close,
         description="One JSON object per line, a file per run, rotated by size.",
+        opt_in=True,  # on only with an [events.sinks.jsonl] table
     )

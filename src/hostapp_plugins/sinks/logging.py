@@ -58,4 +58,5 @@ def hostapp_event_sinks() -> hostapp.EventSink:
         handle=sink.handle,
         open=sink.open,
         description="Every event through stdlib logging (logger hostapp.events).",
+        opt_in=True,  # on only with an [events.sinks.logging] table
     )

@@ -137,4 +137,5 @@ def hostapp_event_sinks() -> hostapp.EventSink:
         handle=sink.handle,
         open=sink.open,
         description="POSTs JSON batches to a URL (at-least-once; honours Retry-After).",
+        opt_in=True,  # on only with an [events.sinks.webhook] table
     )

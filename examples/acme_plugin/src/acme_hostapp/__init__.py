@@ -6,8 +6,9 @@ Configuration (``hostapp.toml``)::
     service = "billing"        # stamped on every audit record (default "unknown")
     announce = true            # emit a "started" event at host start (default true)
 
-    [events.sinks.acme]        # the sink's table, passed to AuditSink.open
-    path = "audit/acme.jsonl"  # where the records go (default "acme-audit.jsonl")
+    [events.sinks.acme]        # the sink's settings, passed to AuditSink.open (optional)
+    path = "audit/acme.jsonl"  # where the records go, relative to the configuration file
+                               # (default "acme-audit.jsonl")
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ class AuditSink:
         self._file: IO[str] | None = None
 
     def open(self, config: dict[str, Any]) -> None:
-        """Called once with the ``[events.sinks.acme]`` table before the first batch."""
-        self.path = Path(config.get("path", self.path))
+        """Called once with the ``[events.sinks.acme]`` table before the first batch
+        (a ``hostapp.events.SinkConfig``: ``config.config.root`` is the configuration
+        file's directory)."""
+        host_config = getattr(config, "config", None)
+        root = host_config.root if host_config is not None else Path.cwd()
+        self.path = root / config.get("path", self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
 
@@ -95,4 +100,4 @@ def hostapp_configure(config: hostapp.Config) -> None:
 async def hostapp_startup(host: Any) -> None:
     """Announce the plugin once the host is up; awaited on the host's event loop."""
     if settings["announce"]:
-        host.emit("monitoring_event", subtype="started", plugin="acme", service=settings["service"])
+        host.emit("monitoring_event", "started", plugin="acme", service=settings["service"])
