@@ -92,3 +92,26 @@ def test_renderers_are_collected_from_plugins():
     pm.register(types.SimpleNamespace(hostapp_event_renderers=hostapp_event_renderers), name="pay")
     renderers = Renderers(pm.collect("hostapp_event_renderers"))
     assert renderers.summary(charge()) == "c"
+
+
+def test_the_built_in_http_renderer_shows_a_call_record_and_a_kolo_pair():
+    from hostapp_plugins.renderers import http as http_renderers
+
+    pm = hostapp.PluginManager()
+    pm.register(http_renderers, name="renderers.http")
+    renderers = Renderers(pm.collect("hostapp_event_renderers"))
+    call = Event.create("outbound_http_request", "requests", data={
+        "method": "GET", "url": "https://api.example.org/v1/items?token=[REDACTED]", "status_code": 200,
+        "duration_ns": 1_200_000, "via": ["urllib3", "http.client"], "redirects": 1, "span_id": "00f067aa0ba902b7",
+    })
+    assert renderers.summary(call) == "GET https://api.example.org/v1/items?token=[REDACTED] -> 200  requests (1 redirect)"
+    assert renderers.shape(call) == "span" and renderers.label(call) == "HTTP"
+    fields = dict(renderers.fields(call))
+    assert fields["status"] == 200 and fields["via"] == ["urllib3", "http.client"] and fields["library"] == "requests"
+    failed = Event.create("outbound_http_request", "httpx", data={
+        "method": "POST", "url": "http://127.0.0.1:1/", "status_code": None,
+        "error": {"type": "httpx.ConnectError", "message": "refused"},
+    })
+    assert renderers.summary(failed) == "POST http://127.0.0.1:1/ -> ConnectError  httpx"
+    kolo_request = Event.create("outbound_http_request", "urllib", data={"method": "GET", "url": "http://x/", "frame_id": "f"})
+    assert renderers.summary(kolo_request).endswith("-> …  urllib")
