@@ -135,7 +135,7 @@ def test_a_probe_added_from_another_process_is_live_and_then_expires(app):
         t0 = time.monotonic()
 
         def events():
-            out = hostapp(app, "events", "--type", "probe", "--json").stdout
+            out = hostapp(app, "events", "--type", "probe", "--jsonl").stdout
             return [json.loads(line) for line in out.splitlines()]
 
         first = until("probe events in the store", events, timeout=30)

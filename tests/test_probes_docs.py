@@ -98,7 +98,7 @@ def test_the_complete_example_as_the_page_shows_it(project):
         get("/add?n=2&coupon=BROKEN")
 
         def probe_events():
-            out = hostapp(project, "events", "--type", "probe", "--json").stdout
+            out = hostapp(project, "events", "--type", "probe", "--jsonl").stdout
             return [json.loads(line) for line in out.splitlines()]
 
         [event] = until("the bad-coupon event", probe_events, timeout=30)

@@ -100,10 +100,11 @@ def _latency(hostapp: list[str], directory: Path, rounds: int, log: Any) -> dict
             deadline = time.monotonic() + 20
             while found is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-                out = subprocess.run([*hostapp, "events", "--db", str(db), "--type", "probe", "--subtype", f"lat{n}",
-                                      "--json", "--limit", "0"], cwd=directory, env=env, capture_output=True,
+                out = subprocess.run([*hostapp, "events", "--db", str(db), "--type", "probe", "--jsonl",
+                                      "--limit", "0"], cwd=directory, env=env, capture_output=True,
                                      text=True, timeout=60).stdout
-                stamps = [json.loads(line)["timestamp_ns"] for line in out.splitlines() if line.strip()]
+                found_events = [json.loads(line) for line in out.splitlines() if line.strip()]
+                stamps = [e["timestamp_ns"] for e in found_events if e.get("subtype") == f"lat{n}"]
                 if stamps:
                     found = min(stamps)
             if found is None:
