@@ -92,7 +92,7 @@ class RedactionPolicy:
         event_types: as given.
     """
 
-    __slots__ = ("_keys", "_mention", "event_types", "header_names", "names", "param_names")
+    __slots__ = ("_keys", "_mention", "_plain", "_secret", "event_types", "header_names", "names", "param_names")
 
     def __init__(
         self,
@@ -106,6 +106,10 @@ class RedactionPolicy:
         self.event_types = frozenset(event_types)
         #: key -> its role (see :meth:`_role`), filled as keys are met
         self._keys: dict[str, int] = {}
+        #: the keys seen whose role is plain (a header dict of only these is judged in C)
+        self._plain: set[str] = set()
+        #: the keys seen whose role is secret
+        self._secret: set[str] = set()
         #: the fewest names whose presence tells any secret name is there (``token`` stands
         #: for ``access_token``), for :meth:`_mentions`
         self._mention = _minimal(self.names)
@@ -179,7 +183,7 @@ class RedactionPolicy:
                 new_side = side
                 headers = side.get("headers")
                 if type(headers) is dict:
-                    redacted = self._mapping(headers)
+                    redacted = self._headers(headers)
                     if redacted is not headers:
                         new_side = dict(side)
                         new_side["headers"] = redacted
@@ -258,6 +262,29 @@ class RedactionPolicy:
             changed[k] = new
         return value if changed is None else changed
 
+    def _headers(self, headers: dict[str, Any]) -> dict[str, Any]:
+        """A header dict redacted, judged in C when its names are all known (seen before):
+        the secret ones are replaced at once, and the values are searched together for a
+        userinfo or a query; anything else takes :meth:`_mapping`, which learns the names."""
+        extra = headers.keys() - self._plain
+        if extra and not extra <= self._secret:
+            return self._mapping(headers)
+        try:
+            values = "\0".join(headers.values())
+        except TypeError:  # a value that is not a string
+            return self._mapping(headers)
+        if "@" in values or ("=" in values and ("?" in values or "&" in values)):
+            return self._mapping(headers)
+        if not extra:
+            return headers
+        changed = None
+        for key in extra:
+            if headers[key] != REDACTED:
+                if changed is None:
+                    changed = dict(headers)
+                changed[key] = REDACTED
+        return headers if changed is None else changed
+
     def _role(self, key: str) -> int:
         """What a key's string value is to the policy (cached per key: header names repeat)."""
         lower = key.lower()
@@ -267,6 +294,10 @@ class RedactionPolicy:
         )
         if len(self._keys) < 4096:
             self._keys[key] = role
+            if role == _PLAIN:
+                self._plain.add(key)
+            elif role == _SECRET:
+                self._secret.add(key)
         return role
 
     def _sequence(self, value: list[Any] | tuple[Any, ...]) -> Any:
