@@ -29,6 +29,7 @@ SUITES: dict[str, str] = {
     "serve": "benchmarks.serve",
     "tracing": "benchmarks.tracing",
     "peers": "benchmarks.peers",
+    "probes": "benchmarks.probes",
 }
 
 

@@ -230,7 +230,7 @@ def test_cli_json_fields_are_in_cli_md():
 
 
 PAGES = ["writing-plugins.md", "hooks.md", "configuration.md", "cli.md", "tracing.md", "run.md", "drivers.md",
-         "serve.md", "host.md"]
+         "serve.md", "host.md", "probes.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -642,7 +642,8 @@ def project(tmp_path):
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "flaky_task.py").write_text(textwrap.dedent(PROJECT_PLUGIN))
     (tmp_path / "app.py").write_text(textwrap.dedent(APP))
-    (tmp_path / "hostapp.toml").write_text('[plugins]\npaths = ["plugins"]\n')
+    # the built-in probes task is left out: these tests read the one task of the project
+    (tmp_path / "hostapp.toml").write_text('[plugins]\npaths = ["plugins"]\ndisable = ["tasks.probes"]\n')
     return tmp_path
 
 

@@ -1457,6 +1457,15 @@ def store_check_command(state: _State, db_path: str | None, move_aside: bool, as
         raise SystemExit(1)
 
 
+def _add_probes_group() -> None:
+    from hostapp._cli_probes import probes_group  # the probes commands, lent the helpers above
+
+    cli.add_command(probes_group(error=HostappCliError, console=_console, warn=_warn))
+
+
+_add_probes_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hostapp`` console script."""
     cli.main(args=argv, prog_name="hostapp")

@@ -163,6 +163,13 @@ SCHEMA: dict[str, Key] = {
         "list", ["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie", "X-Api-Key"],
         "Keys (HTTP headers first) whose values are replaced by [REDACTED] in HTTP events (case-insensitive).",
     ),
+    "probes.enabled": Key("bool", True, "Apply the probe specs of the store in running hosts (the probes task)."),
+    "probes.store": Key("str", "sqlite", "Where probe specs live: sqlite (the store) or component:NAME (a redis component)."),
+    "probes.poll_interval": Key("float", 1.0, "Seconds between two reads of the probe specs' change marker.", minimum=0.05),
+    "probes.max_errors": Key("int", 10, "Errors after which an instrument is switched off in a process.", minimum=1),
+    "probes.allow_unsafe": Key("bool", False, "Do not check probe expressions (any Python runs; warned at every start)."),
+    "probes.namespace": Key("list", [], "More names for probe expressions: 'module' or 'module:attr' (a dict is merged)."),
+    "probes.event_buffer": Key("int", 10_000, "Probe events a process buffers for export; beyond, they are dropped and counted.", minimum=1),
     "tracing.redact_params": Key(
         "list", ["token", "access_token", "refresh_token", "id_token", "api_key", "apikey", "password", "passwd",
                  "secret", "client_secret"],

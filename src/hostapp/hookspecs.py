@@ -235,31 +235,55 @@ def hostapp_background_tasks() -> BackgroundTask | Iterable[BackgroundTask]:
 
 @hookspec(isolate=True, collect=InstrumentType)
 def hostapp_instrument_types() -> InstrumentType | Iterable[InstrumentType]:
-    """Contribute probe instrument types (Diagnose's log, hist, incr).
+    """Contribute probe instrument types (Diagnose's log, hist, incr; hostapp's built-ins
+    are ``log``, ``incr``, ``hist`` and ``event``, each a plugin ``instruments.NAME``).
 
-    Called once at host start. A probe spec whose ``instrument.type`` equals an
-    instrument type's ``name`` is built with that type's ``factory``.
+    Called once when a host's probe manager starts (the built-in ``probes`` task, at the
+    first probe spec it finds). A probe spec whose ``instrument.type`` equals an instrument
+    type's ``name`` is built with that type's ``factory(spec, host)`` in every process that
+    applies it, where ``spec`` is the probe spec in Diagnose's format (``id``, ``target``,
+    ``instrument`` with ``type``, ``name``, ``value``, ``event``, ``custom``,
+    ``condition``; ``expires``) and ``host`` the running :class:`~hostapp.Host` (or
+    ``None`` for ``hostapp.probes.attach_to`` without one). The object it returns is the
+    *instrument*: it is called as ``instrument(value)`` on the probed thread every time
+    the probe fires (after its ``condition``), with ``value`` the result of the spec's
+    ``value`` expression. Optional attributes: ``default_value`` (the expression used
+    when the spec has none), ``snapshot()`` (a JSON-able dict of its current value, read
+    off the probed thread: ``hostapp probes show`` prints it), ``close()`` (when the probe
+    is removed), ``pure = True`` (it never calls the program's code: no re-entry guard on
+    3.11), ``wants_elapsed = True`` (called as ``instrument(value, elapsed_ns)``).
+    Whatever it raises is counted against the spec, never raised into the probed code;
+    after ``probes.max_errors`` errors it is switched off in that process. It must not
+    block: hand slow work to a thread of your own (see ``docs/probes.md``).
 
     Returns:
         an ``InstrumentType``, an iterable of them, or ``None``.
 
     Errors:
         isolated — see :func:`hostapp_trace_processors`. Duplicate names are a
-        ``DuplicateNameError``.
+        ``DuplicateNameError``. A factory that raises makes that spec's ``applied``
+        record an error in that process; other specs are not affected.
 
     Example::
 
         import hostapp
 
-        class Counter:
+        class Maximum:  # keeps the largest value seen
+            pure = True
+
             def __init__(self, spec, host):
-                self.total = 0
-            def __call__(self, value, tags):
-                self.total += value
+                self.largest = None
+
+            def __call__(self, value):
+                if self.largest is None or value > self.largest:
+                    self.largest = value
+
+            def snapshot(self):
+                return {"kind": "maximum", "largest": self.largest}
 
         @hostapp.hookimpl
         def hostapp_instrument_types():
-            return hostapp.InstrumentType(name="count", factory=Counter)
+            return hostapp.InstrumentType(name="max", factory=Maximum)
     """
 
 

@@ -164,6 +164,9 @@ class Host:
             kept after stop.
         supervisor: the :class:`~hostapp.tasks.TaskSupervisor` of the background tasks
             (set at start), or ``None``.
+        probes: the :class:`~hostapp.probes.ProbeManager` applying the store's probe
+            specs in this host (set by the built-in ``probes`` task once a spec exists),
+            or ``None``.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class Host:
         self.supervisor: TaskSupervisor | None = None
         self._calls: PluginCalls | None = None
         self._stuck_engine: TracingEngine | None = None
+        self.probes: Any = None
         self._stop_lock = threading.Lock()
         self._stopped_event = threading.Event()
 

@@ -25,6 +25,13 @@ Tables (schema version :data:`SCHEMA_VERSION`):
 ``spill``
     ``seq``, ``owner`` (the spilling bus), ``sink``, ``event`` (JSON), ``created_ns``:
     events that overflowed a sink's queue, waiting for its worker.
+``probe_specs``, ``probe_applied``, ``probe_marker`` (version 4)
+    probe specs in Diagnose's format (``id``, ``spec`` JSON, ``lastmodified_ns``,
+    ``created_ns``); per spec and process (``process`` = ``host:pid:run_id``) the
+    ``applied`` record (``data`` JSON, ``updated_ns``); and a one-row ``version`` that
+    triggers bump on every change to ``probe_specs`` (no row before the first): the cheap change marker the
+    probe poller reads every ``probes.poll_interval``. (Planned as version 3; main's event
+    record columns took 3 first, and a store main already migrated must go on from there.)
 ``reports`` (version 2)
     ``run_id``, ``kind`` (``"component"``, ``"task"``), ``name``, ``state``, ``data``
     (JSON), ``updated_ns``; primary key ``(run_id, kind, name)``: the latest state a
@@ -275,8 +282,38 @@ def _migration_3(con: sqlite3.Connection) -> None:
         pass
 
 
+def _migration_4(con: sqlite3.Connection) -> None:
+    """Version 4: probe specs (``hostapp.probes``), their ``applied`` records per process,
+    and a change marker bumped by triggers on every change to the specs."""
+    con.execute(
+        """CREATE TABLE probe_specs (
+            id TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            lastmodified_ns INTEGER NOT NULL,
+            created_ns INTEGER NOT NULL
+        )"""
+    )
+    con.execute(
+        """CREATE TABLE probe_applied (
+            spec_id TEXT NOT NULL,
+            process TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            updated_ns INTEGER NOT NULL,
+            PRIMARY KEY (spec_id, process)
+        )"""
+    )
+    # one row (id 1) once a spec was ever written; no row reads as version 0
+    con.execute("CREATE TABLE probe_marker (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)")
+    for name, what in (("insert", "INSERT"), ("update", "UPDATE"), ("delete", "DELETE")):
+        con.execute(
+            f"CREATE TRIGGER probe_specs_{name} AFTER {what} ON probe_specs BEGIN "
+            "INSERT INTO probe_marker (id, version) VALUES (1, 1) "
+            "ON CONFLICT (id) DO UPDATE SET version = version + 1; END"
+        )
+
+
 #: The forward migrations; ``MIGRATIONS[n]`` brings a store from version ``n`` to ``n + 1``.
-MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: Final[tuple[Migration, ...]] = (_migration_1, _migration_2, _migration_3, _migration_4)
 
 #: The schema version this hostapp writes.
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
@@ -1347,3 +1384,74 @@ class Store:
                     con.execute("ROLLBACK")
                 raise
         return max(0, moved)
+
+    # -- probe specs (hostapp.probes) ------------------------------------------------
+
+    def probe_marker(self) -> int:
+        """The probe specs' change marker: bumped by every insert, update and delete."""
+        rows = self._read("SELECT version FROM probe_marker WHERE id = 1")
+        return int(rows[0][0]) if rows else 0
+
+    def probe_specs(self) -> dict[str, dict[str, Any]]:
+        """Every probe spec by id (the JSON stored by :meth:`put_probe_spec`), in id order."""
+        return {row[0]: json.loads(row[1]) for row in self._read("SELECT id, spec FROM probe_specs ORDER BY id")}
+
+    def put_probe_spec(self, spec_id: str, spec: Mapping[str, Any], lastmodified_ns: int) -> None:
+        """Add or replace probe spec ``spec_id`` (a JSON-serialisable dict)."""
+        self._write([(
+            "INSERT INTO probe_specs (id, spec, lastmodified_ns, created_ns) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, lastmodified_ns = excluded.lastmodified_ns",
+            (spec_id, json.dumps(dict(spec), default=repr), lastmodified_ns, time.time_ns()),
+        )])
+
+    def delete_probe_specs(self, ids: Iterable[str] | None = None) -> int:
+        """Delete these probe specs (``None``: all of them) and their applied records;
+        the number of specs deleted."""
+        if ids is None:
+            with self._lock:
+                con = self._connection()
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    deleted = con.execute("DELETE FROM probe_specs").rowcount
+                    con.execute("DELETE FROM probe_applied")
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            return max(0, deleted)
+        keys = list(ids)
+        if not keys:
+            return 0
+        before = len(self._read(
+            "SELECT id FROM probe_specs WHERE id IN (" + ", ".join("?" * len(keys)) + ")", keys))
+        self._write([
+            ("DELETE FROM probe_specs WHERE id IN (" + ", ".join("?" * len(keys)) + ")", keys),
+            ("DELETE FROM probe_applied WHERE spec_id IN (" + ", ".join("?" * len(keys)) + ")", keys),
+        ])
+        return before
+
+    def put_probe_applied(self, rows: Iterable[tuple[str, str, Mapping[str, Any]]]) -> int:
+        """Upsert ``(spec_id, process, data)`` applied records; the number written."""
+        now = time.time_ns()
+        statements = [
+            (
+                "INSERT INTO probe_applied (spec_id, process, data, updated_ns) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (spec_id, process) DO UPDATE SET data = excluded.data, updated_ns = excluded.updated_ns",
+                (spec_id, process, json.dumps(dict(data), default=repr), now),
+            )
+            for spec_id, process, data in rows
+        ]
+        return self._write(statements) if statements else 0
+
+    def probe_applied(self, spec_id: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{spec_id: {process: data}}`` of the applied records (of one spec)."""
+        sql = "SELECT spec_id, process, data FROM probe_applied"
+        params: tuple[Any, ...] = ()
+        if spec_id is not None:
+            sql += " WHERE spec_id = ?"
+            params = (spec_id,)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in self._read(sql + " ORDER BY spec_id, process", params):
+            out.setdefault(row[0], {})[row[1]] = json.loads(row[2])
+        return out

@@ -514,8 +514,11 @@ class InstrumentType:
 
     Attributes:
         name: the ``instrument.type`` value in a probe spec (``"log"``, ``"incr"``).
-        factory: ``factory(spec: dict, host) -> instrument``; the instrument is called as
-            ``instrument(value, tags)`` each time the probe fires.
+        factory: ``factory(spec: dict, host) -> instrument``: ``spec`` is the probe spec
+            in Diagnose's format, ``host`` the running host or ``None``; the instrument is
+            called as ``instrument(value)`` on the probed thread each time the probe fires
+            (the optional ``snapshot()``, ``close()``, ``default_value``, ``pure`` and
+            ``wants_elapsed`` are described at ``hostapp_instrument_types``).
         description: one line for listings.
     """
 

@@ -18,6 +18,7 @@ Plugin authors never import it: the fixtures and helpers are in :mod:`hostapp.te
 from __future__ import annotations
 
 from hostapp.testing import (
+    hostapp_breakpoint,
     hostapp_dist,
     hostapp_events,
     hostapp_host,
@@ -29,6 +30,6 @@ from hostapp.testing import (
 )
 
 __all__ = [
-    "hostapp_dist", "hostapp_events", "hostapp_host", "hostapp_pm", "hostapp_register", "hostapp_site",
+    "hostapp_breakpoint", "hostapp_dist", "hostapp_events", "hostapp_host", "hostapp_pm", "hostapp_register", "hostapp_site",
     "hostapp_trace", "pytest_configure",
 ]

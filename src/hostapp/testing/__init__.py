@@ -30,6 +30,13 @@ entry point ``pytest11``), so a plugin author gets them with no ``conftest.py``:
     ``install(name, version="1.0", entry_points={...}, files={...}) -> Path``: writes a
     real installed distribution (a ``.dist-info`` with ``entry_points.txt``, and its
     modules) into ``hostapp_site``, so the plugin is found exactly as production finds it.
+``hostapp_breakpoint``
+    ``breakpoint(target, name=None, **options) -> Breakpoint``: a started
+    :class:`Breakpoint` (Diagnose's, on hostapp's probes: ``wait``, ``release``,
+    ``start_thread``, ``stackframe``, ``await async_wait()``); every one is released and
+    removed at teardown, so a failing test never hangs on a held thread.
+
+``Breakpoint`` itself is importable from here (``from hostapp.testing import Breakpoint``).
 
 And two helpers for a plugin's own suite: :func:`check_plugin` (one line: the plugin keeps
 hostapp's contract) and :func:`environment_plugin_locations` (the other hostapp plugins
@@ -74,9 +81,11 @@ if TYPE_CHECKING:
     from hostapp.types import TraceProcessor
 
 __all__ = [
+    "Breakpoint",
     "EventCapture",
     "check_plugin",
     "environment_plugin_locations",
+    "hostapp_breakpoint",
     "hostapp_dist",
     "hostapp_events",
     "hostapp_host",
@@ -88,6 +97,14 @@ __all__ = [
 
 #: The name of the capturing sink (and its plugin) the fixtures add to a host.
 CAPTURE = "hostapp.testing"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Breakpoint":  # imported on first use: the probes are not loaded with pytest
+        from hostapp.probes.breakpoints import Breakpoint
+
+        return Breakpoint
+    raise AttributeError(f"module 'hostapp.testing' has no attribute {name!r}")
 
 
 @pytest.fixture
@@ -181,6 +198,32 @@ def hostapp_dist(hostapp_site: Path) -> Callable[..., Path]:
         return path
 
     return install
+
+
+@pytest.fixture
+def hostapp_breakpoint() -> Iterator[Callable[..., Any]]:
+    """``breakpoint(target, name=None, **options) -> Breakpoint``, started.
+
+    Options are :class:`hostapp.probes.breakpoints.Breakpoint`'s (``event``,
+    ``condition``, ``block``, ``timeout``). At teardown every breakpoint made is
+    released and removed, and the threads its ``start_thread`` started are given 5 s to
+    end.
+    """
+    from hostapp.probes.breakpoints import Breakpoint
+
+    made: list[Any] = []
+
+    def make(target: Any, name: str | None = None, **options: Any) -> Any:
+        bp = Breakpoint(target, name, **options)
+        made.append(bp)
+        return bp.start()
+
+    yield make
+    for bp in reversed(made):
+        bp.stop()
+    for bp in made:
+        for thread in bp.threads:
+            thread.join(5.0)
 
 
 # -- a host and its events ------------------------------------------------------------------

@@ -47,7 +47,7 @@ from hostapp.tracing._select import ImportHook, Selection, loaded_modules, modul
 if TYPE_CHECKING:
     from hostapp.tracing._runtime import Dispatch, ProcessorRuntime
 
-__all__ = ["MonitoringBackend", "NoFreeToolId"]
+__all__ = ["MonitoringBackend", "NoFreeToolId", "release_tool_id", "take_tool_id"]
 
 if sys.version_info < (3, 12):  # pragma: no cover - the engine imports this on 3.12+ only
     raise ImportError("the 'monitoring' tracing backend needs Python 3.12+ (sys.monitoring)")
@@ -65,13 +65,24 @@ class NoFreeToolId(RuntimeError):
     """Tool ids ``PROFILER_ID``, 3 and 4 are all in use."""
 
 
-def _take_tool_id() -> int:
+def take_tool_id(name: str = _TOOL_NAME) -> int:
+    """Take the first free ``sys.monitoring`` tool id among ``PROFILER_ID``, 3 and 4.
+
+    Shared by this backend (``"hostapp"``) and the probes (``"hostapp-probes"``), which
+    each hold their own id, so that both can run at once.
+
+    Args:
+        name: the tool name ``sys.monitoring.get_tool(id)`` reports.
+
+    Raises:
+        NoFreeToolId: all three are in use (the message names their holders).
+    """
     mon = sys.monitoring
     for tool in (mon.PROFILER_ID, 3, 4):
         if mon.get_tool(tool) is not None:
             continue
         try:
-            mon.use_tool_id(tool, _TOOL_NAME)
+            mon.use_tool_id(tool, name)
         except ValueError:  # taken meanwhile
             continue
         return tool
@@ -79,6 +90,20 @@ def _take_tool_id() -> int:
         "sys.monitoring tool ids PROFILER_ID (2), 3 and 4 are all in use "
         f"({', '.join(f'{i}: {sys.monitoring.get_tool(i)!r}' for i in (2, 3, 4))})"
     )
+
+
+def release_tool_id(tool: int, callbacks: Any = ()) -> None:
+    """Give ``tool`` back: its global events off, the callbacks of ``callbacks`` (event
+    ids) unregistered, its local events cleared (``clear_tool_id``, 3.13+) and the id freed.
+    Local events on code objects should be turned off by the caller first on 3.12."""
+    mon = sys.monitoring
+    mon.set_events(tool, 0)
+    for event in callbacks:
+        mon.register_callback(tool, event, None)
+    clear = getattr(mon, "clear_tool_id", None)
+    if clear is not None:
+        clear(tool)
+    mon.free_tool_id(tool)
 
 
 class MonitoringBackend:
@@ -113,7 +138,7 @@ class MonitoringBackend:
         mon = sys.monitoring
         events = mon.events
         wants = frozenset().union(*(rt.wants for rt in self._selection.runtimes if not rt.off))
-        self.tool_id = tool = _take_tool_id()
+        self.tool_id = tool = take_tool_id()
         try:
             callbacks = self._make_callbacks()
             global_events = 0
@@ -192,13 +217,7 @@ class MonitoringBackend:
                 mon.set_local_events(tool, code, 0)
             except ValueError:  # pragma: no cover
                 pass
-        mon.set_events(tool, 0)
-        for event in self._callbacks:
-            mon.register_callback(tool, event, None)
-        clear = getattr(mon, "clear_tool_id", None)
-        if clear is not None:
-            clear(tool)
-        mon.free_tool_id(tool)
+        release_tool_id(tool, self._callbacks)
         self._callbacks.clear()
         self._targets.clear()
         self._codes.clear()

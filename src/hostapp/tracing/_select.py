@@ -186,8 +186,21 @@ class ImportHook:
     ``on_module`` is logged and never reaches the import.
     """
 
-    def __init__(self, selection: Selection, on_module: Callable[[types.ModuleType], None]) -> None:
+    def __init__(
+        self,
+        selection: Selection | None,
+        on_module: Callable[[types.ModuleType], None],
+        *,
+        match: Callable[[str, str | None], bool] | None = None,
+    ) -> None:
+        """Args:
+            selection: the modules whose file matches it are hooked.
+            on_module: called with each hooked module right after its body ran.
+            match: instead of ``selection``, ``match(fullname, origin) -> bool`` says
+                which modules are hooked (the probes wait for modules by name).
+        """
         self._selection = selection
+        self._match = match
         self._on_module = on_module
         self._state = _HookState()
         self.active = True
@@ -215,7 +228,12 @@ class ImportHook:
             spec = self._find_after_self(fullname, path, target)
         finally:
             state.busy = False
-        if spec is not None and spec.has_location and self._selection.path_matches(spec.origin):
+        if spec is None:
+            return None
+        if self._match is not None:
+            if self._match(fullname, spec.origin):
+                self._wrap(spec)
+        elif spec.has_location and self._selection is not None and self._selection.path_matches(spec.origin):
             self._wrap(spec)
         return spec
 
@@ -238,8 +256,11 @@ class ImportHook:
 
     def _wrap(self, spec: ModuleSpec) -> None:
         loader = spec.loader
-        if loader is None or isinstance(loader, type) or "exec_module" in getattr(loader, "__dict__", {}):
+        if loader is None or isinstance(loader, type):
             return
+        existing = getattr(loader, "__dict__", {}).get("exec_module")
+        if existing is not None and not getattr(existing, "_hostapp_hook", False):
+            return  # someone else's instance attribute: leave the loader alone
         exec_module = getattr(loader, "exec_module", None)
         if exec_module is None:
             return
@@ -258,6 +279,7 @@ class ImportHook:
                 except Exception:
                     logger.exception("tracing: could not instrument module %r after import", module.__name__)
 
+        exec_and_instrument._hostapp_hook = True  # type: ignore[attr-defined]  # another hook may chain on it
         try:
             setattr(loader, "exec_module", exec_and_instrument)  # noqa: B010 - an instance attribute
         except (AttributeError, TypeError):  # a loader with __slots__: not instrumented

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from hostapp.tracing._runtime import Dispatch, ProcessorRuntime
 
-__all__ = ["TrampolineBackend"]
+__all__ = ["TRAMPOLINES", "TrampolineBackend", "guard_off", "guard_on", "parameter_count", "strip_traceback", "trampoline_codes"]
 
 logger = logging.getLogger("hostapp.tracing")
 
@@ -76,7 +76,8 @@ _setprofile = sys.setprofile
 _getframe = sys._getframe
 
 #: Every trampoline code object in the process -> its per-function object (any engine).
-_TRAMPOLINES: dict[types.CodeType, _Trampoline] = {}
+_TRAMPOLINES: dict[types.CodeType, Any] = {}
+TRAMPOLINES = _TRAMPOLINES
 _templates: dict[tuple[int, str, int], types.CodeType] = {}
 
 
@@ -117,6 +118,66 @@ def _template(n: int, kind: str, nfree: int) -> types.CodeType:
     return code
 
 
+def parameter_count(code: types.CodeType) -> int:
+    """How many parameters ``code`` has, ``*args`` and ``**kwargs`` included: the length
+    of the positional tuple a trampoline passes on (``co_varnames[:n]`` are their names)."""
+    flags = code.co_flags
+    return code.co_argcount + code.co_kwonlyargcount + bool(flags & _VARARGS) + bool(flags & _VARKEYWORDS)
+
+
+def trampoline_codes(
+    function: types.FunctionType, slot: Any
+) -> tuple[types.CodeType, types.FunctionType, types.CodeType]:
+    """``(C2, G, T)`` for ``function`` (see the module docstring), ``T`` calling ``slot``.
+
+    ``slot`` is the object ``T`` keeps in its constants and calls: ``slot.call(p0, ...)``
+    for a plain function, ``slot.gen(...)`` (delegated to with ``yield from``) for a
+    generator function, ``await slot.coro(...)`` for a coroutine function. The tracing
+    backend's :class:`_Trampoline` and the probes' trampolines are both built here.
+
+    Raises:
+        ValueError: ``function`` is an async generator function (not supported here).
+        Exception: whatever ``code.replace`` raises for a code object it cannot rebuild.
+    """
+    code = function.__code__
+    flags = code.co_flags
+    if flags & _ASYNC_GENERATOR:
+        raise ValueError("async generator functions cannot get a trampoline")
+    n = parameter_count(code)
+    code2 = code.replace(
+        co_argcount=n, co_posonlyargcount=0, co_kwonlyargcount=0,
+        co_flags=flags & ~(_VARARGS | _VARKEYWORDS),
+    )
+    func = types.FunctionType(code2, function.__globals__, function.__name__, None, function.__closure__)
+    func.__qualname__ = function.__qualname__
+    if flags & _GENERATOR:
+        kind = "gen"
+    elif flags & _COROUTINE:
+        kind = "coro"
+    else:
+        kind = "plain"
+    template = _template(n, kind, len(code.co_freevars))
+    consts = tuple(
+        slot if const == _SLOT else BaseException if const == _BASE else const
+        for const in template.co_consts
+    )
+    trampoline = template.replace(
+        co_name=code.co_name,
+        co_qualname=code.co_qualname,
+        co_filename=code.co_filename,
+        co_firstlineno=code.co_firstlineno,
+        co_argcount=code.co_argcount,
+        co_posonlyargcount=code.co_posonlyargcount,
+        co_kwonlyargcount=code.co_kwonlyargcount,
+        co_flags=(template.co_flags & ~(_VARARGS | _VARKEYWORDS))
+        | (flags & (_VARARGS | _VARKEYWORDS | _ITERABLE_COROUTINE)),
+        co_varnames=code.co_varnames[:n] + (_EXC,),
+        co_freevars=code.co_freevars,
+        co_consts=consts,
+    )
+    return code2, func, trampoline
+
+
 class _State(threading.local):
     """Per thread: the slot the one-shot profile function fills, and the re-entry guard."""
 
@@ -130,6 +191,19 @@ _state = _State()
 #: checks this global, and only when it is not zero its own thread's ``busy`` flag
 #: (a thread-local lookup is the expensive part).
 _busy = [0]
+
+
+def guard_on() -> None:
+    """Mark this thread busy: trampolined calls it makes run untraced and unprobed (the
+    tracing backend's processors and the probes' instruments share the guard)."""
+    _busy[0] += 1
+    _state.busy = True
+
+
+def guard_off() -> None:
+    """Undo :func:`guard_on`."""
+    _state.busy = False
+    _busy[0] -= 1
 
 
 def _guard_on() -> None:
@@ -173,6 +247,13 @@ def _oneshot_chained(frame: FrameType, event: str, arg: Any) -> None:
         previous(frame, event, arg)
 
 
+def strip_traceback(exc: BaseException) -> None:
+    """Drop the head of ``exc``'s traceback (the trampoline frame re-raising it)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        exc.__traceback__ = tb.tb_next
+
+
 def _strip(exc: BaseException) -> None:
     """Drop the head of ``exc``'s traceback (the frame re-raising it)."""
     tb = exc.__traceback__
@@ -198,49 +279,14 @@ class _Trampoline:
     def __init__(
         self, function: types.FunctionType, procs: tuple[ProcessorRuntime, ...], dispatch: Dispatch,
     ) -> None:
-        code = function.__code__
-        flags = code.co_flags
-        n = code.co_argcount + code.co_kwonlyargcount + bool(flags & _VARARGS) + bool(flags & _VARKEYWORDS)
         self.function = function
-        self.code = code
-        self.code2 = code.replace(
-            co_argcount=n, co_posonlyargcount=0, co_kwonlyargcount=0,
-            co_flags=code.co_flags & ~(_VARARGS | _VARKEYWORDS),
-        )
-        self.func = types.FunctionType(
-            self.code2, function.__globals__, function.__name__, None, function.__closure__,
-        )
-        self.func.__qualname__ = function.__qualname__
+        self.code = function.__code__
+        self.code2, self.func, self.trampoline = trampoline_codes(function, self)
         self.procs = procs
         self.guard = not all(rt.simple for rt in procs)
         self.enter = dispatch.enter
         self.leave = dispatch.leave
         self.active = True
-        if code.co_flags & _GENERATOR:
-            kind = "gen"
-        elif code.co_flags & _COROUTINE:
-            kind = "coro"
-        else:
-            kind = "plain"
-        template = _template(n, kind, len(code.co_freevars))
-        consts = tuple(
-            self if const == _SLOT else BaseException if const == _BASE else const
-            for const in template.co_consts
-        )
-        self.trampoline = template.replace(
-            co_name=code.co_name,
-            co_qualname=code.co_qualname,
-            co_filename=code.co_filename,
-            co_firstlineno=code.co_firstlineno,
-            co_argcount=code.co_argcount,
-            co_posonlyargcount=code.co_posonlyargcount,
-            co_kwonlyargcount=code.co_kwonlyargcount,
-            co_flags=(template.co_flags & ~(_VARARGS | _VARKEYWORDS))
-            | (code.co_flags & (_VARARGS | _VARKEYWORDS | _ITERABLE_COROUTINE)),
-            co_varnames=code.co_varnames[:n] + (_EXC,),
-            co_freevars=code.co_freevars,
-            co_consts=consts,
-        )
 
     def _finish(self, record: Any, frame: FrameType | None, event: str, arg: Any) -> None:
         """The return side (``leave``), under the re-entry guard when processors run code."""

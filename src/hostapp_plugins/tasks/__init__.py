@@ -1,0 +1,1 @@
+"""Built-in background tasks: ``tasks.probes``, the probe poller."""
