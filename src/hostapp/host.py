@@ -377,23 +377,15 @@ class Host:
             self._start_tracing()
 
     def _start_tasks(self) -> None:
-        """Collect the background tasks and start them under a supervisor (on the loop,
-        which they need: the first thing that starts it in a host without async plugins)."""
+        """Collect the background tasks and start them under a supervisor (plain tasks in
+        threads of their own; only ``async def`` ones need the host's loop)."""
         found = self.pm.collect("hostapp_background_tasks", on_conflict="raise" if self.strict else "report")
         if not found:
             return
         from hostapp.tasks import TaskSupervisor
 
-        calls = self._calls
-        assert calls is not None
-        supervisor = self.supervisor = TaskSupervisor(self, found)
-
-        async def begin() -> None:
-            supervisor.start()
-
-        outcome = calls.call(begin, timeout=self.start_timeout)
-        if not outcome.ok:  # pragma: no cover - only a loop another plugin blocks
-            raise HostappError(f"the background tasks could not start: {outcome.describe('host.start_timeout')}")
+        self.supervisor = TaskSupervisor(self, found, self._calls)
+        self.supervisor.start()
 
     def _start_tracing(self) -> None:
         """Collect the trace processors, filter them by name, start the engine (last)."""
@@ -606,18 +598,11 @@ class Host:
             self._calls.close()
 
     def _stop_tasks(self, deadline: float) -> None:
-        """Stop the background tasks on their loop, within half of what is left of the
-        stop; a loop that a task blocks cannot run the stop: its tasks are abandoned."""
-        supervisor, calls = self.supervisor, self._calls
-        assert supervisor is not None and calls is not None
-        budget = max(0.0, _left(deadline) / 2)
-
-        async def stop() -> None:
-            await supervisor.astop(budget)
-
-        outcome = calls.call(stop, timeout=budget + 0.5)
-        if not outcome.ok:
-            supervisor.abandon(f"the tasks could not be stopped: {outcome.describe('host.shutdown_timeout')}")
+        """Stop the background tasks within half of what is left of the stop; one that
+        does not stop in time (an async one blocking the loop too) is abandoned."""
+        supervisor = self.supervisor
+        assert supervisor is not None
+        supervisor.stop(max(0.0, _left(deadline) / 2))
 
     def __enter__(self) -> Host:
         return self.start()

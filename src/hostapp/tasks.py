@@ -2,18 +2,26 @@
 
 A :class:`TaskSupervisor` is made by the host at start, after ``hostapp_startup`` (see
 :mod:`hostapp.host` for the order), from the ``hostapp_background_tasks()``
-contributions. Every task gets a supervising :class:`asyncio.Task` on ``host.loop``;
-that coroutine runs the task's body, sleeps the backoff after a failure, waits the
-``interval`` between iterations and keeps the task's :class:`TaskRecord`:
+contributions. Every task is supervised where it runs; the supervision runs its body,
+sleeps the backoff after a failure, waits the ``interval`` between iterations and keeps
+the task's :class:`TaskRecord`:
 
-* an ``async def run(host)`` is awaited right there, on the host's loop;
-* a plain ``run(host, stop_event)`` is handed to the task's own daemon thread
-  (``hostapp-task-NAME``), which runs it (and a plain ``initialize``/``close``) while
-  the coroutine waits for the result. Task threads are *not* marked
-  ``hostapp_untraced``: the code a task runs is the application's and is traced like
-  any other thread's (an async task is traced when the host runs on the caller's loop,
-  ``async with Host()``, and not on the host's own ``hostapp-loop`` thread, which
-  hostapp's tracing skips).
+* a plain ``run(host, stop_event)`` runs in the task's own daemon thread
+  (``hostapp-task-NAME``), supervised there: its ``initialize``/``close`` run there too
+  (an ``async def`` one is awaited on the host's loop), the waits are
+  ``stop_event.wait``, and no asyncio is needed at all — a host whose tasks are all plain
+  never starts a loop for them;
+* an ``async def run(host)`` is supervised by an :class:`asyncio.Task` on the host's loop
+  and awaited right there.
+
+Task threads are *not* marked ``hostapp_untraced``: the code a task runs is the
+application's and is traced like any other thread's (an async task is traced when the
+host runs on the caller's loop, ``async with Host()``, and not on the host's own
+``hostapp-loop`` thread, which hostapp's tracing skips).
+
+The policy (restarts, backoff, the interval, what is recorded and reported) is written
+once, as a generator of steps (:meth:`_Supervised._steps`); a thread and a coroutine each
+carry the steps out.
 
 On every failure (``initialize`` or ``run`` raising, a stuck task at stop, ``close``
 raising) the supervisor emits a ``background_task_failed`` event (data: ``task``,
@@ -30,10 +38,7 @@ cap; stop follows asyncio's cancellation and a :class:`threading.Event` for thre
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import queue
 import random
 import sys
 import threading
@@ -48,6 +53,10 @@ from hostapp._bounded import describe_error
 from hostapp.types import is_async_callable
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Generator
+
+    from hostapp._bounded import PluginCalls
     from hostapp.host import Host
     from hostapp.types import BackgroundTask, Contribution
 
@@ -166,47 +175,12 @@ def _failed(exc: BaseException, skip: int) -> _Outcome:
     return _Outcome(exc, "".join(traceback.format_exception(type(exc), exc, tb)))
 
 
-class _Worker:
-    """The daemon thread of one sync task: runs the calls handed to it, one at a time."""
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self.thread.start()
-
-    def submit(self, fn: Callable[..., Any], args: Sequence[Any]) -> concurrent.futures.Future[_Outcome]:
-        future: concurrent.futures.Future[_Outcome] = concurrent.futures.Future()
-        self._jobs.put((fn, args, future))
-        return future
-
-    def shutdown(self) -> None:
-        self._jobs.put(None)
-
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args)
-                if hasattr(result, "__await__"):
-                    if hasattr(result, "close"):
-                        result.close()
-                    raise TypeError(
-                        f"{getattr(fn, '__qualname__', fn)!r} returned an awaitable in the task's "
-                        "thread; declare it with 'async def' to run it on the host's loop"
-                    )
-            except BaseException as exc:  # noqa: BLE001 - a thread's SystemExit is the task's failure too
-                future.set_result(_failed(exc, 1))
-            else:
-                future.set_result(_Outcome())
+class _Stop(Exception):
+    """The task is being stopped (raised by the steps, caught by the supervision)."""
 
 
 class _Supervised:
-    """One task under supervision: its record, its supervising coroutine, its thread."""
+    """One task under supervision: its record, its thread or its supervising coroutine."""
 
     def __init__(self, supervisor: TaskSupervisor, contribution: Contribution[BackgroundTask]) -> None:
         self.supervisor = supervisor
@@ -214,30 +188,197 @@ class _Supervised:
         self.spec = contribution.spec
         self.record = TaskRecord.of(contribution)
         self.stop_event = threading.Event()
-        self.worker: _Worker | None = None
+        self.thread: threading.Thread | None = None
         self.task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
         self.abandoned = False
-        self._call_future: concurrent.futures.Future[_Outcome] | None = None
         self._initialized = self.spec.initialize is None
         self._backoff = self.spec.backoff_initial
         self._consecutive = 0  # restarts since the last healthy run
         self._reported_state: str | None = None
         self._reported_at = 0.0
 
-    # -- running -------------------------------------------------------------------
+    # -- the policy, as steps ----------------------------------------------------------
+    #
+    # The steps yield ("call", fn, args) -> an _Outcome is sent back, or ("sleep", s) ->
+    # nothing is sent back; they raise _Stop when the task is being stopped. A thread
+    # (sync tasks) or a coroutine (async tasks) carries them out.
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.spec.kind == "sync":
-            self.worker = _Worker(f"hostapp-task-{self.spec.name}")
+    def _check_stop(self) -> None:
+        if self.stopping:  # also when the task's code swallowed our cancellation
+            raise _Stop
+
+    def _steps(self) -> Generator[tuple[Any, ...], Any, None]:
+        """Run the task until it finishes, gives up or is stopped (the restart policy)."""
+        spec, record, host = self.spec, self.record, self.host
+        args: tuple[Any, ...] = (host,) if spec.kind == "async" else (host, self.stop_event)
+        while True:
+            self._check_stop()
+            phase, outcome, started = "initialize", _Outcome(), time.monotonic()
+            if not self._initialized:
+                record.state = "running"
+                self.report()
+                outcome = yield ("call", spec.initialize, (host,))
+                self._initialized = outcome.error is None
+                self._check_stop()
+            if outcome.error is None:
+                phase = "run"
+                record.state = "running"
+                record.next_run_ns = None
+                record.runs += 1
+                record.last_run_ns = time.time_ns()
+                started = time.monotonic()
+                self.report()
+                outcome = yield ("call", spec.run, args)
+                self._check_stop()
+            ended = time.monotonic()
+            if outcome.error is None:
+                self._healthy()
+                if spec.interval is not None:
+                    due = max(started + spec.interval, ended)
+                    if ended > started + spec.interval:
+                        record.skipped += max(0, int((ended - started) / spec.interval) - 1)
+                    record.state = "waiting"
+                    record.next_run_ns = time.time_ns() + int((due - ended) * 1e9)
+                    self.report()
+                    yield ("sleep", due - time.monotonic())
+                    continue
+                if spec.restart != "always":
+                    record.state = "finished"
+                    return
+                yield from self._restart_after(self._next_delay())
+                continue
+            record.failures += 1
+            if ended - started >= spec.backoff_max:
+                self._healthy()
+            give_up = spec.restart == "never" or (
+                spec.max_restarts is not None and self._consecutive >= spec.max_restarts
+            )
+            delay = None if give_up else self._next_delay()
+            self._report_failure(phase, outcome, delay)
+            if delay is None:
+                return
+            yield from self._restart_after(delay)
+            self._consecutive += 1
+
+    def _restart_after(self, delay: float) -> Generator[tuple[Any, ...], Any, None]:
+        record = self.record
+        record.state = "sleeping"
+        record.next_run_ns = time.time_ns() + int(delay * 1e9)
+        self.report()
+        yield ("sleep", delay)
+        record.restarts += 1
+
+    def _closing(self) -> Generator[tuple[Any, ...], Any, None]:
+        """The end: ``close`` (when ``initialize`` ran), then the final report."""
+        record = self.record
+        record.next_run_ns = None
+        if self._initialized and self.spec.close is not None:
+            outcome = yield ("call", self.spec.close, (self.host,))
+            if outcome.error is not None and not self.abandoned:
+                self._report_failure("close", outcome, None)
+        if self.abandoned:
+            return
+        record.stopped_ns = time.time_ns()
+        self.report(force=True)
+
+    # -- a sync task: its own thread ---------------------------------------------------
+
+    def start(self) -> None:
+        """Start the supervision: the task's thread (sync), or a task on the host's loop
+        (async; call it on that loop)."""
         self.record.started_ns = time.time_ns()
-        self.task = loop.create_task(self._supervise(), name=f"hostapp-task-{self.spec.name}")
+        name = f"hostapp-task-{self.spec.name}"
+        if self.spec.kind == "sync":
+            self.thread = threading.Thread(target=self._supervise_here, name=name, daemon=True)
+            self.thread.start()
+            return
+        import asyncio
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> _Outcome:
-        """Run one of the task's functions where it belongs; never raises but for our stop."""
-        if self.worker is not None and not is_async_callable(fn):
-            self._call_future = self.worker.submit(fn, args)
-            return await asyncio.wrap_future(self._call_future)
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(self._supervise(), name=name)
+
+    def _supervise_here(self) -> None:
+        try:
+            self._carry_out(self._steps())
+        except _Stop:
+            if not self.abandoned:
+                self.record.state = "stopped"
+        if not self.abandoned:
+            self._carry_out(self._closing())
+
+    def _carry_out(self, steps: Generator[tuple[Any, ...], Any, None]) -> None:
+        sent: Any = None
+        while True:
+            try:
+                step = steps.send(sent)
+            except StopIteration:
+                return
+            if step[0] == "call":
+                sent = self._call_here(step[1], step[2])
+            else:
+                sent = None
+                if step[1] > 0:
+                    self.stop_event.wait(step[1])
+
+    def _call_here(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
+        """One of a sync task's functions, in its thread (an ``async def`` one awaited on
+        the host's loop); never raises."""
+        try:
+            if is_async_callable(fn):
+                outcome = self.supervisor.on_loop(fn, args)
+                return _Outcome() if outcome.error is None else _failed(outcome.error, 0)
+            result = fn(*args)
+            if hasattr(result, "__await__"):
+                if hasattr(result, "close"):
+                    result.close()
+                raise TypeError(
+                    f"{getattr(fn, '__qualname__', fn)!r} returned an awaitable in the task's "
+                    "thread; declare it with 'async def' to run it on the host's loop"
+                )
+        except BaseException as exc:  # noqa: BLE001 - a thread's SystemExit is the task's failure too
+            return _failed(exc, 1)
+        return _Outcome()
+
+    # -- an async task: a coroutine on the host's loop ---------------------------------
+
+    async def _supervise(self) -> None:
+        import asyncio
+
+        try:
+            await self._carry_out_async(self._steps())
+        except (asyncio.CancelledError, _Stop):
+            if not self.stopping:
+                raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
+            if not self.abandoned:
+                self.record.state = "stopped"
+        if not self.abandoned:
+            await self._carry_out_async(self._closing())
+
+    async def _carry_out_async(self, steps: Generator[tuple[Any, ...], Any, None]) -> None:
+        import asyncio
+
+        sent: Any = None
+        while True:
+            try:
+                step = steps.send(sent)
+            except StopIteration:
+                return
+            if step[0] == "call":
+                sent = await self._call_async(step[1], step[2])
+            else:
+                sent = None
+                if step[1] > 0:
+                    await asyncio.sleep(step[1])
+
+    async def _call_async(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> _Outcome:
+        """One of an async task's functions, on the loop; never raises but for our stop."""
+        import asyncio
+
         try:
             result = fn(*args)
             if hasattr(result, "__await__"):
@@ -250,102 +391,6 @@ class _Supervised:
         except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt must not end the host's loop
             return _failed(exc, 1)
         return _Outcome()
-
-    async def _supervise(self) -> None:
-        record = self.record
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            if not self.stopping:
-                raise
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                task.uncancel()
-            future = self._call_future
-            if future is not None and not future.done():  # a sync call in flight: wait for it
-                await asyncio.wrap_future(future)
-            if not self.abandoned:
-                record.state = "stopped"
-        if self.abandoned:
-            return
-        record.next_run_ns = None
-        if self._initialized and self.spec.close is not None:
-            outcome = await self._call(self.spec.close, self.host)
-            if outcome.error is not None and not self.abandoned:
-                self._report_failure("close", outcome, None)
-        if self.abandoned:
-            return
-        record.stopped_ns = time.time_ns()
-        self.report(force=True)
-
-    def _check_stop(self) -> None:
-        if self.stopping:  # the task's code swallowed our cancellation; do not go on
-            raise asyncio.CancelledError
-
-    async def _loop(self) -> None:
-        spec, record, host = self.spec, self.record, self.host
-        args: tuple[Any, ...] = (host,) if spec.kind == "async" else (host, self.stop_event)
-        while True:
-            self._check_stop()
-            phase, outcome, started = "initialize", _Outcome(), time.monotonic()
-            if not self._initialized:
-                record.state = "running"
-                self.report()
-                outcome = await self._call(spec.initialize, host)  # type: ignore[arg-type]
-                self._initialized = outcome.error is None
-                self._check_stop()
-            if outcome.error is None:
-                phase = "run"
-                record.state = "running"
-                record.next_run_ns = None
-                record.runs += 1
-                record.last_run_ns = time.time_ns()
-                started = time.monotonic()
-                self.report()
-                outcome = await self._call(spec.run, *args)
-                self._check_stop()
-            ended = time.monotonic()
-            if outcome.error is None:
-                self._healthy()
-                if spec.interval is not None:
-                    due = max(started + spec.interval, ended)
-                    if ended > started + spec.interval:
-                        record.skipped += max(0, int((ended - started) / spec.interval) - 1)
-                    record.state = "waiting"
-                    record.next_run_ns = time.time_ns() + int((due - ended) * 1e9)
-                    self.report()
-                    await self._sleep(due - time.monotonic())
-                    continue
-                if spec.restart != "always":
-                    record.state = "finished"
-                    return
-                await self._restart_after(self._next_delay())
-                continue
-            record.failures += 1
-            if ended - started >= spec.backoff_max:
-                self._healthy()
-            give_up = spec.restart == "never" or (
-                spec.max_restarts is not None and self._consecutive >= spec.max_restarts
-            )
-            delay = None if give_up else self._next_delay()
-            self._report_failure(phase, outcome, delay)
-            if delay is None:
-                return
-            await self._restart_after(delay)
-            self._consecutive += 1
-
-    async def _restart_after(self, delay: float) -> None:
-        record = self.record
-        record.state = "sleeping"
-        record.next_run_ns = time.time_ns() + int(delay * 1e9)
-        self.report()
-        await self._sleep(delay)
-        record.restarts += 1
-
-    @staticmethod
-    async def _sleep(seconds: float) -> None:
-        if seconds > 0:
-            await asyncio.sleep(seconds)
 
     def _healthy(self) -> None:
         self._backoff = self.spec.backoff_initial
@@ -393,19 +438,18 @@ class _Supervised:
     # -- stopping ------------------------------------------------------------------
 
     def request_stop(self) -> None:
+        """Ask the task to stop (from any thread): ``stop_event`` set, the coroutine cancelled."""
         self.stopping = True
         self.stop_event.set()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        task, loop = self.task, self.loop
+        if task is not None and loop is not None and not task.done():
+            loop.call_soon_threadsafe(task.cancel)
 
-    async def wait_stopped(self, timeout: float) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            await asyncio.wait({task}, timeout=timeout)
-        if task is not None and not task.done():
-            self._declare_stuck(timeout)
-        elif self.worker is not None:
-            self.worker.shutdown()
+    def done(self) -> bool:
+        """Whether the supervision has ended (a task never started counts as ended)."""
+        if self.thread is not None:
+            return not self.thread.is_alive()
+        return self.task is None or self.task.done()
 
     def _declare_stuck(self, waited: float) -> None:
         record = self.record
@@ -414,23 +458,23 @@ class _Supervised:
         record.next_run_ns = None
         record.stopped_ns = time.time_ns()
         record.last_error = f"did not stop within {waited:.2f} s (stop_timeout {self.spec.stop_timeout} s)"
-        where = self._where_stuck()
-        record.last_traceback = where
+        record.last_traceback = self._where_stuck()
         logger.warning(
             "background task %r (plugin %r) did not stop within %.2f s; abandoned%s",
             record.name, record.plugin, waited,
-            " (its daemon thread keeps running until the process exits)" if self.worker else "",
+            " (its daemon thread keeps running until the process exits)" if self.thread else "",
         )
         self.supervisor.emit_failure(record, "stop", None, attempt=self._consecutive + 1)
-        if self.task is not None:
-            self.task.cancel()  # once more; a coroutine that ignores it is left behind
+        task, loop = self.task, self.loop
+        if task is not None and loop is not None:
             # already warned about above: no "Task was destroyed but it is pending!" later
-            self.task._log_destroy_pending = False  # type: ignore[attr-defined]
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            loop.call_soon_threadsafe(task.cancel)  # once more; a coroutine that ignores it is left behind
 
     def _where_stuck(self) -> str | None:
         """The stack the task is stuck in: its thread's, or its coroutine chain."""
-        if self.worker is not None:
-            frame = sys._current_frames().get(self.worker.thread.ident or -1)
+        if self.thread is not None:
+            frame = sys._current_frames().get(self.thread.ident or -1)
             return "".join(traceback.format_stack(frame)) if frame is not None else None
         lines: list[str] = []
         awaited: Any = self.task.get_coro() if self.task is not None else None
@@ -447,44 +491,77 @@ class TaskSupervisor:
     """Runs the host's background tasks (see the module docstring).
 
     Args:
-        host: the started :class:`~hostapp.Host` (its ``loop``, ``emit``, ``store`` and
-            ``run_id`` are used).
+        host: the started :class:`~hostapp.Host` (its ``emit``, ``store`` and ``run_id``
+            are used).
         contributions: the collected ``hostapp_background_tasks()`` contributions.
+        calls: the host's :class:`~hostapp._bounded.PluginCalls`, whose loop runs the async
+            tasks (and the ``async def`` ``initialize``/``close`` of sync ones); ``None``
+            for a supervisor of sync tasks only.
 
     Attributes:
         records: ``{name: TaskRecord}`` in contribution order (``host.tasks``).
     """
 
-    def __init__(self, host: Host, contributions: Iterable[Contribution[BackgroundTask]]) -> None:
+    def __init__(
+        self, host: Host, contributions: Iterable[Contribution[BackgroundTask]], calls: PluginCalls | None = None,
+    ) -> None:
         self.host = host
+        self._calls = calls
         self._tasks = [_Supervised(self, c) for c in contributions]
         self.records: dict[str, TaskRecord] = {t.record.name: t.record for t in self._tasks}
         self._store_failed = False
         self._closed = False
 
-    def start(self) -> None:
-        """Start every task on ``host.loop`` (call it on that loop) and report them.
+    @property
+    def needs_loop(self) -> bool:
+        """Whether some task is ``async def`` (its supervision runs on the host's loop)."""
+        return any(t.spec.kind == "async" for t in self._tasks)
+
+    def on_loop(self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        """Run ``fn(*args)`` (an ``async def``) on the host's loop and wait for it; its
+        :class:`~hostapp._bounded.Outcome`.
 
         Raises:
-            HostappError: the host has no loop (it is not starting).
+            HostappError: the supervisor has no calls (it was made without a host's).
         """
-        from hostapp.errors import HostappError
+        if self._calls is None:
+            from hostapp.errors import HostappError
 
-        loop = self.host.loop
-        if loop is None:
-            raise HostappError("the background tasks start with the host; the host has no loop")
+            raise HostappError("this task supervisor has no loop to run an async function on")
+        return self._calls.call(fn, *args, timeout=timeout)
+
+    def start(self) -> None:
+        """Start every task and report them: the sync ones in their threads now, the async
+        ones on the host's loop (started, when not yet, by the host's calls).
+
+        Raises:
+            HostappError: an async task, and no calls to reach a loop with; or the loop
+                did not take the tasks within ``host.start_timeout``.
+        """
         for supervised in self._tasks:
-            supervised.start(loop)
+            if supervised.spec.kind == "sync":
+                supervised.start()
+        pending = [s for s in self._tasks if s.spec.kind == "async"]
+        if pending:
+            async def begin() -> None:
+                for supervised in pending:
+                    supervised.start()
+
+            outcome = self.on_loop(begin, (), timeout=float(self.host.config.get("host.start_timeout", 10.0)))
+            if not outcome.ok:  # pragma: no cover - only a loop another plugin blocks
+                from hostapp.errors import HostappError
+
+                raise HostappError(f"the background tasks could not start: {outcome.describe('host.start_timeout')}")
         self.store([s.record for s in self._tasks])
 
-    async def astop(self, timeout: float) -> dict[str, str]:
+    def stop(self, timeout: float) -> dict[str, str]:
         """Stop every task at once; wait for each at most ``min(stop_timeout, timeout)`` s.
 
         Async tasks are cancelled; sync tasks have their ``stop_event`` set (and a pending
         backoff or interval wait is cut short). A task still running after its wait is
         marked ``stuck``, warned about and abandoned: a sync task's daemon thread keeps
         running until the process exits, an async task that ignores cancellation stays on
-        the loop. Idempotent.
+        the loop. Idempotent; from any thread but the host's loop.
 
         Args:
             timeout: seconds the whole stop of the tasks may take (>= 0).
@@ -495,26 +572,44 @@ class TaskSupervisor:
         if not self._closed:
             for supervised in self._tasks:
                 supervised.request_stop()
-            await asyncio.gather(
-                *(s.wait_stopped(max(0.0, min(s.spec.stop_timeout, timeout))) for s in self._tasks)
-            )
+            started = time.monotonic()
+            for supervised in self._tasks:
+                bound = max(0.0, min(supervised.spec.stop_timeout, timeout))
+                left = max(0.0, started + bound - time.monotonic())
+                self._wait(supervised, left)
+                if not supervised.done():
+                    supervised._declare_stuck(bound)
             self.store([s.record for s in self._tasks])
             self._closed = True
         return {name: record.state for name, record in self.records.items()}
 
+    def _wait(self, supervised: _Supervised, seconds: float) -> None:
+        if supervised.thread is not None:
+            supervised.thread.join(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not supervised.done() and time.monotonic() < deadline:
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+
+    async def astop(self, timeout: float) -> dict[str, str]:
+        """:meth:`stop` from async code (waited for in a thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.stop, timeout)
+
     def abandon(self, reason: str) -> None:
-        """Give up on stopping the tasks (their loop does not run: a task blocks it): every
-        task not ended yet is marked ``stuck`` with ``reason``, warned about and left behind.
-        Called by the host from another thread; idempotent."""
+        """Give up on stopping the tasks: every task not ended yet is marked ``stuck`` with
+        ``reason``, warned about and left behind. Idempotent."""
         if self._closed:
             return
         self._closed = True
         for supervised in self._tasks:
-            record, task = supervised.record, supervised.task
-            if record.state == "stuck" or task is None or task.done():
+            record = supervised.record
+            if record.state == "stuck" or supervised.done():
                 continue
             supervised.abandoned = True
-            task._log_destroy_pending = False  # type: ignore[attr-defined]  # warned about below
+            if supervised.task is not None:
+                supervised.task._log_destroy_pending = False  # type: ignore[attr-defined]  # warned about below
             if record.state == "stopped":  # stopped, and stuck in its close()
                 reason = f"{reason} (in close())"
             record.state, record.last_error, record.next_run_ns = "stuck", reason, None
