@@ -179,6 +179,14 @@ class _Stop(Exception):
     """The task is being stopped (raised by the steps, caught by the supervision)."""
 
 
+def _advance(steps: Generator[tuple[Any, ...], Any, None], sent: Any) -> tuple[Any, ...] | None:
+    """The next step of ``steps`` (``sent`` being the last one's result), ``None`` at the end."""
+    try:
+        return steps.send(sent)
+    except StopIteration:
+        return None
+
+
 class _Supervised:
     """One task under supervision: its record, its thread or its supervising coroutine."""
 
@@ -310,11 +318,7 @@ class _Supervised:
 
     def _carry_out(self, steps: Generator[tuple[Any, ...], Any, None]) -> None:
         sent: Any = None
-        while True:
-            try:
-                step = steps.send(sent)
-            except StopIteration:
-                return
+        while (step := _advance(steps, sent)) is not None:
             if step[0] == "call":
                 sent = self._call_here(step[1], step[2])
             else:
@@ -363,11 +367,7 @@ class _Supervised:
         import asyncio
 
         sent: Any = None
-        while True:
-            try:
-                step = steps.send(sent)
-            except StopIteration:
-                return
+        while (step := _advance(steps, sent)) is not None:
             if step[0] == "call":
                 sent = await self._call_async(step[1], step[2])
             else:
