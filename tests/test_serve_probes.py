@@ -212,6 +212,9 @@ def test_an_unsafe_expression_is_refused_with_the_clis_reason_and_nothing_is_sto
         assert not_json.status_code == 400 and not_json.json()["error"].startswith("the body is not JSON: ")
         empty = served.post("/api/probes", headers=auth(served), data=b"")
         assert empty.status_code == 400 and "the body is empty" in empty.json()["error"]
+        huge = served.post("/api/probes", headers=auth(served), json={"target": "app.work.work", "type": "incr",
+                                                                       "name": "x" * 70_000})
+        assert huge.status_code == 413 and huge.json()["error"].startswith("the body is larger than 65536 bytes")
         assert served.get("/api/probes").json() == []
     assert stored_specs(project) == {}
 
