@@ -25,6 +25,7 @@ SUITES: dict[str, str] = {
     "dispatch": "benchmarks.dispatch",
     "events": "benchmarks.events",
     "events_view": "benchmarks.events_view",
+    "memory": "benchmarks.memory",
     "serve": "benchmarks.serve",
     "tracing": "benchmarks.tracing",
     "peers": "benchmarks.peers",

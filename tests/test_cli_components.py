@@ -127,7 +127,7 @@ def test_unknown_driver_and_bad_keys_exit_2_with_one_line(project):
     result = run(["components"], project)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "hostapp: error: hostapp.toml: components.y.reload: unknown key; expected driver, load or options; did you mean 'load'?"
+        "hostapp: error: hostapp.toml: components.y.reload: unknown key; expected driver, load, options or timeout; did you mean 'load'?"
     ]
 
 

@@ -317,7 +317,7 @@ def write_toml(tmp_path, text):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ('driver = "sqlite"\nretries = 3', "hostapp.toml: components.db.retries: unknown key; expected driver, load or options"),
+        ('driver = "sqlite"\nretries = 3', "hostapp.toml: components.db.retries: unknown key; expected driver, load, options or timeout"),
         ('load = "yes"', "hostapp.toml: components.db.driver: required: the name of a driver (a string), got nothing"),
         ("driver = 5", "hostapp.toml: components.db.driver: required: the name of a driver (a string), got an integer"),
         ('driver = "sqlite"\nload = "maybe"', "hostapp.toml: components.db.load: expected one of auto, yes, no; got 'maybe'"),

@@ -401,15 +401,20 @@ def test_collect_skips_a_plugin_that_breaks_the_contract(pm):
     assert errors["midway"] == "RuntimeError: generator broke"
 
 
-def test_acollect_awaits_async_registration_hooks(pm):
+def test_collect_and_acollect_await_async_registration_hooks(pm):
     @hookimpl(specname="hostapp_event_sinks")
     async def async_sinks():
         return [sink("async-one")]
 
-    pm.register_plugins([info("a", plugin("a", hostapp_event_sinks=async_sinks))])
-    assert [c.name for c in asyncio.run(pm.acollect("hostapp_event_sinks"))] == ["async-one"]
-    assert pm.collect("hostapp_event_sinks") == []
-    assert "await pm.acollect" in pm.hook_errors[-1].error
+    @hookimpl(specname="hostapp_event_sinks")
+    async def async_generator():
+        yield sink("async-two")
+
+    pm.register_plugins([info("a", plugin("a", hostapp_event_sinks=async_sinks)),
+                         info("b", plugin("b", hostapp_event_sinks=async_generator))])
+    assert [c.name for c in asyncio.run(pm.acollect("hostapp_event_sinks"))] == ["async-one", "async-two"]
+    assert [c.name for c in pm.collect("hostapp_event_sinks")] == ["async-one", "async-two"]
+    assert not pm.hook_errors
 
 
 def test_collect_rejects_a_call_hook(pm):

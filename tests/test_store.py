@@ -259,9 +259,12 @@ def test_current_reports_prefer_a_live_run_over_a_newer_ended_one(tmp_path):
 
     store = Store(tmp_path / "s.sqlite3")
     assert store.current_reports("task") == (None, [], False)
-    live = store.begin_run("live", pid=os.getpid(), started_ns=1)
+    import time
+
+    now = time.time_ns()  # this process started before: its pid is the run's, not a reused one
+    live = store.begin_run("live", pid=os.getpid(), started_ns=now)
     store.put_reports(live, "task", [("beat", "running", {})], updated_ns=1)
-    ended = store.begin_run("ended", started_ns=2)
+    ended = store.begin_run("ended", started_ns=now + 1)
     store.put_reports(ended, "task", [("beat", "stopped", {})], updated_ns=2)
     store.end_run(ended, 0)
     run, [report], is_live = store.current_reports("task")
@@ -270,7 +273,7 @@ def test_current_reports_prefer_a_live_run_over_a_newer_ended_one(tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     store.end_run(live, 0)
-    dead = store.begin_run("dead", pid=int(gone.stdout), started_ns=3)
+    dead = store.begin_run("dead", pid=int(gone.stdout), started_ns=now + 2)
     store.put_reports(dead, "component", [("db", "available", {})], updated_ns=3)
     run, [report], is_live = store.current_reports("component")
     assert (run.id, report.name, is_live, run.is_live()) == (dead, "db", False, False)

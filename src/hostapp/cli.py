@@ -197,18 +197,25 @@ class _State:
 
 
 class _HostappGroup(click.Group):
-    """The ``hostapp`` group: built-in commands plus those plugins contribute."""
+    """The ``hostapp`` group: built-in commands plus those plugins contribute.
 
-    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+    Running a plugin's command loads the plugins as every command does. *Listing* the
+    commands (``hostapp --help``) imports only installed distributions' plugins, with the
+    default configuration: no plugin folder or module that the working directory's
+    configuration names runs for a listing (:func:`_listing_plugin_manager`).
+    """
+
+    def _plugin_commands(self, ctx: click.Context, *, listing: bool = False) -> dict[str, click.Command]:
         state: _State = ctx.ensure_object(_State)
-        cached = ctx.meta.get("hostapp.plugin_commands")
+        slot = "hostapp.listed_commands" if listing else "hostapp.plugin_commands"
+        cached = ctx.meta.get(slot)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         commands: dict[str, click.Command] = {}
         try:
-            pm = state.plugin_manager()
+            pm = _listing_plugin_manager() if listing else state.plugin_manager()
         except HostappCliError:
-            ctx.meta["hostapp.plugin_commands"] = commands
+            ctx.meta[slot] = commands
             raise
         for contribution in pm.collect("hostapp_cli_commands", on_conflict="report"):
             spec = contribution.spec
@@ -223,16 +230,32 @@ class _HostappGroup(click.Group):
             if spec.summary and not command.short_help:
                 command.short_help = spec.summary
             commands[spec.name] = command
-        ctx.meta["hostapp.plugin_commands"] = commands
+        ctx.meta[slot] = commands
         return commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
         try:
-            names.update(self._plugin_commands(ctx))
+            names.update(self._plugin_commands(ctx, listing=True))
         except HostappCliError:
             pass
         return sorted(names)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing of the commands, taking the plugins' from the listing (click's
+        own would load every plugin through :meth:`get_command`)."""
+        try:
+            listed = self._plugin_commands(ctx, listing=True)
+        except HostappCliError:
+            listed = {}
+        commands = [
+            (name, command) for name in self.list_commands(ctx)
+            if (command := self.commands.get(name) or listed.get(name)) is not None and not command.hidden
+        ]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -247,6 +270,30 @@ class _HostappGroup(click.Group):
             raise HostappCliError(str(exc), exit_code=2) from None
         except HostappError as exc:
             raise HostappCliError(str(exc), exit_code=1) from None
+
+
+def _listing_plugin_manager() -> PluginManager:
+    """The plugins ``hostapp --help`` lists commands of: installed distributions' entry
+    points only, with the default configuration (the environment's ``HOSTAPP_*`` filters
+    apply; ``plugins.paths`` and ``plugins.modules`` of the working directory's
+    configuration do not)."""
+    import dataclasses
+
+    from hostapp.config import Config
+    from hostapp.manager import PluginManager
+
+    config = Config.from_dict({}, source="<defaults>", environ={
+        k: v for k, v in os.environ.items() if not k.startswith("HOSTAPP_") or "__" not in k
+    })
+    options = dataclasses.replace(config.discovery_options(), paths=(), modules=())
+    pm = PluginManager()
+    try:
+        pm.load(config, options=options)
+    except ConfigError as exc:
+        raise HostappCliError(str(exc), exit_code=2) from None
+    return pm
+
+
 
 
 def _environment_help() -> str:
@@ -643,6 +690,13 @@ def _open_store(state: _State, db_path: str | None, *, must_exist: bool = True) 
     return Store(path)
 
 
+def _note_crashed(store: Any, run_id: str | None) -> None:
+    """A warning on stderr when run ``run_id`` crashed (never recorded as ended, its process gone)."""
+    run = store.run(run_id) if run_id else None
+    if run is not None and run.state == "crashed":
+        _warn(f"run {run.id} crashed: it was never recorded as ended and its process {run.pid} is gone")
+
+
 def _when(ns: int | None) -> str:
     from hostapp.timeline import when
 
@@ -663,8 +717,9 @@ def runs_command(state: _State, db_path: str | None, limit: int, fmt: str | None
             click.echo("[]")
         return
     with store:
+        runs = store.runs(limit or None)
         rows = []
-        for run in store.runs(limit or None):
+        for run in runs:
             row = run.to_dict()
             row["events"] = store.count_events(run_id=run.id)
             rows.append(row)
@@ -675,9 +730,11 @@ def runs_command(state: _State, db_path: str | None, limit: int, fmt: str | None
     table = Table(header_style="bold")
     for column in ("Run", "Started", "Duration", "Exit", "Events", "Command"):
         table.add_column(column, overflow="fold", no_wrap=column in ("Run", "Started"))
-    for row in rows:
+    for run, row in zip(runs, rows):
         duration = "" if row["ended_ns"] is None else f"{(row['ended_ns'] - row['started_ns']) / 1e9:.2f} s"
-        exit_status = "running" if row["ended_ns"] is None else ("" if row["exit_status"] is None else str(row["exit_status"]))
+        exit_status = run.status_text()
+        if exit_status == "crashed":
+            exit_status = "[red]crashed[/]"
         table.add_row(row["id"], _when(row["started_ns"]), duration, exit_status, str(row["events"]), row["command"] or "")
     _console().print(table)
 
@@ -769,6 +826,8 @@ def events_command(
         run = _chosen_run(store, run_id, 1 if last else nth, follow)
         if run is False:
             return
+        if run is not None:
+            _note_crashed(store, run.id)
         query.run_id = run.id if run is not None else None
         effective = limit if limit is not None else (None if fmt else 50)
         events, cut = timeline.select(store, query, effective or None)
@@ -1123,7 +1182,7 @@ def tasks_command(state: _State, db_path: str | None, dry_run: bool, fmt: str | 
     elif live:
         title = f"run {run.id} (live, pid {run.pid})"
     elif run.ended_ns is None:
-        title = f"run {run.id} (not running: its process is gone; started {_when(run.started_ns)})"
+        title = f"run {run.id} (crashed: not ended and its process is gone; started {_when(run.started_ns)})"
     else:
         title = f"run {run.id} (ended {_when(run.ended_ns)})"
     table = Table(header_style="bold", title=title)
@@ -1151,11 +1210,13 @@ def _host_config(state: _State, config_path: str | None, db_path: str | None) ->
         state.config_path = config_path
     config = state.config()
     data = dict(config.data)
+    origins = dict(config.origins)
     if db_path:
         data["store.path"] = os.path.abspath(db_path)
+        origins["store.path"] = "--db"
     if state.strict:
         data["plugins.strict"] = True
-    return dataclasses.replace(config, data=data)
+    return dataclasses.replace(config, data=data, origins=origins)
 
 
 @cli.command("serve")
@@ -1345,6 +1406,55 @@ def _see_command(config_path: str | None, db_path: str | None) -> str:
     if db_path:
         words += ["--db", db_path]
     return shlex.join([*words, "--last"])
+
+
+@cli.group("store")
+def store_group() -> None:
+    """The store file: check it, set a damaged one aside."""
+
+
+@store_group.command("check")
+@_db_option
+@click.option("--move-aside", is_flag=True,
+              help="If the check finds the file damaged or foreign, rename it (NAME.damaged-DATE) so a new store is made.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def store_check_command(state: _State, db_path: str | None, move_aside: bool, as_json: bool) -> None:
+    """Check the store: integrity, schema version, tables, counts, file modes (read-only).
+
+    Exit status 0 when the store is sound, 1 when it is damaged, foreign or missing.
+    """
+    from pathlib import Path
+
+    from hostapp.store import resolve_store_path
+    from hostapp.storecheck import check_store
+    from hostapp.storecheck import move_aside as set_aside
+
+    path = Path(db_path) if db_path else resolve_store_path(state.config())
+    report = check_store(path)
+    moved: list[Path] = []
+    if move_aside and report.exists and not report.ok:
+        moved = set_aside(path)
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "moved_to": [str(p) for p in moved]}, indent=2))
+    else:
+        click.echo(f"store: {report.path}")
+        if report.exists:
+            click.echo(f"integrity: {(report.integrity or '-').splitlines()[0]}")
+            click.echo(f"schema version: {report.schema_version} (this hostapp: {report.supported_version})")
+            if report.counts:
+                click.echo("rows: " + ", ".join(f"{table} {n}" for table, n in report.counts.items()))
+            if report.modes:
+                click.echo(f"modes: file {report.modes['file']}, directory {report.modes['directory']}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        for target in moved:
+            click.echo(f"moved aside: {target}")
+        click.echo("ok" if report.ok else ("moved aside; the next host makes a new store" if moved else "damaged"))
+    if not report.ok:
+        raise SystemExit(1)
 
 
 def _add_probes_group() -> None:

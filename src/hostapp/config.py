@@ -18,30 +18,33 @@ Every key is typed and validated (:data:`SCHEMA`). An unknown key, or an unknown
 ``HOSTAPP_*`` variable (not a key override and not in :data:`ENVIRONMENT`), is a warning
 naming the file and line (or the variable) and, when one is close (:mod:`difflib`), the key
 that was meant. Each value's origin is kept (:attr:`Config.origins`: ``file:line``, the
-variable, or the default), for ``hostapp config``. Invalid TOML, a wrong type or a bad pattern raises
-:class:`~hostapp.errors.ConfigError`, one line naming the file (and line when TOML gives
-it) and the key; the ``hostapp`` command turns it into exit status 2.
+variable, or the default), for ``hostapp config``. Invalid TOML, a wrong type, a number
+out of range (``nan`` and ``inf`` included), a bad pattern, or a ``HOSTAPP_*`` switch with
+a value that is not an on/off one raises :class:`~hostapp.errors.ConfigError`, one line
+naming the file (and line when TOML gives it) or the environment variable, and the key;
+the ``hostapp`` command turns it into exit status 2. The bus keys of a sink's table
+(``[events.sinks.NAME] batch_size``, ...) are validated like the ``events.*`` key of the
+same name.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from hostapp._env import FLAGS, parse_flag
 from hostapp.errors import ConfigError
 
 if TYPE_CHECKING:
     from hostapp.discovery import DiscoveryOptions
 
 __all__ = ["ENVIRONMENT", "SCHEMA", "Config", "ConfigWarning", "Key", "did_you_mean", "load_config"]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 class ConfigWarning(UserWarning):
@@ -60,6 +63,8 @@ class Key:
         default: the value when the key is absent (``None`` means "not set").
         doc: one line for ``docs/configuration.md``.
         minimum: the smallest allowed value for numbers.
+        maximum: the largest allowed value for numbers (numbers are always finite: ``nan``
+            and ``inf`` are refused).
         choices: the allowed values for ``"choice"`` (a string from a fixed set).
     """
 
@@ -67,8 +72,12 @@ class Key:
     default: Any
     doc: str
     minimum: float | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
 
+
+_DAY_S: Final = 86_400
+_DAY_MS: Final = 86_400_000
 
 #: Every known key, by dotted name. Later subsystems add their section here.
 SCHEMA: dict[str, Key] = {
@@ -93,24 +102,37 @@ SCHEMA: dict[str, Key] = {
     ),
     "plugins.cache": Key("bool", True, "Cache the entry-point index on disk."),
     "plugins.strict": Key("bool", False, "Any plugin failure is fatal (plugin development)."),
+    "plugins.allow_insecure": Key(
+        "bool", False, "Load plugins from folders and files other users can write to (refused by default)."
+    ),
     "plugins.config": Key("tables", {}, "Per-plugin settings, [plugins.config.NAME]."),
     "plugins.meta": Key("tables", {}, "Per-plugin tags, priority, description, requires, [plugins.meta.NAME]."),
-    "host.shutdown_timeout": Key("float", 10.0, "Seconds stop() may take in all.", minimum=0),
+    "host.shutdown_timeout": Key("float", 10.0, "Seconds stop() may take in all.", minimum=0, maximum=_DAY_S),
+    "host.start_timeout": Key(
+        "float", 10.0, "Seconds each plugin call at start may take before the plugin is abandoned.",
+        minimum=0.01, maximum=_DAY_S,
+    ),
     "store.path": Key("str", ".hostapp/hostapp.sqlite3", "The SQLite store (relative to the config file)."),
     "events.sinks": Key(
         "tables", {"sqlite": {}}, "Sink settings, [events.sinks.NAME]; enabled = false turns one off."
     ),
-    "events.queue_size": Key("int", 100_000, "Events each sink's queue holds.", minimum=1),
+    "events.queue_size": Key("int", 100_000, "Events each sink's queue holds.", minimum=1, maximum=100_000_000),
     "events.full_policy": Key(
         "choice", "block", "When a queue is full: block (bounded), spill (to the store) or drop.",
         choices=("block", "spill", "drop"),
     ),
-    "events.max_block_ms": Key("float", 100.0, "Longest emit() may block, in ms.", minimum=0),
-    "events.batch_size": Key("int", 1000, "Most events per sink batch.", minimum=1),
-    "events.flush_interval_ms": Key("float", 200.0, "Longest wait before a partial batch, in ms.", minimum=1),
-    "events.max_retries": Key("int", 5, "Retries of a failed batch before it is a dead letter.", minimum=0),
-    "events.retry_backoff_ms": Key("float", 100.0, "First retry delay in ms (doubles, with jitter).", minimum=0),
-    "events.retry_max_backoff_ms": Key("float", 10_000.0, "Longest retry delay in ms.", minimum=0),
+    "events.max_block_ms": Key("float", 100.0, "Longest emit() may block, in ms.", minimum=0, maximum=_DAY_MS),
+    "events.batch_size": Key("int", 1000, "Most events per sink batch.", minimum=1, maximum=1_000_000),
+    "events.flush_interval_ms": Key(
+        "float", 200.0, "Longest wait before a partial batch, in ms.", minimum=1, maximum=_DAY_MS
+    ),
+    "events.max_retries": Key(
+        "int", 5, "Retries of a failed batch before it is a dead letter.", minimum=0, maximum=1000
+    ),
+    "events.retry_backoff_ms": Key(
+        "float", 100.0, "First retry delay in ms (doubles, with jitter).", minimum=0, maximum=_DAY_MS
+    ),
+    "events.retry_max_backoff_ms": Key("float", 10_000.0, "Longest retry delay in ms.", minimum=0, maximum=_DAY_MS),
     "components": Key(
         "tables", {}, "Components built by drivers, [components.NAME]: driver, load, options."
     ),
@@ -122,7 +144,8 @@ SCHEMA: dict[str, Key] = {
     "tracing.processors": Key("patterns", None, "Only trace processors whose name matches one of these run."),
     "tracing.disable": Key("patterns", [], "Trace processors whose name matches one of these never run."),
     "tracing.max_errors": Key(
-        "int", 10, "Consecutive errors after which a processor is switched off for the run.", minimum=1
+        "int", 10, "Consecutive errors after which a processor is switched off for the run.",
+        minimum=1, maximum=2**31,
     ),
     "tracing.library_paths": Key("paths", [], "More directories of library code, skipped for the call site."),
     "tracing.app_paths": Key(
@@ -130,7 +153,9 @@ SCHEMA: dict[str, Key] = {
     ),
     "tracing.kolo_compat": Key("bool", False, "Also load Kolo processors from entry-point group kolo.processors."),
     "tracing.kolo_processors": Key("list", [], "Kolo processor configs to load: 'module:attr' (a dict or a list)."),
-    "tracing.max_body_bytes": Key("int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0),
+    "tracing.max_body_bytes": Key(
+        "int", 65_536, "HTTP bodies are cut at this many bytes (flag body_truncated).", minimum=0, maximum=2**31
+    ),
     "tracing.supersede": Key(
         "bool", True, "A plugin's processor selecting the same calls as a built-in one is superseded by it.",
     ),
@@ -251,7 +276,7 @@ class Config:
         origins: dict[str, str] = {}
         flat = _flatten(raw, where, found)
         for key, value in flat.items():
-            data[key] = _validate(key, value, source, root)
+            data[key] = _validate(key, value, source, root, where)
             origins.update(where.origins(key, value))
         for key, value in _env_overrides(env, found).items():
             var = "HOSTAPP_STRICT" if key == "plugins.strict" and "HOSTAPP_STRICT" in env else key_env(key)
@@ -286,6 +311,7 @@ class Config:
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
+
 
     @property
     def strict(self) -> bool:
@@ -322,6 +348,7 @@ class Config:
             use_cache=bool(self.data["plugins.cache"]),
             config_source=self.source,
             root=str(self.root),
+            allow_insecure=bool(self.data["plugins.allow_insecure"]),
         )
 
 
@@ -352,8 +379,6 @@ def load_config(
         ConfigError: the file is missing (when given explicitly), unreadable, not valid
             TOML, or a key has a wrong type or a bad pattern.
     """
-    import tomllib
-
     env = os.environ if environ is None else environ
     base = Path(cwd) if cwd is not None else Path.cwd()
     if path is None and env.get("HOSTAPP_CONFIG"):
@@ -372,6 +397,8 @@ def load_config(
         if not file.is_file():
             continue
         shown = _shown(file, base)
+        import tomllib  # only when there is a file to read
+
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -592,6 +619,9 @@ def known_environment() -> list[str]:
 
 def _env_overrides(env: Mapping[str, str], found: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    for var in FLAGS:  # a misspelt value of a switch is an error, never "off"
+        if var in env:
+            parse_flag(env[var], var)
     known: list[str] | None = None
     for var, value in env.items():
         if not var.startswith("HOSTAPP_") or var in ENVIRONMENT:
@@ -614,18 +644,14 @@ def _env_overrides(env: Mapping[str, str], found: list[str]) -> dict[str, Any]:
         out[key] = _from_env(spec, value, var)
     strict = env.get("HOSTAPP_STRICT")
     if strict is not None:
-        out["plugins.strict"] = _from_env(SCHEMA["plugins.strict"], strict, "HOSTAPP_STRICT")
+        out["plugins.strict"] = parse_flag(strict, "HOSTAPP_STRICT")
     return out
 
 
 def _from_env(spec: Key, value: str, var: str) -> Any:
     text = value.strip()
     if spec.type == "bool":
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(var, f"expected a boolean (1/0, true/false), got {value!r}")
+        return parse_flag(value, var)
     if spec.type == "int":
         try:
             return int(text)
@@ -633,7 +659,7 @@ def _from_env(spec: Key, value: str, var: str) -> Any:
             raise ConfigError(var, f"expected an integer, got {value!r}") from None
     if spec.type == "float":
         try:
-            return float(text)
+            return float(text)  # "nan" and "inf" parse, and are refused by _validate
         except ValueError:
             raise ConfigError(var, f"expected a number, got {value!r}") from None
     if spec.type in ("list", "patterns", "paths"):
@@ -649,7 +675,7 @@ def _tname(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _validate(key: str, value: Any, source: str, root: Path) -> Any:
+def _validate(key: str, value: Any, source: str, root: Path, where: Callable[[str], str] | None = None) -> Any:
     spec = SCHEMA[key]
     kind = spec.type
 
@@ -661,15 +687,12 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
             raise fail("true or false")
         return value
     if kind in ("int", "float"):
-        ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
-        if isinstance(value, bool) or not ok:
-            raise fail("an integer" if kind == "int" else "a number")
-        if spec.minimum is not None and value < spec.minimum:
-            raise ConfigError(source, f"must be >= {spec.minimum}, got {value}", key=key)
-        return value
+        return _number(value, source, key, integer=kind == "int", minimum=spec.minimum, maximum=spec.maximum)
     if kind == "str":
         if not isinstance(value, str):
             raise fail("a string")
+        if key == "store.path":
+            _check_path_text(value, source, key)
         return value
     if kind == "choice":
         if not isinstance(value, str) or value not in spec.choices:
@@ -688,11 +711,19 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
         if kind == "paths":
             folders = []
             for item in value:
+                _check_path_text(item, source, key)
                 folder = Path(item).expanduser()
                 if not folder.is_absolute():
                     folder = root / folder
                 if not folder.is_dir():
                     raise ConfigError(source, f"plugin folder {item!r} does not exist", key=key)
+                if key == "plugins.paths" and _same_dir(folder, root):
+                    raise ConfigError(
+                        source,
+                        f"{item!r} is the project directory itself: every module in it (the program "
+                        "too) would be imported as a plugin; put plugins in a folder of their own",
+                        key=key,
+                    )
                 folders.append(str(folder))
             return folders
         return list(value)
@@ -715,17 +746,96 @@ def _validate(key: str, value: Any, source: str, root: Path) -> Any:
             return _check_components(value, source)
         tables = {name: dict(table) for name, table in value.items()}
         if key == "events.sinks":  # the defaults stay enabled unless `enabled = false`
+            for name, table in tables.items():
+                _check_sink_table(name, table, source, where)
             tables = {**{n: dict(t) for n, t in spec.default.items()}, **tables}
         return tables
     raise AssertionError(f"unknown schema type {kind!r} for {key}")
 
 
-_COMPONENT_KEYS = ("driver", "load", "options")
+def _number(
+    value: Any, source: str, key: str, *, integer: bool = False,
+    minimum: float | None = None, maximum: float | None = None, above: float | None = None,
+) -> Any:
+    """``value`` checked as a finite number (an integer with ``integer``; a float key takes
+    an integer too) within ``[minimum, maximum]`` and ``> above``.
+
+    Raises:
+        ConfigError: a boolean, not a number, ``nan``/``inf``, or out of range; names
+            ``source`` and ``key``.
+    """
+    ok = isinstance(value, int) or (not integer and isinstance(value, float))
+    if isinstance(value, bool) or not ok:
+        raise ConfigError(
+            source, f"expected {'an integer' if integer else 'a number'}, got {_tname(value)}", key=key
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(source, f"expected a finite number, got {value}", key=key)
+    if minimum is not None and value < minimum:
+        raise ConfigError(source, f"must be >= {minimum:g}, got {value}", key=key)
+    if maximum is not None and value > maximum:
+        raise ConfigError(source, f"must be <= {maximum:g}, got {value}", key=key)
+    if above is not None and value <= above:
+        raise ConfigError(source, f"must be > {above:g}, got {value}", key=key)
+    return value
+
+
+def _check_path_text(value: str, source: str, key: str) -> None:
+    """A path must be a non-empty string without NUL characters.
+
+    Raises:
+        ConfigError: naming ``source`` and ``key``.
+    """
+    if not value.strip():
+        raise ConfigError(source, "expected a path, got an empty string", key=key)
+    if "\x00" in value:
+        raise ConfigError(source, f"a path cannot hold a NUL character, got {value!r}", key=key)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _check_sink_table(
+    name: str, table: Mapping[str, Any], source: str, place: Callable[[str], str] | None = None,
+) -> None:
+    """The bus keys of ``[events.sinks.NAME]``: ``enabled`` a boolean, the others as the
+    ``events.*`` key of the same name (the rest of the table is the sink's own).
+
+    Args:
+        place: gives the ``file:line`` of a dotted key, for the error (default: ``source``).
+
+    Raises:
+        ConfigError: naming ``events.sinks.NAME.KEY``.
+    """
+    for item, value in table.items():
+        where = f"events.sinks.{name}.{item}"
+        if place is not None:
+            source = place(where)
+        if item == "enabled":
+            if not isinstance(value, bool):
+                raise ConfigError(source, f"expected true or false, got {_tname(value)}", key=where)
+            continue
+        spec = SCHEMA.get(f"events.{item}")
+        if spec is None or spec.type == "tables":
+            continue
+        if spec.type == "choice":
+            if not isinstance(value, str) or value not in spec.choices:
+                raise ConfigError(source, f"expected one of {', '.join(spec.choices)}; got {value!r}", key=where)
+            continue
+        _number(value, source, where, integer=spec.type == "int", minimum=spec.minimum, maximum=spec.maximum)
+
+
+_COMPONENT_KEYS = ("driver", "load", "options", "timeout")
 
 
 def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Validate ``[components.NAME]`` tables: ``driver`` (required string), ``load``
-    (``auto`` | ``yes`` | ``no``, default ``auto``), ``options`` (a table, default ``{}``).
+    (``auto`` | ``yes`` | ``no``, default ``auto``), ``options`` (a table, default ``{}``),
+    ``timeout`` (seconds, a finite number > 0; default ``host.start_timeout``).
 
     Raises:
         ConfigError: an unknown key, a missing driver or a bad value, naming
@@ -738,7 +848,7 @@ def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
         for item in table:
             if item not in _COMPONENT_KEYS:
                 raise ConfigError(
-                    source, "unknown key; expected driver, load or options" + did_you_mean(item, _COMPONENT_KEYS),
+                    source, "unknown key; expected driver, load, options or timeout" + did_you_mean(item, _COMPONENT_KEYS),
                     key=f"components.{name}.{item}",
                 )
         driver = table.get("driver")
@@ -756,6 +866,8 @@ def _check_components(value: Mapping[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(options, dict):
             raise ConfigError(source, f"expected a table, got {_tname(options)}", key=f"components.{name}.options")
         out[name] = {"driver": driver, "load": load, "options": dict(options)}
+        if "timeout" in table:
+            out[name]["timeout"] = _number(table["timeout"], source, f"components.{name}.timeout", above=0)
     return out
 
 

@@ -30,16 +30,22 @@ contributes is a :class:`~hostapp.errors.ConfigError` naming the component, the 
 and the drivers that exist (``hostapp`` exits with status 2).
 
 At stop, after the sinks drained, ``close()`` is called on every built component in
-reverse build order (errors are logged and recorded, never raised). Sync methods run on
-the host's loop thread, async ones are awaited on the host's loop.
+reverse build order (errors are logged and recorded, never raised).
+
+Every call into a driver (``factory``, ``connect``, ``validate``, ``health``, ``close``) is a
+bounded call (:mod:`hostapp._bounded`) on a helper thread: a component's build (factory,
+connect and validate together) may take at most ``[components.NAME] timeout`` seconds
+(default ``host.start_timeout``), its ``close()`` as long, within ``host.shutdown_timeout``
+for all of them. One that takes longer is abandoned and the component is ``unavailable``
+(at start) or ``closed`` with the error recorded (at stop). ``async def`` methods are
+awaited on the host's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
+import sys
 import time
 import traceback as traceback_module
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,13 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hostapp._bounded import Outcome, PluginCalls, describe_error, resolve
 from hostapp.errors import ComponentError, ConfigError, HostappError
 from hostapp.types import LOAD_VALUES
 
 if TYPE_CHECKING:
-    from hostapp.config import Config
     from collections.abc import Callable
 
+    from hostapp.config import Config
     from hostapp.manager import PluginManager
     from hostapp.store import Store
     from hostapp.types import Contribution, DriverSpec
@@ -123,6 +130,8 @@ class ComponentRecord:
         health: the last health check, ``{"ok": bool, "detail": ..., "error": str | None,
             "checked_ns": int}``; ``None`` when the component has no ``health()`` or was
             never checked.
+        timeout: ``[components.NAME] timeout``: seconds its build (and, at stop, its
+            ``close()``) may take; ``None``: ``host.start_timeout``.
         instance: the component object while it is available, else ``None``.
     """
 
@@ -137,6 +146,7 @@ class ComponentRecord:
     traceback: str | None = None
     stage: str | None = None
     health: dict[str, Any] | None = None
+    timeout: float | None = None
     instance: Any = field(default=None, repr=False)
 
     @property
@@ -195,11 +205,13 @@ class ComponentSet(Mapping[str, ComponentRecord]):
                 load=str(table.get("load", "auto")),
                 options=dict(table.get("options", {})),
                 state="disabled" if table.get("load") == "no" else "pending",
+                timeout=table.get("timeout"),
             )
             for name, table in tables.items()
         }
         self._built: list[ComponentRecord] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._calls: PluginCalls | None = None
+        self._timeout: float | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> ComponentSet:
@@ -256,21 +268,28 @@ class ComponentSet(Mapping[str, ComponentRecord]):
 
     # -- building ----------------------------------------------------------------------------
 
-    def resolve(self, drivers: Sequence[Contribution[DriverSpec]]) -> dict[str, Contribution[DriverSpec]]:
+    def resolve(
+        self, drivers: Sequence[Contribution[DriverSpec]], failed: Mapping[str, str] | None = None,
+    ) -> dict[str, Contribution[DriverSpec]]:
         """Match every component to its driver (before anything is built).
 
         Args:
             drivers: the contributions of ``hostapp_drivers()``
-                (``PluginManager.acollect``).
+                (``PluginManager.collect``).
+            failed: the plugins that failed (name -> ``"stage: error"``): one of them may
+                have been the one to contribute a missing driver, so a component naming
+                a driver nobody contributes is then *unavailable*, with that said, rather
+                than a configuration error.
 
         Returns:
-            component name -> its driver's contribution (every component, ``load = "no"``
-            included; sets ``plugin`` and ``distribution`` on the records).
+            component name -> its driver's contribution (every component whose driver
+            exists, ``load = "no"`` included; sets ``plugin`` and ``distribution`` on the
+            records).
 
         Raises:
-            ConfigError: a component names a driver that no plugin contributes; the
-                message names the component (key ``components.NAME.driver``), the driver
-                and the drivers that exist.
+            ConfigError: a component names a driver that no plugin contributes, and no
+                plugin failed; the message names the component (key
+                ``components.NAME.driver``), the driver and the drivers that exist.
         """
         by_name = {c.spec.name: c for c in drivers}
         out: dict[str, Contribution[DriverSpec]] = {}
@@ -278,39 +297,60 @@ class ComponentSet(Mapping[str, ComponentRecord]):
             contribution = by_name.get(record.driver)
             if contribution is None:
                 exist = ", ".join(sorted(by_name)) or "none"
-                raise ConfigError(
-                    self.source,
-                    f"unknown driver {record.driver!r} for component {record.name!r}; "
-                    f"the drivers that exist: {exist}",
-                    key=f"components.{record.name}.driver",
-                )
+                if not failed:
+                    raise ConfigError(
+                        self.source,
+                        f"unknown driver {record.driver!r} for component {record.name!r}; "
+                        f"the drivers that exist: {exist}",
+                        key=f"components.{record.name}.driver",
+                    )
+                if record.load != "no":
+                    why = "; ".join(f"{name} ({error})" for name, error in failed.items())
+                    record.state, record.stage = "unavailable", "driver"
+                    record.error = f"no plugin contributes driver {record.driver!r}; plugins that failed: {why}"
+                continue
             record.plugin, record.distribution = contribution.plugin, contribution.distribution
             out[record.name] = contribution
         return out
 
-    async def abuild(self, drivers: Sequence[Contribution[DriverSpec]], *, required: bool = True) -> None:
-        """Build every component in configuration order, on the running loop.
+    def build(
+        self,
+        drivers: Sequence[Contribution[DriverSpec]],
+        *,
+        calls: PluginCalls | None = None,
+        timeout: float | None = 10.0,
+        required: bool = True,
+        failed: Mapping[str, str] | None = None,
+    ) -> None:
+        """Build every component in configuration order.
 
         Args:
             drivers: the contributions of ``hostapp_drivers()``.
+            calls: the bounded calls to run the drivers' code through (the host's, whose
+                loop ``async def`` methods are awaited on); default: new ones.
+            timeout: seconds each component's build may take unless its table says
+                ``timeout`` (the host passes ``host.start_timeout``); ``None``: no bound.
             required: ``True`` (the host): a ``load = "yes"`` component that is unavailable
                 raises; ``False`` (``hostapp components``' dry run): it is only recorded.
+            failed: the plugins that failed, for :meth:`resolve`.
 
         Raises:
             ConfigError: an unknown driver (see :meth:`resolve`); nothing was built.
             ComponentError: a ``load = "yes"`` component is unavailable (``required``);
-                the components built before it stay built, for :meth:`aclose`.
+                the components built before it stay built, for :meth:`close`.
         """
-        self._loop = asyncio.get_running_loop()
-        resolved = self.resolve(drivers)
+        self._calls = calls if calls is not None else PluginCalls()
+        self._timeout = timeout
+        resolved = self.resolve(drivers, failed)
         for record in self._records.values():
             if record.load == "no":
                 record.state = "disabled"
                 continue
-            await self._build(record, resolved[record.name].spec)
+            if record.name in resolved:
+                self._build(record, resolved[record.name].spec)
             if record.state == "available":
                 self._built.append(record)
-                await self._check(record)
+                self._check(record)
                 continue
             message = (
                 f"component {record.name!r} (driver {record.driver!r}, plugin {record.plugin!r}) "
@@ -320,127 +360,163 @@ class ComponentSet(Mapping[str, ComponentRecord]):
                 raise ComponentError(record.name, record.state, message + ' (load = "yes")')
             logger.warning("%s; the host goes on without it (load = %r)", message, record.load)
 
-    async def _build(self, record: ComponentRecord, spec: DriverSpec) -> None:
+    async def abuild(self, drivers: Sequence[Contribution[DriverSpec]], *, required: bool = True) -> None:
+        """:meth:`build` from async code (waited for in a thread). Raises as :meth:`build`."""
+        import asyncio
+
+        await asyncio.to_thread(self.build, drivers, required=required)
+
+    def _bound(self, record: ComponentRecord) -> tuple[float | None, str]:
+        """The bound of ``record``'s calls and the setting it comes from."""
+        if record.timeout is not None:
+            return float(record.timeout), f"components.{record.name}.timeout"
+        return self._timeout, "host.start_timeout"
+
+    def _run(self, function: Callable[[], Any], record: ComponentRecord, deadline: float | None = None) -> Outcome:
+        calls = self._calls if self._calls is not None else PluginCalls()
+        self._calls = calls
+        return calls.call(function, timeout=self._bound(record)[0], deadline=deadline)
+
+    def _build(self, record: ComponentRecord, spec: DriverSpec) -> None:
         options = ComponentOptions(record.options, name=record.name, root=self.root)
-        stage = "factory"
-        instance = None
-        try:
-            instance = await _maybe_await(spec.factory(options))
+        progress: list[Any] = ["factory", None]  # the stage reached, the instance once made
+
+        def build() -> Any:
+            progress[1] = instance = resolve(spec.factory(options))
             for stage in ("connect", "validate"):
                 method = getattr(instance, stage, None)
                 if method is None:
                     continue
-                if await _maybe_await(method()) is False:
+                progress[0] = stage
+                if resolve(method()) is False:
                     raise _ReturnedFalse(f"{stage}() returned False")
-        except Exception as exc:  # noqa: BLE001 - a resource that is not there
-            record.state, record.stage = "unavailable", stage
-            if isinstance(exc, _ReturnedFalse):
-                record.error, record.traceback = str(exc), None
-            else:
-                record.error = _describe(exc)
-                record.traceback = "".join(traceback_module.format_exception(exc))
-            if instance is not None:
-                await self._close_quietly(record, instance)
-            return
-        record.state, record.instance = "available", instance
-        record.error = record.traceback = record.stage = None
+            return instance
 
-    async def _close_quietly(self, record: ComponentRecord, instance: Any) -> None:
+        outcome = self._run(build, record)
+        if outcome.ok:
+            record.state, record.instance = "available", outcome.value
+            record.error = record.traceback = record.stage = None
+            return
+        record.state, record.stage = "unavailable", progress[0]
+        exc = outcome.error
+        if outcome.timed_out:
+            record.error, record.traceback = outcome.describe(self._bound(record)[1]), None
+            return  # its thread may still be in connect(): it is left alone
+        if isinstance(exc, _ReturnedFalse):
+            record.error, record.traceback = str(exc), None
+        else:
+            record.error = describe_error(exc)  # type: ignore[arg-type]
+            record.traceback = "".join(traceback_module.format_exception(exc))  # type: ignore[arg-type]
+        if progress[1] is not None:
+            self._close_quietly(record, progress[1])
+
+    def _close_quietly(self, record: ComponentRecord, instance: Any) -> None:
         """Release what a half-built component holds; its error is logged only."""
         close = getattr(instance, "close", None)
         if close is None:
             return
-        try:
-            await _maybe_await(close())
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("component %r: close() after a failed start raised %s", record.name, _describe(exc))
+        outcome = self._run(close, record)
+        if not outcome.ok:
+            logger.warning(
+                "component %r: close() after a failed start: %s", record.name, outcome.describe(self._bound(record)[1]),
+            )
 
-    async def _check(self, record: ComponentRecord, timeout: float = 10.0) -> dict[str, Any] | None:
-        """Run ``record``'s ``health()`` (bounded by ``timeout`` s when it is async)."""
+    def _check(self, record: ComponentRecord, timeout: float = 10.0) -> dict[str, Any] | None:
+        """Run ``record``'s ``health()`` (bounded by ``timeout`` s)."""
         method = getattr(record.instance, "health", None)
         if record.state != "available" or method is None:
             return record.health
         result: dict[str, Any] = {"ok": True, "detail": None, "error": None, "checked_ns": 0}
-        try:
-            value = method()
-            if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, timeout)
-        except Exception as exc:  # noqa: BLE001
-            result.update(ok=False, error=_describe(exc))
-        else:
-            if value is False:
-                result.update(ok=False, error="health() returned False")
-            elif value is not True and value is not None:
-                result["detail"] = value
+        calls = self._calls if self._calls is not None else PluginCalls()
+        self._calls = calls
+        outcome = calls.call(method, timeout=timeout)
+        if not outcome.ok:
+            result.update(ok=False, error=outcome.describe())
+        elif outcome.value is False:
+            result.update(ok=False, error="health() returned False")
+        elif outcome.value is not True and outcome.value is not None:
+            result["detail"] = outcome.value
         result["checked_ns"] = time.time_ns()
         record.health = result
         return result
 
-    async def ahealth(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
+    def health(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
         """Check the health of one component (``name``) or of every available one.
 
         Args:
             name: a component name; ``None`` for all of them.
-            timeout: seconds an ``async def health()`` may take (a sync one cannot be
-                interrupted).
+            timeout: seconds each ``health()`` may take (one that takes longer is
+                abandoned and reported unhealthy).
 
         Returns:
             component name -> its health (``record.health``): ``None`` for a component
             without ``health()`` or one that is not available.
 
         Raises:
-            ComponentError: ``name`` is not configured.
-        """
-        if name is not None and name not in self._records:
-            self.instance(name)  # raises, naming the configured ones
-        names = [name] if name is not None else list(self._records)
-        return {n: await self._check(self._records[n], timeout) for n in names}
-
-    def health(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
-        """:meth:`ahealth` from synchronous code: run on the host's loop (thread-safe).
-
-        Raises:
             HostappError: called on a running event loop (use ``await components.ahealth()``).
             ComponentError: ``name`` is not configured.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise HostappError("components.health() was called on a running loop; use 'await components.ahealth()'")
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            return asyncio.run_coroutine_threadsafe(self.ahealth(name, timeout=timeout), loop).result()
-        return asyncio.run(self.ahealth(name, timeout=timeout))
+        if _loop_running():
+            raise HostappError(
+                "components.health() was called on a running loop; use 'await components.ahealth()'"
+            )
+        if name is not None and name not in self._records:
+            self.instance(name)  # raises, naming the configured ones
+        names = [name] if name is not None else list(self._records)
+        return {n: self._check(self._records[n], timeout) for n in names}
 
-    async def aclose(self, timeout: float | None = None) -> None:
+    async def ahealth(self, name: str | None = None, *, timeout: float = 10.0) -> dict[str, dict[str, Any] | None]:
+        """:meth:`health` from async code (waited for in a thread). Raises as :meth:`health`
+        (but never for the running loop)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.health, name, timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
         """Close every built component, in reverse build order; idempotent.
 
         Args:
-            timeout: seconds all the closes may take together (an ``async def close()``
-                is cancelled when its share runs out; a sync one cannot be interrupted).
-                ``None``: no bound.
+            timeout: seconds all the closes may take together; each one also at most its
+                component's bound (``[components.NAME] timeout``, else the build's).
+                ``None``: no overall bound.
 
-        Errors in ``close()`` are logged and recorded (``error``, ``stage = "close"``);
-        every component is marked ``closed`` either way.
+        Errors in ``close()`` (and a ``close()`` that is abandoned) are logged and recorded
+        (``error``, ``stage = "close"``); every component is marked ``closed`` either way.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         built, self._built = self._built, []
         for record in reversed(built):
             instance, record.instance = record.instance, None
             close = getattr(instance, "close", None)
-            try:
-                if close is not None:
-                    result = close()
-                    if inspect.isawaitable(result):
-                        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                        await asyncio.wait_for(result, left)
-            except Exception as exc:  # noqa: BLE001 - TimeoutError included
-                record.error, record.stage = _describe(exc), "close"
-                record.traceback = "".join(traceback_module.format_exception(exc))
-                logger.warning("component %r (driver %r): close() raised %s", record.name, record.driver, record.error)
+            if close is not None:
+                outcome = self._run(close, record, deadline)
+                if not outcome.ok:
+                    record.error, record.stage = outcome.describe(self._bound(record)[1]), "close"
+                    record.traceback = (
+                        "".join(traceback_module.format_exception(outcome.error)) if outcome.error is not None else None
+                    )
+                    logger.warning(
+                        "component %r (driver %r): close(): %s", record.name, record.driver, record.error,
+                    )
             record.state = "closed"
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` from async code (waited for in a thread)."""
+        import asyncio
+
+        await asyncio.to_thread(self.close, timeout)
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an asyncio loop (none can when asyncio was never imported)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def adry_run(config: Config, pm: PluginManager) -> ComponentSet:
@@ -456,21 +532,23 @@ async def adry_run(config: Config, pm: PluginManager) -> ComponentSet:
     Raises:
         ConfigError: a component names an unknown driver.
     """
-    drivers = await pm.acollect("hostapp_drivers", on_conflict="report")
-    components = ComponentSet.from_config(config)
-    try:
-        await components.abuild(drivers, required=False)
-    finally:
-        states = {name: record.state for name, record in components.items()}
-        await components.aclose(timeout=30.0)
-        for name, record in components.items():
-            record.state = states[name]
-    return components
+    import asyncio
+
+    return await asyncio.to_thread(dry_run, config, pm)
 
 
 def dry_run(config: Config, pm: PluginManager) -> ComponentSet:
-    """:func:`adry_run` from synchronous code (a loop of its own). Raises as ``adry_run``."""
-    return asyncio.run(adry_run(config, pm))
+    """:func:`adry_run` from synchronous code. Raises as ``adry_run``."""
+    drivers = pm.collect("hostapp_drivers", on_conflict="report")
+    components = ComponentSet.from_config(config)
+    try:
+        components.build(drivers, calls=pm.calls, timeout=pm.call_timeout, required=False)
+    finally:
+        states = {name: record.state for name, record in components.items()}
+        components.close(timeout=30.0)
+        for name, record in components.items():
+            record.state = states[name]
+    return components
 
 
 def component_rows(
@@ -498,14 +576,14 @@ def component_rows(
     """
     if store is not None:
         pm = plugin_manager()  # an unknown driver is a configuration error in every mode
-        ComponentSet.from_config(config).resolve(asyncio.run(pm.acollect("hostapp_drivers", on_conflict="report")))
+        ComponentSet.from_config(config).resolve(pm.collect("hostapp_drivers", on_conflict="report"))
         run, reports, live = store.current_reports("component")
         if reports:
             rows = [{**r.to_dict(), "source": "report", "live": live} for r in reports]
             if live:
                 status = "live"
             elif run is not None and run.ended_ns is None:
-                status = "its process is gone"
+                status = "crashed: its process is gone"
             else:
                 status = "ended"
             return rows, f"run {reports[0].run_id} ({status})"
@@ -520,18 +598,6 @@ def component_rows(
 
 class _ReturnedFalse(Exception):
     """``connect()`` or ``validate()`` returned ``False``."""
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
 
 
 def _one_line(text: str | None) -> str:

@@ -15,6 +15,7 @@ __all__ = [
     "NotApplicable",
     "PluginContractError",
     "PluginLoadError",
+    "PluginTimeoutError",
 ]
 
 
@@ -125,4 +126,14 @@ class NotApplicable(HostappError):
             if not config.plugin_config("acme").get("url"):
                 raise hostapp.NotApplicable("no [plugins.config.acme] url")
             return True
+    """
+
+
+class PluginTimeoutError(HostappError):
+    """A call into plugin code did not return within its bound and was abandoned.
+
+    Recorded as the plugin's error (``PluginInfo.error``, the run summary, a component's or
+    a processor's ``last_error``); the host went on without it. The message says how long
+    the call had and which setting gives that bound: ``"did not return within 10 s
+    (host.start_timeout); abandoned"``.
     """

@@ -24,14 +24,23 @@ and closes the sinks, then the components are closed (reverse build order), then
 record is closed (its summary holds the sink, processor and task counters). The whole stop is
 bounded by ``host.shutdown_timeout`` seconds, and stopping twice does nothing.
 
-From synchronous code the host runs its asyncio loop on a thread of its own
-(``hostapp-loop``), so the application keeps its main thread; from async code
-(``await host.astart()``, ``async with Host(...)``) it uses the running loop.
+Plugin code is contained and bounded (:mod:`hostapp._bounded`): every import, hook
+implementation, registration hook, driver call and processor ``build_context`` runs on a
+helper thread, each within ``host.start_timeout`` seconds at start (a component's within its
+``timeout``) and all of them within ``host.shutdown_timeout`` at stop. What one raises —
+``SystemExit`` and ``KeyboardInterrupt`` included — marks that plugin failed at its stage;
+one that does not return in time is abandoned (its thread left to the process's exit),
+named in a warning, and the host goes on without it.
+
+The host needs no asyncio loop of its own until some plugin code is async (an ``async
+def`` hook, an async driver method, a background task): from synchronous code that loop
+then runs on a thread of its own (``hostapp-loop``), so the application keeps its main
+thread; from async code (``await host.astart()``, ``async with Host(...)``) it is the
+running loop. :mod:`asyncio` is not imported for a host without async plugin code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -41,10 +50,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hostapp.errors import HostappError
+from hostapp._bounded import PluginCalls
+from hostapp.errors import HostappError, PluginTimeoutError
 from hostapp.lifecycle import PluginState
 
 if TYPE_CHECKING:
+    import asyncio
     from types import TracebackType
 
     from hostapp.config import Config
@@ -64,8 +75,8 @@ _current: Host | None = None
 _current_lock = threading.Lock()
 
 #: The stage a plugin is marked failed at when it raises in an isolated call hook
-#: (``hostapp_configure``: :meth:`PluginManager.aconfigure` fails and withdraws it).
-_HOOK_STAGES = {"hostapp_startup": "start"}
+#: (``hostapp_configure``: :meth:`PluginManager.configure` fails and withdraws it).
+_HOOK_STAGES = {"hostapp_startup": "start", "hostapp_shutdown": "stop"}
 
 
 def get_host() -> Host:
@@ -142,7 +153,10 @@ class Host:
         drivers: the driver contributions collected at start.
         state: ``"new"``, ``"starting"``, ``"running"``, ``"stopping"``, ``"stopped"`` or
             ``"failed"``.
-        exit_status: recorded on the run at stop (``hostapp run`` sets the program's).
+        exit_status: recorded on the run at stop (``hostapp run`` sets the program's;
+            ``-N`` for a program ended by signal ``N``, as :mod:`subprocess` reports it).
+        ended_by: the name of the signal that ended the run (``"SIGTERM"``), recorded in
+            the run's summary (``signal``); ``None`` otherwise.
         stats: the per-sink counters after stop (:meth:`EventBus.stats`).
         processors: the trace processor contributions in use (after start).
         tracer: the running :class:`~hostapp.tracing.TracingEngine`, or ``None``.
@@ -184,6 +198,8 @@ class Host:
         self.drivers: list[Contribution[DriverSpec]] = []
         self.state = "new"
         self.exit_status: int | None = None
+        self.ended_by: str | None = None
+        self.hurried = False
         self.stats: dict[str, dict[str, Any]] = {}
         self.tracing = bool(self.config["tracing.enabled"]) if tracing is None else tracing
         self.processors: list[Contribution[TraceProcessor]] = []
@@ -193,10 +209,9 @@ class Host:
         self.tracer: TracingEngine | None = None
         self.tracing_stats: dict[str, dict[str, Any]] = {}
         self.supervisor: TaskSupervisor | None = None
+        self._calls: PluginCalls | None = None
+        self._stuck_engine: TracingEngine | None = None
         self.probes: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._own_loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._stop_lock = threading.Lock()
         self._stopped_event = threading.Event()
 
@@ -208,6 +223,11 @@ class Host:
         return float(self.config["host.shutdown_timeout"])
 
     @property
+    def start_timeout(self) -> float:
+        """``host.start_timeout``: seconds each plugin call at start may take."""
+        return float(self.config["host.start_timeout"])
+
+    @property
     def tasks(self) -> dict[str, TaskRecord]:
         """The background tasks' records by name (:class:`~hostapp.tasks.TaskRecord`:
         state, runs, failures, restarts, last error); ``{}`` before start. Kept after stop."""
@@ -215,8 +235,10 @@ class Host:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The asyncio loop the host runs on (its own thread's, or the caller's)."""
-        return self._loop
+        """The asyncio loop async plugin code runs on: the caller's (``await
+        host.astart()``), or the host's own ``hostapp-loop`` thread's once some plugin code
+        needed it; ``None`` while none did."""
+        return self._calls.started_loop if self._calls is not None else None
 
     def component(self, name: str) -> Any:
         """The component ``[components.NAME]`` built by its driver (opa-stack's
@@ -254,10 +276,10 @@ class Host:
         bus.emit(event)
         return event
 
-    # -- async lifecycle -----------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------
 
-    async def astart(self) -> Host:
-        """Start the host on the running asyncio loop (see the module docstring for the order).
+    def start(self) -> Host:
+        """Start the host from synchronous code (see the module docstring for the order).
 
         Returns:
             the host.
@@ -265,91 +287,132 @@ class Host:
         Raises:
             MissingHookError: a ``required=True`` hook has no implementation.
             PluginLoadError: a plugin failed while strict mode is on.
-            ConfigError: a sink's configuration is invalid, or a component names a driver
-                no plugin contributes.
+            ConfigError: a sink's configuration is invalid, a component names a driver no
+                plugin contributes, or the store at ``store.path`` cannot be opened.
             ComponentError: a ``load = "yes"`` component is unavailable (one line naming
                 the component, its driver and the cause).
-            HostappError: the host was already started or stopped.
+            HostappError: the host was already started or stopped, or this is called
+                inside a running event loop (use ``await host.astart()``).
+            KeyboardInterrupt: Ctrl-C during the start (what started is stopped first).
         """
+        if _loop_running() is not None:
+            raise HostappError(
+                "Host.start() was called inside a running event loop; "
+                "use 'await host.astart()' or 'async with Host(...)'"
+            )
+        self._begin(PluginCalls())
+        self._start_here()
+        return self
+
+    async def astart(self) -> Host:
+        """Start the host from async code: async plugin code runs on the running loop.
+
+        The start itself (the plugin calls, each bounded) is waited for in a thread, so the
+        loop keeps running meanwhile.
+
+        Returns:
+            the host.
+
+        Raises:
+            Exception: whatever :meth:`start` raises (but not for the running loop).
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self._begin(PluginCalls(lambda: loop))
+        await asyncio.to_thread(self._start_here)
+        return self
+
+    def _begin(self, calls: PluginCalls) -> None:
         if self.state != "new":
             raise HostappError(f"this host is {self.state}; a Host starts once, make a new one")
         self.state = "starting"
-        self._loop = asyncio.get_running_loop()
+        self._calls = calls
+
+    def _start_here(self) -> None:
         try:
-            await self._start()
+            self._start()
         except BaseException:
             self.state = "failed"
-            await self._teardown(exit_status=None)
+            self._teardown(exit_status=None)
             raise
         self.state = "running"
         _set_current(self)
-        return self
 
-    async def _start(self) -> None:
+    def _start(self) -> None:
         from hostapp.errors import PluginLoadError
         from hostapp.events import EventBus, new_id
-        from hostapp.store import Store, resolve_store_path
 
-        pm = self.pm
-        pm.load(self.config, explicit=self._explicit, strict=self.strict)
+        pm, config, calls = self.pm, self.config, self._calls
+        assert calls is not None
+        conflict = "raise" if self.strict else "report"
+        pm.calls = calls
+        pm.call_timeout, pm.call_timeout_setting = self.start_timeout, "host.start_timeout"
+        pm.load(config, explicit=self._explicit, strict=self.strict)
         pm.check_required()
         pm.error_listeners.append(self._on_hook_error)
-        await pm.aconfigure(self.config)  # a plugin failing here is withdrawn: it contributes nothing
+        pm.configure(config)  # a plugin failing here is withdrawn: it contributes nothing
         self._raise_if_strict_failure(PluginLoadError)
-        self.drivers = await pm.acollect("hostapp_drivers", on_conflict="raise" if self.strict else "report")
-        await self.components.abuild(self.drivers)
-        self.sinks = await pm.acollect(
-            "hostapp_event_sinks", on_conflict="raise" if self.strict else "report"
-        )
+        self.drivers = pm.collect("hostapp_drivers", on_conflict=conflict)
+        failed = {n: f"{i.stage}: {i.error}" for n, i in pm.infos.items() if i.state is PluginState.FAILED}
+        self.components.build(self.drivers, calls=calls, timeout=self.start_timeout, failed=failed)
+        self.sinks = pm.collect("hostapp_event_sinks", on_conflict=conflict)
         if self._use_store:
-            self.store = Store(resolve_store_path(self.config))
+            self.store = _open_store(config)
             self.run_id = self.store.begin_run(self._command)
             self.store.put_reports(self.run_id, "component", self.components.reports())
         else:
             self.run_id = new_id()
         self.bus = EventBus(
-            self.sinks, self.config, store=self.store, run_id=self.run_id, on_error=self._on_sink_error
+            self.sinks, config, store=self.store, run_id=self.run_id, on_error=self._on_sink_error
         )
-        await self.bus.astart()
-        await pm.ahook.hostapp_startup(host=self)
+        self.bus.start(timeout=self.start_timeout)
+        pm.call_each("hostapp_startup", {"host": self})
         self._raise_if_strict_failure(PluginLoadError)
         for info in pm.infos.values():
             if info.state is PluginState.REGISTERED:
                 pm.set_state(info, PluginState.STARTED)
-        await self._start_tasks()
+        self._start_tasks()
         if self.tracing:
-            await self._start_tracing()
+            self._start_tracing()
 
-    async def _start_tasks(self) -> None:
-        """Collect the background tasks and start them under a supervisor."""
+    def _start_tasks(self) -> None:
+        """Collect the background tasks and start them under a supervisor (on the loop,
+        which they need: the first thing that starts it in a host without async plugins)."""
+        found = self.pm.collect("hostapp_background_tasks", on_conflict="raise" if self.strict else "report")
+        if not found:
+            return
         from hostapp.tasks import TaskSupervisor
 
-        found = await self.pm.acollect(
-            "hostapp_background_tasks", on_conflict="raise" if self.strict else "report"
-        )
-        self.supervisor = TaskSupervisor(self, found)
-        self.supervisor.start()
+        calls = self._calls
+        assert calls is not None
+        supervisor = self.supervisor = TaskSupervisor(self, found)
 
-    async def _start_tracing(self) -> None:
+        async def begin() -> None:
+            supervisor.start()
+
+        outcome = calls.call(begin, timeout=self.start_timeout)
+        if not outcome.ok:  # pragma: no cover - only a loop another plugin blocks
+            raise HostappError(f"the background tasks could not start: {outcome.describe('host.start_timeout')}")
+
+    def _start_tracing(self) -> None:
         """Collect the trace processors, filter them by name, start the engine (last)."""
         from hostapp.tracing import TracingEngine, default_library_paths
 
         config = self.config
-        found = await self.pm.acollect(
-            "hostapp_trace_processors", on_conflict="raise" if self.strict else "report"
-        )
+        found = self.pm.collect("hostapp_trace_processors", on_conflict="raise" if self.strict else "report")
         self.processors = select_processors(
             found, config["tracing.processors"], config["tracing.disable"], source=config.source
         )
         if not self.processors:
             return
         bus = self.bus
-        assert bus is not None
+        assert bus is not None and self._calls is not None
         from hostapp.errors import ConfigError
 
         try:
             engine = TracingEngine(
-                self.processors,
+                self._with_contexts(self.processors),
                 bus.emit,
                 config=config,
                 run_id=self.run_id,
@@ -366,12 +429,46 @@ class Host:
             key = "tracing.backend" if message.startswith("tracing.backend") else None
             if key:
                 message = message.split(": ", 1)[1]
-            raise ConfigError(config.source, message, key=key) from None
-        try:
-            engine.start()
-        except RuntimeError as exc:  # e.g. no free sys.monitoring tool id for backend = "monitoring"
-            raise HostappError(f"tracing could not start: {exc}") from None
+            raise ConfigError(_origin(config, "tracing.backend"), message, key=key) from None
+        outcome = self._calls.call(engine.start, timeout=self.start_timeout)
+        if outcome.timed_out:  # pragma: no cover - the engine calls no plugin code itself
+            self._stuck_engine = engine
+            logger.warning("tracing did not start: %s; the program runs untraced", outcome.describe("host.start_timeout"))
+            return
+        if outcome.error is not None:  # e.g. no free sys.monitoring tool id for backend = "monitoring"
+            raise HostappError(f"tracing could not start: {outcome.error}") from None
         self.tracer = engine
+
+    def _with_contexts(self, processors: Sequence[Contribution[TraceProcessor]]) -> list[Contribution[TraceProcessor]]:
+        """The processors with each ``build_context(config)`` called now, bounded: a
+        processor's context is the one its call gave, and one whose call raised or did not
+        return in time gets a ``build_context`` that raises that (the engine switches it off
+        and keeps the error in its ``last_error``)."""
+        import dataclasses
+
+        from hostapp.types import Contribution
+
+        pending = [i for i, c in enumerate(processors) if c.spec.build_context is not None and _requires_met(c.spec)]
+        if not pending:
+            return list(processors)
+        assert self._calls is not None
+        config = self.config
+        outcomes = self._calls.each(
+            [lambda f=processors[i].spec.build_context: f(config) for i in pending], self.start_timeout,  # type: ignore[misc]
+        )
+        out = list(processors)
+        for i, outcome in zip(pending, outcomes):
+            c = out[i]
+            if outcome.ok:
+                context = outcome.value
+                built = (lambda context: lambda config: context)(context)
+            else:
+                error: BaseException = outcome.error or PluginTimeoutError(outcome.describe("host.start_timeout"))
+                if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt: the plugin's, not ours
+                    error = PluginRaised(error)
+                built = _raiser(error)
+            out[i] = Contribution(dataclasses.replace(c.spec, build_context=built), c.plugin, c.distribution, c.version)
+        return out
 
     def _is_builtin(self, contribution: Contribution[Any]) -> bool:
         """Whether a contribution comes from one of hostapp's built-in plugins."""
@@ -390,9 +487,13 @@ class Host:
                 )
 
     def _on_hook_error(self, record: HookError) -> None:
+        """A plugin raising in ``hostapp_startup``/``hostapp_shutdown`` is failed at that
+        stage; one that did not return in time is also withdrawn (abandoned: none of its
+        hooks is called again)."""
         stage = _HOOK_STAGES.get(record.hook)
         if stage is not None:
-            self.pm.fail_plugin(record.plugin, stage, record.error, record.traceback)
+            abandoned = record.error.startswith(f"{PluginTimeoutError.__name__}:")
+            self.pm.fail_plugin(record.plugin, stage, record.error, record.traceback, withdraw=abandoned)
 
     def _on_sink_error(self, record: SinkError) -> None:
         """A sink that cannot open marks its plugin failed at stage ``sink-open`` (its
@@ -407,26 +508,49 @@ class Host:
         info.traceback = record.traceback
         self.pm.set_state(info, PluginState.FAILED)
 
-    async def astop(self) -> dict[str, dict[str, Any]]:
+    def stop(self) -> dict[str, dict[str, Any]]:
         """Stop the host: the reverse of the start order, bounded by ``shutdown_timeout``.
 
-        Idempotent: stopping a stopped (or never started) host does nothing.
+        Idempotent: stopping a stopped (or never started) host does nothing; a second
+        thread calling it meanwhile waits for the first.
 
         Returns:
             the per-sink counters (:meth:`EventBus.stats`), also kept in :attr:`stats`.
+
+        Raises:
+            HostappError: called on the host's own loop (use ``await host.astop()``).
         """
+        calls = self._calls
+        if calls is not None and calls.started_loop is not None and _loop_running() is calls.started_loop:
+            raise HostappError("Host.stop() was called on the host's own loop; use 'await host.astop()'")
+        with self._stop_lock:
+            if self.state in ("new", "stopped", "failed"):
+                return self.stats
+            self.state = "stopping"
+            try:
+                self._teardown(exit_status=self.exit_status)
+            finally:
+                self.state = "stopped"
+                self._stopped_event.set()
+        return self.stats
+
+    async def astop(self) -> dict[str, dict[str, Any]]:
+        """:meth:`stop` from async code (waited for in a thread, so the loop keeps running:
+        async ``hostapp_shutdown`` implementations and background tasks run on it)."""
         if self.state in ("new", "stopped", "failed"):
             return self.stats
-        if self.state == "stopping":
-            await asyncio.get_running_loop().run_in_executor(None, self._stopped_event.wait)
-            return self.stats
-        self.state = "stopping"
-        try:
-            await self._teardown(exit_status=self.exit_status)
-        finally:
-            self.state = "stopped"
-            self._stopped_event.set()
-        return self.stats
+        import asyncio
+
+        return await asyncio.to_thread(self.stop)
+
+    def hurry(self) -> None:
+        """Cut a stop that is under way short (from another thread; ``hostapp run`` on a
+        second Ctrl-C): the sinks stop delivering and every event not delivered yet is kept
+        as a dead letter (counted in :attr:`stats`); the rest of the stop goes on, the run
+        is recorded (its summary says ``flush_skipped``)."""
+        self.hurried = True
+        if self.bus is not None:
+            self.bus.abort()
 
     def stop_tracing(self) -> dict[str, dict[str, Any]]:
         """Stop the trace processors now (the host stays up, its sinks drain as usual).
@@ -440,32 +564,34 @@ class Host:
             self.tracing_stats = engine.stats()
         return self.tracing_stats
 
-    async def _teardown(self, exit_status: int | None) -> None:
+    def _teardown(self, exit_status: int | None) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
         pm = self.pm
         self.stop_tracing()
+        stuck, self._stuck_engine = self._stuck_engine, None
+        if stuck is not None and self._calls is not None:  # pragma: no cover - see _start_tracing
+            self._calls.call(stuck.stop, timeout=min(1.0, max(0.0, _left(deadline))))
         if self.supervisor is not None:
-            await self.supervisor.astop(max(0.0, _left(deadline) / 2))
+            self._stop_tasks(deadline)
         if self.bus is not None:
-            try:
-                await asyncio.wait_for(
-                    pm.ahook.hostapp_shutdown(host=self), timeout=max(0.0, _left(deadline) / 2)
-                )
-            except TimeoutError:
-                logger.warning(
-                    "hostapp_shutdown did not finish within %.1f s; going on with the stop",
-                    self.shutdown_timeout / 2,
-                )
-            self.stats = await self.bus.astop(max(0.0, _left(deadline)))
+            pm.call_each(
+                "hostapp_shutdown", {"host": self}, timeout=None,
+                deadline=time.monotonic() + max(0.0, _left(deadline) / 2), setting="host.shutdown_timeout",
+            )
+            self.stats = self.bus.stop(max(0.0, _left(deadline)))
         for info in pm.infos.values():
             if info.state is PluginState.STARTED:
                 pm.set_state(info, PluginState.STOPPED)
-        await self.components.aclose(max(0.0, _left(deadline)))
+        self.components.close(max(0.0, _left(deadline)))
         if self.store is not None:
             try:
                 if self.run_id is not None:
                     self.store.put_reports(self.run_id, "component", self.components.reports())
                     summary: dict[str, Any] = {"sinks": self.stats}
+                    if self.ended_by is not None:
+                        summary["signal"] = self.ended_by
+                    if self.hurried:
+                        summary["flush_skipped"] = True
                     if self.tracing_stats:
                         summary["processors"] = self.tracing_stats
                     if self.tasks:
@@ -476,85 +602,22 @@ class Host:
         if self._on_hook_error in pm.error_listeners:
             pm.error_listeners.remove(self._on_hook_error)
         _clear_current(self)
+        if self._calls is not None:
+            self._calls.close()
 
-    async def __aenter__(self) -> Host:
-        return await self.astart()
+    def _stop_tasks(self, deadline: float) -> None:
+        """Stop the background tasks on their loop, within half of what is left of the
+        stop; a loop that a task blocks cannot run the stop: its tasks are abandoned."""
+        supervisor, calls = self.supervisor, self._calls
+        assert supervisor is not None and calls is not None
+        budget = max(0.0, _left(deadline) / 2)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.astop()
+        async def stop() -> None:
+            await supervisor.astop(budget)
 
-    # -- sync lifecycle ------------------------------------------------------------------
-
-    def start(self) -> Host:
-        """Start the host from synchronous code, its loop on a thread of its own.
-
-        Returns:
-            the host.
-
-        Raises:
-            HostappError: called from a running event loop (use ``await host.astart()``).
-            Exception: whatever :meth:`astart` raises.
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise HostappError(
-                "Host.start() was called inside a running event loop; "
-                "use 'await host.astart()' or 'async with Host(...)'"
-            )
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="hostapp-loop", daemon=True)
-        thread.hostapp_untraced = True  # type: ignore[attr-defined]  # the tracer skips it
-        thread.start()
-        ready.wait()
-        self._own_loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self.astart(), loop).result()
-        except BaseException:
-            self._close_own_loop()
-            raise
-        return self
-
-    def stop(self) -> dict[str, dict[str, Any]]:
-        """Stop the host from synchronous code; idempotent. Returns the sink counters.
-
-        Raises:
-            HostappError: the host runs on a loop of the calling thread (use ``await
-                host.astop()``).
-        """
-        with self._stop_lock:
-            loop = self._loop
-            if loop is None or self.state in ("new", "stopped", "failed"):
-                self._close_own_loop()
-                return self.stats
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                raise HostappError("Host.stop() was called on the host's own loop; use 'await host.astop()'")
-            asyncio.run_coroutine_threadsafe(self.astop(), loop).result()
-            self._close_own_loop()
-            return self.stats
-
-    def _close_own_loop(self) -> None:
-        loop, thread = self._own_loop, self._thread
-        if loop is None:
-            return
-        self._own_loop = self._thread = None
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join()
-        loop.close()
+        outcome = calls.call(stop, timeout=budget + 0.5)
+        if not outcome.ok:
+            supervisor.abandon(f"the tasks could not be stopped: {outcome.describe('host.shutdown_timeout')}")
 
     def __enter__(self) -> Host:
         return self.start()
@@ -566,6 +629,12 @@ class Host:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    async def __aenter__(self) -> Host:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
 
     def __repr__(self) -> str:
         return f"<Host {self.state} run={self.run_id}>"
@@ -604,6 +673,72 @@ def select_processors(
 
 def _left(deadline: float) -> float:
     return deadline - time.monotonic()
+
+
+def _loop_running() -> asyncio.AbstractEventLoop | None:
+    """The asyncio loop running in this thread, if any (none can when asyncio was never
+    imported, and then it is not imported here)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    try:
+        return asyncio.get_running_loop()  # type: ignore[no-any-return]
+    except RuntimeError:
+        return None
+
+
+def _open_store(config: Config) -> Store:
+    """The store at ``store.path``.
+
+    Raises:
+        ConfigError: it cannot be opened (damaged, foreign, newer, not writable); the one
+            line names where ``store.path`` was set and what is wrong.
+    """
+    from hostapp.errors import ConfigError
+    from hostapp.store import Store, StoreError, resolve_store_path
+
+    try:
+        return Store(resolve_store_path(config))
+    except StoreError as exc:
+        raise ConfigError(_origin(config, "store.path"), str(exc), key="store.path") from None
+
+
+def _origin(config: Config, key: str) -> str:
+    """Where ``key``'s value was set, for an error about it: the environment variable or
+    the file that set it (:attr:`Config.origins`), else the configuration's source."""
+    return config.origins.get(key) or config.source
+
+
+def _requires_met(spec: TraceProcessor) -> bool:
+    """Whether every module in ``spec.requires`` can be found (no import: ``find_spec``),
+    as the tracing engine judges a processor applicable."""
+    if not spec.requires:
+        return True
+    import importlib.util
+
+    for module in spec.requires:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
+    return True
+
+
+def _raiser(error: Exception) -> Any:
+    def build_context(config: Any) -> Any:
+        raise error
+
+    return build_context
+
+
+class PluginRaised(Exception):
+    """Carries a ``SystemExit`` or ``KeyboardInterrupt`` a plugin raised (its failure, never
+    the host's) where the code that records it takes only ``Exception``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}" if str(error) else type(error).__name__)
+        self.error = error
 
 
 def _as_config(config: Any) -> Config:

@@ -15,7 +15,13 @@ What it adds to :class:`pluggy.PluginManager` (project name ``hostapp``):
   and every state transition reported to ``hostapp_plugin_state``;
 * deterministic order (higher ``priority`` called first, then by name) and registration
   that stays linear in the number of plugins (pluggy's ``register`` scans every
-  registered plugin and every implementation of a hook, which is quadratic).
+  registered plugin and every implementation of a hook, which is quadratic);
+* bounded, contained plugin calls (:mod:`hostapp._bounded`): :meth:`PluginManager.load`
+  imports each plugin, :meth:`PluginManager.collect` calls each registration hook
+  implementation and :meth:`PluginManager.call_each` each implementation of a call hook on
+  a helper thread, within :attr:`PluginManager.call_timeout` seconds; whatever one raises
+  (``SystemExit`` and ``KeyboardInterrupt`` included) or a call that does not return in
+  time is reported with the plugin's name and the others go on.
 """
 
 from __future__ import annotations
@@ -34,8 +40,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pluggy
 
 from hostapp import hookspecs as _hostapp_hookspecs
+from hostapp._bounded import Outcome, PluginCalls, describe_error, resolve
 from hostapp._markers import spec_options
-from hostapp.errors import DuplicateNameError, HostappError, PluginContractError, PluginLoadError
+from hostapp.errors import (
+    DuplicateNameError, HostappError, PluginContractError, PluginLoadError, PluginTimeoutError,
+)
 from hostapp.lifecycle import PluginInfo, PluginState, Source
 from hostapp.types import KIND_NAMES, Contribution
 
@@ -181,6 +190,12 @@ class PluginManager(pluggy.PluginManager):
         hook_errors: the most recent 1,000 :class:`HookError` records of isolated hooks.
         error_listeners: callables ``listener(HookError)`` called on each isolated error
             (the host uses it to mark plugins failed at ``configure``/``start``).
+        calls: the :class:`~hostapp._bounded.PluginCalls` plugin code runs through (a
+            host gives its own, whose asyncio loop is the host's).
+        call_timeout: seconds each plugin call (an import, a registration hook
+            implementation, a call hook implementation) may take; ``None``: no bound.
+            :meth:`load` sets it from ``host.start_timeout``.
+        call_timeout_setting: the setting named when a call times out.
     """
 
     def __init__(self, *, hookspecs: bool = True) -> None:
@@ -194,6 +209,9 @@ class PluginManager(pluggy.PluginManager):
         self._recording: list[str] | None = None
         self._pending_states: list[PluginInfo] | None = None
         self._generation = 0  # bumped when hookspecs change; the async relay re-plans
+        self.calls = PluginCalls()
+        self.call_timeout: float | None = 10.0
+        self.call_timeout_setting = "host.start_timeout"
         if hookspecs:
             self.add_hookspecs(_hostapp_hookspecs)
 
@@ -259,9 +277,10 @@ class PluginManager(pluggy.PluginManager):
         self.hook_errors.append(record)
         info = self.infos.get(plugin_name)
         where = f" ({info.provenance})" if info is not None else ""
-        logger.warning(
-            "plugin %r%s raised in hook %r: %s", plugin_name, where, hook_name, record.error
-        )
+        if isinstance(exc, PluginTimeoutError):
+            logger.warning("plugin %r%s, hook %r: %s", plugin_name, where, hook_name, exc)
+        else:
+            logger.warning("plugin %r%s raised in hook %r: %s", plugin_name, where, hook_name, record.error)
         for listener in list(self.error_listeners):
             try:
                 listener(record)
@@ -404,6 +423,9 @@ class PluginManager(pluggy.PluginManager):
             options = config.discovery_options(environ=environ)
         if strict is None:
             strict = config.strict
+        timeout = config.get("host.start_timeout")
+        if timeout is not None:
+            self.call_timeout = float(timeout)
         self._pending_states = []
         try:
             infos = discover(options, explicit=explicit, environ=environ)
@@ -412,7 +434,7 @@ class PluginManager(pluggy.PluginManager):
                 self._notify(info)
                 if info.state is not PluginState.SHADOWED:
                     self.infos.setdefault(info.name, info)
-            imported = [info for info in infos if self._import(info, options, config)]
+            imported = self._import_all([i for i in infos if i.state is PluginState.DISCOVERED], options, config)
             if strict:
                 self._raise_if_failed(infos)
             self.register_plugins(imported)
@@ -420,56 +442,59 @@ class PluginManager(pluggy.PluginManager):
                 self._raise_if_failed(infos)
         finally:
             pending, self._pending_states = self._pending_states, None
-            for snapshot in pending:
-                self.hook.hostapp_plugin_state(info=snapshot)
+            self._deliver_states(pending)
         return infos
 
-    def _import(self, info: PluginInfo, options: DiscoveryOptions, config: Config) -> bool:
-        """Import one candidate: ``requires`` first (no import when unmet), then the
-        import, the instance, the declared metadata and ``should_load(config)``."""
-        from hostapp.discovery import load_object, tag_filter_rule
+    def _import_all(self, infos: list[PluginInfo], options: DiscoveryOptions, config: Config) -> list[PluginInfo]:
+        """Import every candidate; the ones imported, applicable and not filtered.
 
-        if info.state is not PluginState.DISCOVERED:
-            return False
-        reason = _unmet_requirements(info)
-        if reason is not None:
-            info.rule = reason
-            self._set_state(info, PluginState.NOT_APPLICABLE)
-            return False
-        try:
-            obj = load_object(info, root=options.root)
-        except Exception as exc:
-            info.fail("import", exc)
-            self._notify(info)
-            return False
-        try:
-            plugin = _as_plugin(obj, info.name)
-        except Exception as exc:
-            info.fail("instantiate", exc)
-            self._notify(info)
-            return False
-        info.obj = plugin
-        _apply_declared_meta(info, obj)
-        self._set_state(info, PluginState.IMPORTED)
-        try:
-            reason = _should_not_load(plugin, config)
-        except Exception as exc:
-            info.obj = None
-            info.fail("should_load", exc)
-            self._notify(info)
-            return False
-        if reason is not None:
-            info.rule, info.obj = reason, None
-            self._set_state(info, PluginState.NOT_APPLICABLE)
-            return False
-        if info.source is not Source.EXPLICIT and info.name not in options.force:
-            rule = tag_filter_rule(info.tags, options)
-            if rule is not None:
-                info.rule = f"{rule} (tags declared by the plugin)"
-                info.obj = None
-                self._set_state(info, PluginState.FILTERED)
-                return False
-        return True
+        For each: ``requires`` first (no import when unmet), then, as one bounded call on a
+        helper thread (:attr:`calls`), the import, the instance and ``should_load(config)``;
+        then the declared metadata and the tag filters.
+        """
+        from hostapp.discovery import tag_filter_rule
+
+        todo = []
+        for info in infos:
+            reason = _unmet_requirements(info)
+            if reason is not None:
+                info.rule = reason
+                self._set_state(info, PluginState.NOT_APPLICABLE)
+                continue
+            todo.append(info)
+        outcomes = self.calls.each(
+            [functools.partial(_import_plugin, info, options.root, config) for info in todo], self.call_timeout,
+        )
+        imported = []
+        for info, outcome in zip(todo, outcomes):
+            if not outcome.ok:
+                error = outcome.error
+                stage = "import"
+                if isinstance(error, _StageError):
+                    stage, error = error.stage, error.error
+                info.fail(stage, error if error is not None else self._timeout_error(outcome))
+                self._notify(info)
+                continue
+            obj, plugin, reason = outcome.value
+            info.obj = plugin
+            _apply_declared_meta(info, obj)
+            self._set_state(info, PluginState.IMPORTED)
+            if reason is not None:
+                info.rule, info.obj = reason, None
+                self._set_state(info, PluginState.NOT_APPLICABLE)
+                continue
+            if info.source is not Source.EXPLICIT and info.name not in options.force:
+                rule = tag_filter_rule(info.tags, options)
+                if rule is not None:
+                    info.rule = f"{rule} (tags declared by the plugin)"
+                    info.obj = None
+                    self._set_state(info, PluginState.FILTERED)
+                    continue
+            imported.append(info)
+        return imported
+
+    def _timeout_error(self, outcome: Outcome, setting: str | None = None) -> PluginTimeoutError:
+        return PluginTimeoutError(outcome.describe(setting or self.call_timeout_setting))
 
     def _raise_if_failed(self, infos: Iterable[PluginInfo]) -> None:
         for info in infos:
@@ -511,10 +536,11 @@ class PluginManager(pluggy.PluginManager):
         self._set_state(info, PluginState.FAILED)
         return info
 
-    async def aconfigure(self, config: Config) -> list[PluginInfo]:
-        """``await pm.ahook.hostapp_configure(config=config)``; every plugin whose
-        implementation raises is failed at stage ``configure`` and withdrawn
-        (:meth:`fail_plugin`): a plugin that cannot configure itself contributes nothing.
+    def configure(self, config: Config) -> list[PluginInfo]:
+        """Call ``hostapp_configure(config)`` of every plugin (each a bounded call,
+        :meth:`call_each`); every plugin whose implementation raises or does not return in
+        time is failed at stage ``configure`` and withdrawn (:meth:`fail_plugin`): a plugin
+        that cannot configure itself contributes nothing.
 
         Returns:
             the records of the plugins that failed.
@@ -529,21 +555,16 @@ class PluginManager(pluggy.PluginManager):
 
         self.error_listeners.insert(0, on_error)
         try:
-            await self.ahook.hostapp_configure(config=config)
+            self.call_each("hostapp_configure", {"config": config})
         finally:
             self.error_listeners.remove(on_error)
         return failed
 
-    def configure(self, config: Config) -> list[PluginInfo]:
-        """:meth:`aconfigure` from synchronous code, on an event loop of its own (the
-        ``hostapp`` commands that check plugins without starting a host).
-
-        Raises:
-            RuntimeError: called from a running event loop (use :meth:`aconfigure`).
-        """
+    async def aconfigure(self, config: Config) -> list[PluginInfo]:
+        """:meth:`configure` from async code (waited for in a thread)."""
         import asyncio
 
-        return asyncio.run(self.aconfigure(config))
+        return await asyncio.to_thread(self.configure, config)
 
     def set_state(self, info: PluginInfo, state: PluginState) -> None:
         """Move ``info`` to ``state`` and report it to ``hostapp_plugin_state``."""
@@ -558,7 +579,18 @@ class PluginManager(pluggy.PluginManager):
         if self._pending_states is not None:
             self._pending_states.append(snapshot)
         else:
-            self.hook.hostapp_plugin_state(info=snapshot)
+            self._deliver_states([snapshot])
+
+    def _deliver_states(self, snapshots: Sequence[PluginInfo]) -> None:
+        """Give ``snapshots`` to every ``hostapp_plugin_state`` listener, in order (each
+        listener one bounded call for all of them)."""
+        hook = self.hook.hostapp_plugin_state
+        if not snapshots or not hook.get_hookimpls():
+            return
+        impls = [i for i in reversed(hook.get_hookimpls()) if not (i.wrapper or i.hookwrapper)]
+        self._call_impls(
+            "hostapp_plugin_state", impls, [{"info": s} for s in snapshots], self.call_timeout, None, None,
+        )
 
     # -- introspection -------------------------------------------------------------------
 
@@ -690,50 +722,32 @@ class PluginManager(pluggy.PluginManager):
             DuplicateNameError: two plugins contribute the same name (``on_conflict="raise"``).
             ValueError: ``hook_name`` is not a registration hook.
 
-        A plugin whose implementation raises (also while its generator runs), returns an
-        object of the wrong type, or returns an awaitable (use :meth:`acollect`) is
-        reported with its name and all of its contributions to this hook are skipped.
+        Each implementation is a bounded call (:attr:`call_timeout`, on a helper thread);
+        one that is ``async def`` (or returns an awaitable or an async generator) is awaited
+        on the loop of :attr:`calls`. A plugin whose implementation raises (also while its
+        generator runs; ``SystemExit`` included), does not return in time, or returns an
+        object of the wrong type is reported with its name and all of its contributions to
+        this hook are skipped.
         """
         hook, expected = self._registration_hook(hook_name)
-        results: list[tuple[str, object]] = []
-        for impl in _registration_impls(hook):
-            try:
-                result = inspect.unwrap(impl.function)()
-                if inspect.isawaitable(result) or inspect.isasyncgen(result):
-                    close = getattr(result, "close", None) or getattr(result, "aclose", None)
-                    if inspect.iscoroutine(result) and close is not None:
-                        close()
-                    raise PluginContractError(
-                        f"plugin {impl.plugin_name!r} implements {hook_name} with async def; "
-                        "registration hooks of an async implementation are collected with "
-                        "'await pm.acollect(...)'"
-                    )
-            except Exception as exc:
-                result = _Raised(exc)
-            results.append((impl.plugin_name, result))
+        impls = _registration_impls(hook)
+        outcomes = self.calls.each([_registration_call(impl) for impl in impls], self.call_timeout)
+        results: list[tuple[str, object]] = [
+            (impl.plugin_name, outcome.value if outcome.ok else _Raised(outcome.error or self._timeout_error(outcome)))
+            for impl, outcome in zip(impls, outcomes)
+        ]
         return self._contributions(hook_name, expected, results, on_conflict)
 
     async def acollect(
         self, hook_name: str, *, on_conflict: Literal["raise", "report"] = "raise"
     ) -> list[Contribution[Any]]:
-        """:meth:`collect` for hosts with ``async def`` registration implementations.
+        """:meth:`collect` from async code (the calls are waited for in a thread).
 
-        Same arguments, result and errors; each implementation's result is awaited when
-        it is awaitable, and async generators are iterated.
+        Same arguments, result and errors.
         """
-        hook, expected = self._registration_hook(hook_name)
-        results: list[tuple[str, object]] = []
-        for impl in _registration_impls(hook):
-            try:
-                result = inspect.unwrap(impl.function)()
-                if inspect.isawaitable(result):
-                    result = await result
-                elif inspect.isasyncgen(result):
-                    result = [item async for item in result]
-            except Exception as exc:
-                result = _Raised(exc)
-            results.append((impl.plugin_name, result))
-        return self._contributions(hook_name, expected, results, on_conflict)
+        import asyncio
+
+        return await asyncio.to_thread(self.collect, hook_name, on_conflict=on_conflict)
 
     def _contributions(
         self,
@@ -747,15 +761,94 @@ class PluginManager(pluggy.PluginManager):
         out: list[Contribution[Any]] = []
         seen: dict[str, Contribution[Any]] = {}
         for plugin, result in results:
+            if isinstance(result, _Raised):
+                self._report_hook_error(hook_name, plugin, result.exc)
+                continue
             try:
-                if isinstance(result, _Raised):
-                    raise result.exc
                 specs = self._flatten(plugin, hook_name, expected, result)
             except Exception as exc:
                 self._report_hook_error(hook_name, plugin, exc)
                 continue
             self._add_contributions(hook_name, plugin, specs, out, seen, on_conflict)
         return out
+
+    # -- call hooks, bounded --------------------------------------------------------------
+
+    def call_each(
+        self,
+        hook_name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None | Literal["default"] = "default",
+        deadline: float | None = None,
+        setting: str | None = None,
+    ) -> list[tuple[str, Outcome]]:
+        """Call every implementation of call hook ``hook_name`` in call order, each a bounded
+        call, and report each that fails as an isolated hook does (``hook_errors``,
+        ``error_listeners``, a warning).
+
+        How the host calls ``hostapp_configure``, ``hostapp_startup`` and
+        ``hostapp_shutdown``. An ``async def`` implementation is awaited on the loop of
+        :attr:`calls`. When the hook has wrappers (``wrapper=True``/``hookwrapper=True``),
+        the whole call is one bounded call through :attr:`ahook`, reported as the
+        wrappers' plugins.
+
+        Args:
+            hook_name: a hook with a hookspec.
+            kwargs: the hook's arguments by name (the spec's defaults fill the rest).
+            timeout: seconds each implementation may take (default :attr:`call_timeout`;
+                ``None``: no bound).
+            deadline: a :func:`time.monotonic` time all of them must end by, or ``None``.
+            setting: the setting named when one times out (default
+                :attr:`call_timeout_setting`).
+
+        Returns:
+            ``[(plugin name, Outcome), ...]`` in call order; ``Outcome.value`` is what the
+            implementation returned (awaited).
+
+        Raises:
+            AttributeError: no hook named ``hook_name``.
+            KeyboardInterrupt: Ctrl-C while waiting.
+        """
+        hook = getattr(self.hook, hook_name)
+        bound = self.call_timeout if timeout == "default" else timeout
+        arguments = dict(hook.spec.kwargdefaults or {}) if hook.spec is not None else {}
+        arguments.update(kwargs or {})
+        impls = list(reversed(hook.get_hookimpls()))
+        wrappers = [i for i in impls if i.wrapper or i.hookwrapper]
+        if wrappers:
+            relay = getattr(self.ahook, hook_name)
+            [outcome] = self.calls.each([lambda: relay(**arguments)], bound, deadline=deadline)  # type: ignore[arg-type]
+            plugin = ", ".join(i.plugin_name for i in wrappers)
+            if not outcome.ok:
+                self._report_hook_error(hook_name, plugin, outcome.error or self._timeout_error(outcome, setting))
+            return [(plugin, outcome)]
+        return self._call_impls(hook_name, impls, [arguments], bound, deadline, setting)
+
+    def _call_impls(
+        self,
+        hook_name: str,
+        impls: Sequence[pluggy.HookImpl],
+        arguments: Sequence[Mapping[str, Any]],
+        timeout: float | None,
+        deadline: float | None,
+        setting: str | None,
+    ) -> list[tuple[str, Outcome]]:
+        """Each implementation one bounded call, made once per mapping of ``arguments``
+        (its value: the last result); failures reported as isolated hook errors."""
+        outcomes = self.calls.each(
+            [_impl_call(impl, arguments) for impl in impls], timeout, deadline=deadline,
+        )
+        for impl, outcome in zip(impls, outcomes):
+            if outcome.ok:
+                continue
+            error = outcome.error or self._timeout_error(outcome, setting)
+            self._report_hook_error(hook_name, impl.plugin_name, error)
+            if outcome.timed_out:  # abandoned: none of its hooks is called again
+                self.fail_plugin(
+                    impl.plugin_name, hook_name.removeprefix("hostapp_"), describe_error(error), withdraw=True,
+                )
+        return [(impl.plugin_name, outcome) for impl, outcome in zip(impls, outcomes)]
 
     def _registration_hook(self, hook_name: str) -> tuple[pluggy.HookCaller, type]:
         hook = getattr(self.hook, hook_name, None)
@@ -814,7 +907,87 @@ class PluginManager(pluggy.PluginManager):
 class _Raised:
     """What a registration implementation raised, kept until its turn to be reported."""
 
-    exc: Exception
+    exc: BaseException
+
+
+class _StageError(Exception):
+    """What a plugin raised after its import: when made into a plugin object (stage
+    ``instantiate``) or in its ``should_load`` (stage ``should_load``)."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.error = error
+
+
+def _import_plugin(info: PluginInfo, root: str | None, config: Config) -> tuple[object, object, str | None]:
+    """Import a candidate, make its plugin object and ask its ``should_load``; a bounded call
+    of :meth:`PluginManager.load`.
+
+    Returns:
+        ``(the object the candidate names, the plugin registered with pluggy, why it does
+        not apply or None)``.
+
+    Raises:
+        _StageError: making the plugin object, or ``should_load``, raised (the cause inside).
+        BaseException: whatever importing raised.
+    """
+    from hostapp.discovery import load_object
+
+    obj = load_object(info, root=root)
+    try:
+        plugin = _as_plugin(obj, info.name)
+    except BaseException as exc:  # noqa: BLE001 - reported as the plugin's, at stage instantiate
+        raise _StageError("instantiate", exc) from exc
+    try:
+        reason = _should_not_load(plugin, config)
+    except BaseException as exc:  # noqa: BLE001 - reported as the plugin's, at stage should_load
+        raise _StageError("should_load", exc) from exc
+    return obj, plugin, reason
+
+
+def _registration_call(impl: pluggy.HookImpl) -> Callable[[], Any]:
+    """The bounded call of one registration implementation: its result with generators run
+    to the end (an async one, or an awaitable, is given back as a coroutine to await)."""
+    function = inspect.unwrap(impl.function)
+
+    def call() -> Any:
+        result = function()
+        if inspect.isasyncgen(result) or inspect.isawaitable(result):
+            return _settle(result)
+        if isinstance(result, Iterator) and not isinstance(result, (str, bytes)):
+            return list(result)
+        return result
+
+    return call
+
+
+async def _settle(result: Any) -> Any:
+    if inspect.isasyncgen(result):
+        return [item async for item in result]
+    value = await result
+    if inspect.isasyncgen(value):
+        return [item async for item in value]
+    return list(value) if isinstance(value, Iterator) else value
+
+
+def _impl_call(impl: pluggy.HookImpl, arguments: Sequence[Mapping[str, Any]]) -> Callable[[], Any]:
+    """The bounded call of one call-hook implementation, once per mapping in ``arguments``
+    (the isolating wrapper taken off: what it raises is the outcome's error)."""
+    function = inspect.unwrap(impl.function)
+    argnames = tuple(impl.argnames)
+
+    def call() -> Any:
+        result = None
+        for kwargs in arguments:
+            try:
+                args = [kwargs[name] for name in argnames]
+            except KeyError as exc:
+                raise pluggy.HookCallError(f"hook call must provide argument {exc.args[0]!r}") from None
+            result = resolve(function(*args))
+        return result
+
+    return call
 
 
 def _registration_impls(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:

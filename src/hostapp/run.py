@@ -15,7 +15,14 @@ coverage.py's runner:
   are kept off them while the program runs (they go into the summary);
 * an uncaught exception prints the same traceback (``sys.excepthook``, hostapp's frames
   taken off) and exits 1; ``sys.exit(N)`` and ``SystemExit`` end the process with the same
-  status and message; ``KeyboardInterrupt`` ends it by ``SIGINT``, as ``python`` does.
+  status and message; ``KeyboardInterrupt`` ends it by ``SIGINT``, as ``python`` does;
+* ``SIGTERM`` and ``SIGHUP`` (unless the program handles them itself) end the program as
+  under ``python`` — at once, none of its code runs after — but the host stops first:
+  the sinks drain, the run is recorded as ended by that signal (``exit_status`` ``-N``,
+  summary ``signal``), the summary is written, then the process ends by the same signal;
+* a Ctrl-C while the sinks drain at the end cannot change the exit status or lose the run
+  record: the first one is noted, a second one skips the rest of the flush (what was not
+  delivered is kept as dead letters, counted; the summary says ``flush_skipped``).
 
 When the program's main code ends, non-daemon threads it started are waited for (as the
 interpreter would), then tracing stops, the sinks drain, the run is recorded, and a
@@ -306,6 +313,7 @@ def run_program(
     """
     from hostapp.host import Host
 
+    _refuse_program_in_plugin_folder(target, config)
     host = Host(config, command=list(command), tracing=True)
     host.app_paths = list(target.app_paths)
     started = time.monotonic()
@@ -317,8 +325,24 @@ def run_program(
     else:
         sys.path.append(target.path0)
     global _main_hook
+    ending = _Ending(host)
     with _hostapp_logs_kept() as keeper:
+
+        def report() -> None:
+            summary = run_summary(host, time.monotonic() - started, keeper.records)
+            summary["see"] = see
+            if json_summary:
+                with open(json_summary, "w", encoding="utf-8") as f:
+                    json.dump(summary, f, indent=2, default=repr)
+            if not quiet:
+                stream = summary_stream if summary_stream is not None else sys.stderr
+                with contextlib.suppress(Exception):
+                    stream.write(format_summary(summary))
+                    stream.flush()
+
+        ending.report = report
         host.start()
+        ending.install()
         code = target.code
         tracer = host.tracer
         if tracer is not None and target.source is not None and tracer.selects_path(target.filename):
@@ -347,23 +371,40 @@ def run_program(
         host.exit_status = status
         _main_hook = None
         host.stop_tracing()
-        host.stop()
-    summary = run_summary(host, time.monotonic() - started, keeper.records)
-    summary["see"] = see
-    if json_summary:
-        with open(json_summary, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, default=repr)
-    if not quiet:
-        stream = summary_stream if summary_stream is not None else sys.stderr
-        with contextlib.suppress(Exception):
-            stream.write(format_summary(summary))
-            stream.flush()
+        ending.stop()
+        ending.uninstall()
+    report()
+    if ending.signum is not None:  # SIGTERM/SIGHUP during the exit flush: end by it, as python would have
+        _die_by_signal(ending.signum)
     if interrupted:
         _die_by_sigint()
     if exit_exc is not None:
         exit_exc.__traceback__ = None
         raise exit_exc
     raise SystemExit(status)
+
+
+def _refuse_program_in_plugin_folder(target: RunTarget, config: Config) -> None:
+    """A program whose file is in a ``plugins.paths`` folder would be imported as a plugin
+    before it runs (its body would run twice).
+
+    Raises:
+        ConfigError: naming ``plugins.paths`` and the program.
+    """
+    folders = config["plugins.paths"]
+    if not folders or not target.filename or not os.path.isabs(target.filename):
+        return
+    here = os.path.dirname(os.path.realpath(target.filename))
+    for folder in folders:
+        if os.path.realpath(folder) == here:
+            from hostapp.errors import ConfigError
+
+            raise ConfigError(
+                config.origins.get("plugins.paths") or config.source,
+                f"the program {target.filename} is in plugin folder {folder}: it would be imported "
+                "as a plugin and run twice; keep plugins in a folder of their own",
+                key="plugins.paths",
+            )
 
 
 def _print_exception(exc: BaseException) -> None:
@@ -376,14 +417,109 @@ def _print_exception(exc: BaseException) -> None:
 
 def _die_by_sigint() -> NoReturn:
     """End the process as ``python`` does after an uncaught ``KeyboardInterrupt``."""
+    _die_by_signal(getattr(signal, "SIGINT", 2))
+
+
+def _die_by_signal(signum: int) -> NoReturn:
+    """End the process by signal ``signum`` with its default action (as ``python`` ends when
+    it gets one it does not handle); exit status ``128 + signum`` where that cannot be."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGINT"):
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-    raise SystemExit(130)
+    if threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            time.sleep(1)
+    raise SystemExit(128 + signum)
+
+
+#: The signals whose default action ends a process, which ``hostapp run`` turns into an
+#: orderly stop first (when the program does not handle them itself).
+_ENDING_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGHUP")
+
+
+class _Ending:
+    """How ``hostapp run`` ends: the host's stop, safe from Ctrl-C, and ``SIGTERM``/``SIGHUP``.
+
+    :meth:`install` sets a handler for each of :data:`_ENDING_SIGNALS` whose handler is
+    still the default. The handler (it runs in the main thread, in place of the program's
+    next bytecode) records the signal on the host, stops it (:meth:`stop`), writes the
+    summary (:attr:`report`) and ends the process by the same signal: the program's code
+    does not go on, as under ``python``. :meth:`stop` runs ``host.stop()`` on a thread of its
+    own and waits for it in the main thread, where a first Ctrl-C is noted and a second one
+    calls ``host.hurry()``; a signal that arrives meanwhile is kept in :attr:`signum`.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.report: Any = None
+        self.signum: int | None = None
+        self.presses = 0
+        self._stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in _ENDING_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def uninstall(self) -> None:
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, previous)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        host = self.host
+        host.ended_by = signal.Signals(signum).name
+        if self._stopping:  # the program had ended; end by the signal once the stop is done
+            self.signum = signum
+            return
+        host.exit_status = -signum
+        self.stop()
+        self.uninstall()
+        if self.report is not None:
+            self.report()
+        _die_by_signal(signum)
+
+    def stop(self) -> None:
+        """``host.stop()``, waited for (at most ``host.shutdown_timeout`` and 5 s more)."""
+        self._stopping = True
+        host = self.host
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                host.stop()
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=stop, name="hostapp-stop", daemon=True)
+        thread.hostapp_untraced = True  # type: ignore[attr-defined]  # the tracer skips it
+        thread.start()
+        deadline = time.monotonic() + host.shutdown_timeout + 5.0
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logging.getLogger("hostapp").warning(
+                    "the host did not stop within host.shutdown_timeout (%s s); exiting without it",
+                    host.shutdown_timeout,
+                )
+                return
+            try:
+                done.wait(left)
+            except KeyboardInterrupt:
+                self.presses += 1
+                if self.presses == 1:
+                    with contextlib.suppress(Exception):
+                        sys.stderr.write("hostapp: saving the run's events; Ctrl-C again to skip\n")
+                        sys.stderr.flush()
+                else:
+                    host.hurry()
 
 
 # -- the summary ---------------------------------------------------------------------------
@@ -399,8 +535,12 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
     (per processor: ``calls``, ``events``, ``errors``, ``disabled``, ``last_error``,
     ``applicable``, ``not_applicable``, ``plugin``), ``sinks`` (the bus counters per
     sink), ``tasks`` (per background task: ``state``, ``runs``, ``failures``,
-    ``restarts``, ``skipped``, ``last_error``), ``failed_plugins`` (``{name: "stage: error"}``) and ``warnings`` (hostapp's log
-    messages of the run, at most 20).
+    ``restarts``, ``skipped``, ``last_error``), ``failed_plugins`` (``{name: "stage: error"}``),
+    ``not_installed`` (``{plugin: module}``: plugins not imported because the library they
+    trace is not installed, ``hostapp.libraries``), ``signal`` (the signal that ended the
+    run, ``"SIGTERM"``, or ``None``), ``flush_skipped``
+    (a second Ctrl-C cut the exit flush short) and ``warnings`` (hostapp's log messages of
+    the run, at most 20).
     """
     from hostapp.lifecycle import PluginState
 
@@ -425,6 +565,13 @@ def run_summary(host: Host, seconds: float, records: Sequence[logging.LogRecord]
             for name, info in host.pm.infos.items()
             if info.state is PluginState.FAILED
         },
+        "signal": host.ended_by,
+        "not_installed": {
+            name: info.rule.split("'")[1]
+            for name, info in host.pm.infos.items()
+            if info.state is PluginState.NOT_APPLICABLE and (info.rule or "").startswith("library '")
+        },
+        "flush_skipped": host.hurried,
         "warnings": [record.getMessage().splitlines()[0] for record in records[:20]],
     }
 
@@ -466,7 +613,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     """The summary as the lines ``hostapp run`` writes to stderr (one screen at most)."""
     lines = []
     status = summary["exit_status"]
-    head = f"hostapp run {summary['run_id']}: exit status {status}, {summary['duration_s']:.2f} s"
+    ended = f"ended by {summary['signal']}" if summary.get("signal") else f"exit status {status}"
+    head = f"hostapp run {summary['run_id']}: {ended}, {summary['duration_s']:.2f} s"
     lines.append(f"── {head} " + "─" * max(0, 78 - len(head)))
     events = summary["events"]
     total = sum(events.values())
@@ -509,6 +657,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     off = [n for n, s in summary["processors"].items() if s.get("disabled")]
     if off:
         line += f", {len(off)} switched off ({', '.join(off)})"
+    quiet_ok += [f"{name} ({module})" for name, module in summary.get("not_installed", {}).items()]
     if quiet_ok:
         line += f"; not applicable (library not installed): {', '.join(quiet_ok)}"
     lines.append(line)
@@ -524,10 +673,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"{task['restarts']} restart(s); last: {task['last_error']}"
             )
     for name, stats in summary["sinks"].items():
-        kept = stats.get("dead_letters", 0) or 0
+        kept = stats.get("dead_lettered", 0) or 0
         dropped = stats.get("dropped", 0) or 0
         if kept or dropped:
             lines.append(f"sink {name!r}: {kept} event(s) kept as dead letters, {dropped} dropped")
+        if stats.get("state") == "stuck":
+            lines.append(f"sink {name!r} is stuck: {stats.get('error')}")
+    if summary.get("flush_skipped"):
+        lines.append("the exit flush was skipped (a second Ctrl-C): what was not delivered is kept as dead letters")
     for warning in summary["warnings"][:5]:
         lines.append(f"warning: {warning}")
     if summary["store"] is not None:

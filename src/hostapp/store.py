@@ -43,6 +43,16 @@ Schema changes are forward migrations: :data:`MIGRATIONS` is a list of functions
 missing ones in one transaction. A store written by a newer hostapp (a version above
 ``len(MIGRATIONS)``) is refused with :class:`StoreVersionError`.
 
+Files: the store's directory is made ``0700`` when hostapp creates it, and the database
+file (so also its ``-wal`` and ``-shm`` files, which SQLite gives the same mode) is
+``0600``: they hold request headers, bodies and exception messages. A store file whose
+mode lets others in is narrowed to ``0600`` when it is opened.
+
+A damaged or foreign file is never written to: opening one, or reading a table it lacks
+or a page that is corrupt, raises :class:`StoreDamagedError`, one line naming the file and
+what is wrong, with the hint ``hostapp store check`` (:mod:`hostapp.storecheck`: integrity
+check, schema version, counts, and ``--move-aside``).
+
 Thread-safety: a :class:`Store` holds **one** connection (``check_same_thread=False``)
 guarded by a re-entrant lock; every method takes the lock, so a store may be shared by
 any number of threads (the bus's workers and emitters, the host). Python-side work
@@ -77,6 +87,7 @@ __all__ = [
     "Report",
     "Run",
     "Store",
+    "StoreDamagedError",
     "StoreError",
     "StoreVersionError",
     "cursor",
@@ -85,13 +96,15 @@ __all__ = [
 
 
 def _make_store_dir(folder: Path) -> None:
-    """Create the store's directory when it is missing, with a ``.gitignore`` holding ``*``
-    (what Kolo does for ``.kolo/``): a store created inside a project never shows up in
-    ``git status``. A directory that exists already is left as it is.
+    """Create the store's directory when it is missing, owner-only (``0700``), with a
+    ``.gitignore`` holding ``*`` (what Kolo does for ``.kolo/``): a store created inside a
+    project never shows up in ``git status``. A directory that exists already is left as it
+    is.
     """
     if folder.is_dir():
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)  # owner-only (mkdir's mode is cut by the umask; this one is exact)
     try:
         (folder / ".gitignore").write_text("*\n", encoding="utf-8")
     except OSError:
@@ -99,6 +112,38 @@ def _make_store_dir(folder: Path) -> None:
 
 class StoreError(HostappError):
     """The store cannot be opened or used (not a SQLite file, closed, unreadable)."""
+
+
+class StoreDamagedError(StoreError):
+    """The store file is damaged (a corrupt page, a missing table) or is not a hostapp
+    store (not SQLite, or another program's SQLite database). hostapp never writes to it.
+
+    Attributes:
+        path: the store file.
+        problem: what is wrong, as SQLite or the check said it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path}: {problem}; 'hostapp store check --db {path}' says more "
+            "(and --move-aside sets the file aside so that a new store is made)"
+        )
+
+
+#: What SQLite says of a file it cannot use as a database, or of a damaged one.
+_DAMAGE_MARKS: Final = ("malformed", "not a database", "no such table", "no such column", "corrupt", "encrypted")
+
+
+def _as_store_error(path: str, exc: sqlite3.Error, *, opening: bool = False) -> StoreError:
+    """The :class:`StoreError` for ``exc``: :class:`StoreDamagedError` when it says the file
+    is damaged or foreign (else, e.g. ``database is locked``, a plain one)."""
+    text = str(exc)
+    doing = "cannot open the store: " if opening else ""
+    if any(mark in text for mark in _DAMAGE_MARKS):
+        return StoreDamagedError(path, f"{doing}{text} (the file is damaged, or not a hostapp store)")
+    return StoreError(f"{path}: {doing}{text}")
 
 
 class StoreVersionError(StoreError):
@@ -307,16 +352,43 @@ class Run:
 
     def is_live(self) -> bool:
         """Whether the run's host is running now: not ended, and its process exists
-        (``os.kill(pid, 0)``; a process of another user counts as existing)."""
-        if self.ended_ns is not None or not self.pid:
-            return False
+        (``os.kill(pid, 0)``; a process of another user counts as existing) and is the one
+        that started the run (where the system tells when a process started: Linux)."""
+        return self.state == "running"
+
+    @property
+    def state(self) -> str:
+        """``"ended"`` (its end was recorded), ``"running"`` (its process is alive), or
+        ``"crashed"``: not ended and its process is gone (``kill -9``, a power cut) or its
+        pid now belongs to a process started after the run (a reused pid)."""
+        if self.ended_ns is not None:
+            return "ended"
+        if not self.pid:
+            return "crashed"
         try:
-            return process_alive(self.pid)
+            alive = process_alive(self.pid)
         except OSError:
-            return False
+            alive = False
+        if not alive:
+            return "crashed"
+        started = _process_started_ns(self.pid)
+        if started is not None and started > self.started_ns + _PID_REUSE_SLACK_NS:
+            return "crashed"
+        return "running"
+
+    def status_text(self) -> str:
+        """What ``hostapp runs`` shows for how the run ended: the exit status (``"0"``), the
+        signal that ended it (``"SIGTERM"``), ``"running"`` or ``"crashed"``."""
+        state = self.state
+        if state != "ended":
+            return state
+        signal_name = (self.summary or {}).get("signal")
+        if signal_name:
+            return str(signal_name)
+        return "" if self.exit_status is None else str(self.exit_status)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the fields."""
+        """A JSON-serialisable dict of the fields, and ``state`` (see :attr:`state`)."""
         return {
             "id": self.id,
             "command": self.command,
@@ -327,7 +399,28 @@ class Run:
             "exit_status": self.exit_status,
             "pid": self.pid,
             "summary": self.summary,
+            "state": self.state,
         }
+
+
+#: A process that started this much after its run did holds a reused pid (the run's host
+#: started before it recorded the run, so its own start time is always earlier).
+_PID_REUSE_SLACK_NS: Final = 2_000_000_000
+
+
+def _process_started_ns(pid: int) -> int | None:
+    """When process ``pid`` started, ns since the epoch, or ``None`` where the system does
+    not say (read from ``/proc/PID/stat`` and ``/proc/stat``'s ``btime`` on Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22, after "pid (comm) "
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return (btime * hz + ticks) * 1_000_000_000 // hz
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +479,58 @@ def _make_data_encoder() -> Callable[[Any], str]:
                 return _json_fallback(repr(value))
 
     return encode
+
+
+def _chunks(total: int, step: int) -> Iterator[tuple[int, int]]:
+    """``(start, size)`` pieces covering ``total`` rows, each a power of two no larger than
+    ``step`` (largest first: 1000 rows are 512 + 256 + 128 + 64 + 32 + 8).
+
+    So a store prepares at most ~11 statements of each kind whatever the batch sizes, and
+    the statements it caches (``_statements``, and SQLite's statement cache: each prepared
+    statement of N rows holds a program for N rows) stay bounded. With one statement per
+    batch size, a long run met up to a thousand sizes and its memory grew with them
+    (~0.1 MB a size: 120 MB after 500 of them).
+    """
+    cap = 1 << (max(1, step).bit_length() - 1)
+    start = 0
+    while start < total:
+        size = min(cap, 1 << ((total - start).bit_length() - 1))
+        yield start, size
+        start += size
+
+
+def _owner_only(path: Path) -> None:
+    """Make ``path``'s directory (:func:`_make_store_dir`: ``0700`` when made here) and the
+    database file (``0600``) before SQLite opens it."""
+    _make_store_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _narrow(path: Path) -> None:
+    """A store file (and its ``-wal``/``-shm``) of this user whose mode lets others in is
+    narrowed to ``0600``; called once the file is known to be a hostapp store."""
+    for suffix in ("", "-wal", "-shm"):
+        name = f"{path}{suffix}"
+        try:
+            st = os.stat(name)
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(name, 0o600)
+        except OSError:
+            continue
+
+
+def _refuse_foreign(con: sqlite3.Connection, shown: str) -> None:
+    """Raise :class:`StoreDamagedError` for a SQLite database that is not a hostapp store:
+    it has tables but no ``meta`` table (hostapp never creates tables in it). A file that is
+    not SQLite at all makes this first read fail (``file is not a database``)."""
+    names = [row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if names and "meta" not in names:
+        shown_names = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        raise StoreDamagedError(shown, f"not a hostapp store: a SQLite database of another program (tables {shown_names})")
 
 
 _encode_data: Final = _make_data_encoder()
@@ -561,17 +706,20 @@ class Store:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self._lock = threading.RLock()
         self._statements: dict[tuple[str, int], str] = {}
-        shown = str(path)
+        shown = self._shown = str(path)
         try:
             if shown != ":memory:":
-                _make_store_dir(self.path.parent)
+                _owner_only(self.path)
             con = sqlite3.connect(
                 shown, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, ValueError) as exc:
             raise StoreError(f"{shown}: cannot open the store: {exc}") from None
         self._con: sqlite3.Connection | None = con
         try:
+            _refuse_foreign(con, shown)
+            if shown != ":memory:":
+                _narrow(self.path)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             self.schema_version = self._migrate(con, shown, migrations)
@@ -582,7 +730,7 @@ class Store:
         except sqlite3.Error as exc:
             con.close()
             self._con = None
-            raise StoreError(f"{shown}: cannot open the store: {exc}") from None
+            raise _as_store_error(shown, exc, opening=True) from None
         self._max_variables = con.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._rows_per_statement = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // len(_EVENT_COLUMNS)))
 
@@ -594,7 +742,10 @@ class Store:
         if row is None:
             return 0
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return 0 if row is None else int(row[0])
+        try:
+            return 0 if row is None else int(row[0])
+        except (TypeError, ValueError):
+            raise sqlite3.DatabaseError(f"malformed schema version {row[0]!r} in the meta table") from None
 
     def _migrate(self, con: sqlite3.Connection, shown: str, migrations: Sequence[Migration]) -> int:
         supported = len(migrations)
@@ -630,37 +781,54 @@ class Store:
         return con
 
     def _write(self, statements: Iterable[tuple[str, Any]]) -> int:
-        """Run ``statements`` in one write transaction; the number of rows changed."""
+        """Run ``statements`` in one write transaction; the number of rows changed.
+
+        Raises:
+            StoreDamagedError: the file is damaged (a corrupt page, a missing table).
+            StoreError: another SQLite error (the store is locked too long, the disk is full).
+        """
         statements = list(statements)
         with self._lock:
             con = self._connection()
             before = con.total_changes
-            if len(statements) == 1:  # one statement is its own transaction
-                con.execute(*statements[0])
-                return con.total_changes - before
-            con.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    con.execute(sql, params)
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
+                if len(statements) == 1:  # one statement is its own transaction
+                    con.execute(*statements[0])
+                    return con.total_changes - before
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        con.execute(sql, params)
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise _as_store_error(self._shown, exc) from None
             return con.total_changes - before
 
     def _where_in(self, head: str, keys: Sequence[Any], leading: tuple[Any, ...] = ()) -> int:
         """``head`` + ``(?, ?, ...)`` over ``keys`` in chunks, one transaction; rows changed."""
         step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables - len(leading)))
         statements = []
-        for start in range(0, len(keys), step):
-            chunk = keys[start : start + step]
+        for start, size in _chunks(len(keys), step):
+            chunk = keys[start : start + size]
             statements.append((head + "(" + ", ".join(["?"] * len(chunk)) + ")", (*leading, *chunk)))
         return self._write(statements)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of ``sql``.
+
+        Raises:
+            StoreDamagedError, StoreError: as :meth:`_write`.
+        """
         with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            con = self._connection()
+            try:
+                return con.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _as_store_error(self._shown, exc) from None
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL); idempotent."""
@@ -880,8 +1048,8 @@ class Store:
         width = len(rows[0])
         step = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width))
         statements = []
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
+        for start, size in _chunks(len(rows), step):
+            chunk = rows[start : start + size]
             params = [value for row in chunk for value in row]
             statements.append((self._values_sql(head, width, len(chunk)), params))
         return self._write(statements)
@@ -903,8 +1071,8 @@ class Store:
         encode = _encode_data
         split = _split
         statements = []
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
+        for start, size in _chunks(len(batch), step):
+            chunk = batch[start : start + size]
             params: list[Any] = []
             extend = params.extend
             append = params.append

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from hostapp._bounded import describe_error
 from hostapp.types import is_async_callable
 
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ class _Supervised:
             if self.stopping or (task is not None and task.cancelling()):
                 raise
             return _failed(exc, 1)  # the task's own code raised CancelledError
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - SystemExit/KeyboardInterrupt must not end the host's loop
             return _failed(exc, 1)
         return _Outcome()
 
@@ -363,7 +364,7 @@ class _Supervised:
     def _report_failure(self, phase: str, outcome: _Outcome, delay: float | None) -> None:
         """Record, log, emit and store one failure; ``delay`` is ``None`` when giving up."""
         record, error = self.record, outcome.error
-        record.last_error = _describe(error) if error is not None else None
+        record.last_error = describe_error(error) if error is not None else None
         record.last_traceback = outcome.traceback
         if phase in ("initialize", "run"):
             record.state = "failed" if delay is None else "sleeping"
@@ -442,15 +443,6 @@ class _Supervised:
         return "".join(lines) or None
 
 
-def _describe(error: BaseException) -> str:
-    try:
-        message = str(error)
-    except Exception:  # noqa: BLE001 - a broken __str__
-        message = "<str() failed>"
-    name = type(error).__qualname__
-    return f"{name}: {message}" if message else name
-
-
 class TaskSupervisor:
     """Runs the host's background tasks (see the module docstring).
 
@@ -509,6 +501,25 @@ class TaskSupervisor:
             self.store([s.record for s in self._tasks])
             self._closed = True
         return {name: record.state for name, record in self.records.items()}
+
+    def abandon(self, reason: str) -> None:
+        """Give up on stopping the tasks (their loop does not run: a task blocks it): every
+        task not ended yet is marked ``stuck`` with ``reason``, warned about and left behind.
+        Called by the host from another thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for supervised in self._tasks:
+            record, task = supervised.record, supervised.task
+            if record.state == "stuck" or task is None or task.done():
+                continue
+            supervised.abandoned = True
+            task._log_destroy_pending = False  # type: ignore[attr-defined]  # warned about below
+            if record.state == "stopped":  # stopped, and stuck in its close()
+                reason = f"{reason} (in close())"
+            record.state, record.last_error, record.next_run_ns = "stuck", reason, None
+            record.stopped_ns = time.time_ns()
+            logger.warning("background task %r (plugin %r): %s; abandoned", record.name, record.plugin, reason)
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """``{name: TaskRecord.summary()}``, for the run summary."""

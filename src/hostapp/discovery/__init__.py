@@ -7,7 +7,9 @@ offer a name wins, later ones are ``SHADOWED``):
 2. ``plugins.modules`` from the config;
 3. module and package plugins in the ``plugins.paths`` folders;
 4. entry points of the ``hostapp`` group of installed distributions, read through a
-   cached index (:mod:`hostapp.discovery.index`).
+   cached index (:mod:`hostapp.discovery.index`); an entry point of group
+   ``hostapp.libraries`` (:data:`LIBRARIES_GROUP`) names the library a plugin is for, and
+   a plugin whose library cannot be found is ``not_applicable``, never imported.
 
 It then applies the filters (:mod:`hostapp.discovery.filters`) to the winners, recording the
 first rule that removes each filtered one. Nothing is imported by :func:`discover`;
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from hostapp._env import env_flag
 from hostapp.discovery.filters import FilterChain, compile_pattern
 from hostapp.discovery.index import EntryPointIndex, read_entry_points
 from hostapp.discovery.sources import (
@@ -42,6 +45,7 @@ __all__ = [
     "DiscoveryOptions",
     "EntryPointIndex",
     "EntryPointRecord",
+    "LIBRARIES_GROUP",
     "compile_pattern",
     "discover",
     "load_object",
@@ -60,8 +64,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: Values of HOSTAPP_DISABLE_PLUGIN_AUTOLOAD / HOSTAPP_NO_CACHE that switch them on.
-_TRUE = frozenset({"1", "true", "yes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,9 @@ class DiscoveryOptions:
             finds a module next to ``hostapp.toml`` as ``hostapp run`` does).
         config_source: the config file named in :class:`~hostapp.errors.ConfigError`
             messages about these settings.
+        allow_insecure: ``plugins.allow_insecure``: load folder plugins from folders and
+            files other users can write to or own (refused otherwise: see
+            :func:`~hostapp.discovery.sources.insecure_reason`).
 
     Patterns are globs (``fnmatch.fnmatchcase``) or ``"re:REGEX"`` (``re.search``).
     """
@@ -120,10 +125,7 @@ class DiscoveryOptions:
     groups: tuple[str, ...] = ("hostapp",)
     config_source: str = "hostapp.toml"
     root: str | None = None
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in _TRUE
+    allow_insecure: bool = False
 
 
 def _config_meta(options: DiscoveryOptions) -> dict[str, dict[str, Any]]:
@@ -213,8 +215,9 @@ def discover(
 
     Raises:
         ConfigError: a pattern is not a valid ``re:`` regular expression (the message names
-            the config key or environment variable), or a ``[plugins.meta.NAME]`` value has
-            the wrong type.
+            the config key or environment variable), a ``[plugins.meta.NAME]`` value has
+            the wrong type, or ``HOSTAPP_DISABLE_PLUGIN_AUTOLOAD`` / ``HOSTAPP_NO_CACHE``
+            has a value that is not an on/off one.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
     chain = FilterChain(
@@ -231,17 +234,22 @@ def discover(
 
     candidates = explicit_candidates(explicit)
     candidates += config_candidates(options.modules)
-    candidates += folder_candidates(options.paths)
+    candidates += folder_candidates(options.paths, allow_insecure=options.allow_insecure)
     autoload_rule = None
-    if _truthy(env.get("HOSTAPP_DISABLE_PLUGIN_AUTOLOAD")):
+    if env_flag(env, "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"):
         autoload_rule = "HOSTAPP_DISABLE_PLUGIN_AUTOLOAD"
     elif not options.autoload:
         autoload_rule = "plugins.autoload = false"
     force = frozenset(options.force)
+    libraries: dict[str, str] = {}
     if autoload_rule is None or options.builtins or force:
-        use_cache = options.use_cache and not _truthy(env.get("HOSTAPP_NO_CACHE"))
-        index = EntryPointIndex(options.groups, cache_dir=options.cache_dir, use_cache=use_cache)
-        candidates += _entrypoint_infos(index._read_segments())
+        use_cache = options.use_cache and not env_flag(env, "HOSTAPP_NO_CACHE")
+        index = EntryPointIndex((*options.groups, LIBRARIES_GROUP), cache_dir=options.cache_dir, use_cache=use_cache)
+        for info in _entrypoint_infos(index._read_segments()):
+            if info.name.startswith(_LIBRARIES_PREFIX):
+                libraries[info.name[len(_LIBRARIES_PREFIX):]] = info.value or ""
+            else:
+                candidates.append(info)
     else:
         autoload_rule = None  # nothing read: nothing to report
     builtins_rule = None if options.builtins else "plugins.builtins = false (hostapp --no-builtins)"
@@ -282,4 +290,33 @@ def discover(
             info.state = PluginState.FILTERED
             info.rule = rule
             info.stage = info.error = info.traceback = None
+            continue
+        if info.source is Source.ENTRY_POINT and info.name in libraries:
+            missing = _missing_library(libraries[info.name])
+            if missing is not None:
+                info.state, info.rule = PluginState.NOT_APPLICABLE, missing
     return candidates
+
+
+#: The entry-point group that names the library a plugin is for (the code its trace
+#: processors select): an entry point ``NAME = "module"`` there keeps plugin ``NAME`` (of
+#: group ``hostapp``) from being imported when ``module`` cannot be found. The plugin is
+#: ``not_applicable`` (``library 'celery' is not installed (hostapp.libraries)``). Unlike
+#: ``requires`` (distribution requirements read from installed metadata, which costs a
+#: start-up the import of :mod:`importlib.metadata` and ``packaging``), this is one
+#: :func:`importlib.util.find_spec`, the check of a processor's own ``requires``.
+LIBRARIES_GROUP = "hostapp.libraries"
+_LIBRARIES_PREFIX = f"{LIBRARIES_GROUP}:"
+
+
+def _missing_library(module: str) -> str | None:
+    """Why plugin code for ``module`` does not apply (it cannot be found; no import:
+    ``find_spec``), or ``None``."""
+    import importlib.util
+
+    name = module.partition(":")[0].strip()
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"library {name!r} is not installed ({LIBRARIES_GROUP})"

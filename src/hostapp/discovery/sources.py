@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FOLDER_PACKAGE",
     "config_candidates",
+    "insecure_reason",
     "entrypoint_candidates",
     "explicit_candidates",
     "folder_candidates",
@@ -140,7 +141,43 @@ def read_meta_file(path: str) -> dict[str, Any]:
     return meta
 
 
-def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInfo]:
+def insecure_reason(path: str, what: str) -> str | None:
+    """Why loading code from ``path`` is unsafe, or ``None`` when it is not.
+
+    As ssh refuses a key file others can change: a file or folder that every user can
+    write to (mode ``o+w``), or that is owned by a user other than this process's user
+    and root, could have been given code by someone else. Group-writable is allowed (the
+    default of a ``umask 002``). Not checked where the system has no such ownership
+    (Windows).
+
+    Args:
+        path: the file or folder.
+        what: how the message names it (``"plugin folder"``, ``"plugin file"``).
+    """
+    if os.name != "posix":  # pragma: no cover - POSIX only
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    anyway = "plugins.allow_insecure = true loads it anyway"
+    if st.st_mode & 0o002:
+        return (
+            f"{what} {path} is writable by every user (mode {st.st_mode & 0o7777:04o}): refused; "
+            f"'chmod o-w {path}' fixes it, {anyway}"
+        )
+    uid = os.getuid()
+    if st.st_uid not in (uid, 0):
+        return (
+            f"{what} {path} is owned by another user (uid {st.st_uid}; this process runs as uid {uid}): "
+            f"refused; {anyway}"
+        )
+    return None
+
+
+def folder_candidates(
+    paths: Sequence[str | os.PathLike[str]], *, allow_insecure: bool = False,
+) -> list[PluginInfo]:
     """Module (``NAME.py``) and package (``NAME/__init__.py``) plugins of each folder, in order.
 
     Within a folder, names are sorted, and a package comes before a module of the same
@@ -148,6 +185,8 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
     are skipped; a missing folder is skipped. Metadata comes from ``NAME.meta.json`` beside
     a module or ``meta.json`` inside a package, else from opa-stack's ``NAME-meta.json``
     beside either; a malformed file leaves that candidate ``FAILED`` at stage ``"discover"``.
+    So does a candidate in a folder, or a file, that others can write to or own
+    (:func:`insecure_reason`), unless ``allow_insecure``.
     """
     out: list[PluginInfo] = []
     for folder in paths:
@@ -156,6 +195,7 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
             names = sorted(os.listdir(folder))
         except OSError:
             continue
+        unsafe_folder = None if allow_insecure else insecure_reason(folder, "plugin folder")
         found: list[tuple[str, int, str, str]] = []  # (name, 0=package/1=module, location, meta file)
         for entry in names:
             full = os.path.join(folder, entry)
@@ -183,6 +223,11 @@ def folder_candidates(paths: Sequence[str | os.PathLike[str]]) -> list[PluginInf
                     _apply_meta(info, read_meta_file(meta_file))
                 except ValueError as exc:
                     info.fail("discover", exc)
+            unsafe = unsafe_folder
+            if unsafe is None and not allow_insecure:
+                unsafe = insecure_reason(location, "plugin package" if os.path.isdir(location) else "plugin file")
+            if unsafe is not None:
+                info.fail("discover", PermissionError(unsafe))
             out.append(info)
     return out
 

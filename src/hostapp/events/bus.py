@@ -412,10 +412,19 @@ class EventBus:
                     worker.error = f"handle() did not return within the stop timeout ({timeout} s)"
                     logger.error("event sink %r (plugin %r): %s", worker.name, worker.plugin, worker.error)
                     worker.sweep("not delivered before the event bus stopped (stop timeout)")
+                    worker.abandon_in_flight(f"in handle() when the event bus stopped: {worker.error}")
                 else:
                     worker.sweep("emitted while the event bus was stopping")
             self._stopped = True
         return self.stats()
+
+    def abort(self) -> None:
+        """Cut a running (or the next) :meth:`stop` short: the workers stop delivering and
+        everything not delivered yet becomes a dead letter, counted (``hostapp run`` on a
+        second Ctrl-C during its exit flush). Thread-safe."""
+        self._abort.set()
+        for worker in self._workers:
+            worker.wake.set()
 
     async def astop(self, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         """:meth:`stop` from async code (the draining happens in a thread)."""

@@ -207,7 +207,7 @@ class _Worker:
         "requests", "retried", "settings", "spec", "spill_buf", "spill_lock", "spilled",
         "stalled", "state", "table", "taken", "thread", "unspilled", "waiters", "waiting",
         "wake", "wake_at", "batch_size", "backoff_s", "max_backoff_s", "last_drop_log",
-        "spill_chunk", "fast_limit", "discarded",
+        "spill_chunk", "fast_limit", "discarded", "batch",
     )
 
     def __init__(
@@ -260,6 +260,8 @@ class _Worker:
         self.taken = self.unspilled = self.delivered = self.dead_lettered = 0
         self.dropped = self.spilled = self.retried = self.failed = self.in_flight = 0
         self.redelivered = self.blocked = self.discarded = 0
+        #: the batch handle() has now (abandon_in_flight() keeps it when handle is stuck)
+        self.batch: list[Event] | None = None
 
     # -- emitter side (any thread) ---------------------------------------------------
 
@@ -383,7 +385,7 @@ class _Worker:
                 result = opener(table)
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the sink's failure, not the host's
                 self.state = "failed"
                 self.error = f"open failed: {_describe(exc)}"
                 self.bus._report(self, "open", exc)
@@ -494,7 +496,7 @@ class _Worker:
                 result = handle(batch)
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the batch is retried, then kept
                 self.failed += 1
                 bus._report(self, "handle", exc)
                 error = _describe(exc)
@@ -515,7 +517,12 @@ class _Worker:
         if self.state == "failed":
             self.dead_letter(batch, self.error or "sink failed", 0, in_flight=True)
         else:
+            self.batch = batch
             ok, error, attempts = self._attempt(batch)
+            with self.lock:
+                self.batch = None
+                if self.state == "stuck":  # abandoned at stop: the batch is a dead letter already
+                    return
             if ok:
                 with self.lock:
                     self.delivered += len(batch)
@@ -550,6 +557,14 @@ class _Worker:
             self.name, self.plugin, len(batch), attempts, error,
         )
 
+    def abandon_in_flight(self, error: str) -> None:
+        """Keep the batch a stuck ``handle()`` holds as dead letters (the bus's stop, once
+        it gave up on the worker; were ``handle`` to return later, it is not counted twice)."""
+        with self.lock:
+            batch = self.batch
+            if batch and self.in_flight:
+                self.dead_letter(batch, error, 0, in_flight=True)
+
     def sweep(self, error: str) -> None:
         """Dead-letter everything still queued or spilled (worker at the end, or stop())."""
         store = self.bus._store
@@ -583,7 +598,7 @@ class _Worker:
                 result = self.spec.close()
                 if result is not None and inspect.isawaitable(result):
                     self._await(result)
-            except Exception as exc:
+            except BaseException as exc:
                 bus._report(self, "close", exc)
         if self.loop is not None:
             try:

@@ -562,7 +562,7 @@ def make_dispatch(
         """The ``frame_id`` of a call record ``(seq, ts, site, thread)``: 32 hex digits."""
         return pack(record[1], record[0] & _M64).hex()
 
-    def failed(rt: ProcessorRuntime, where: str, exc: Exception, frame: FrameType | None) -> None:
+    def failed(rt: ProcessorRuntime, where: str, exc: BaseException, frame: FrameType | None) -> None:
         rt.errors += 1
         rt.consecutive += 1
         rt.last_error = f"{where}: {type(exc).__name__}: {exc}"
@@ -800,7 +800,7 @@ def make_dispatch(
         if rt.call is not None:
             try:
                 ok = rt.call(frame, event, arg, rt.context)  # type: ignore[arg-type]
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the processor's error, not the program's
                 failed(rt, "call", exc, frame)
                 return
             if not ok:
@@ -814,7 +814,7 @@ def make_dispatch(
                 out = rt.process(frame, event, arg, rt.context)  # type: ignore[arg-type]
                 if out and type(out) is not dict:
                     out = dict(out)  # a mapping or pairs, as dict.update takes; checked here
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the processor's error, not the program's
                 failed(rt, "process", exc, frame)
                 return
         rt.consecutive = 0

@@ -15,6 +15,10 @@ backoff; any other 4xx raises :class:`hostapp.events.PermanentError` (dead-lette
 once: retrying the same body cannot help). After ``max_retries`` the batch becomes dead
 letters (``hostapp events redeliver`` sends them again).
 
+The URL may carry a secret (``?token=...``, ``user:password@``): every message the sink
+raises — and so every warning and dead letter — names it with those values redacted
+(the host's redaction policy, as for traced HTTP calls).
+
 Delivery is **at least once**: when the receiver took a batch but the answer was lost
 (a timeout, a dropped connection), the batch is sent again. Receivers de-duplicate by the
 event ``id`` (unique, time-ordered).
@@ -63,6 +67,8 @@ class WebhookSink:
 
     def __init__(self) -> None:
         self.url = ""
+        #: the URL as messages show it (secrets redacted)
+        self.shown = ""
         self.timeout = 10.0
         self.headers: dict[str, str] = {}
         self._opener: Any = None
@@ -75,8 +81,9 @@ class WebhookSink:
                 number, or ``headers`` is not a table of strings (names the key).
         """
         url = config.get("url")
+        shown = _redacted(url, config) if isinstance(url, str) else url
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"events.sinks.webhook.url: expected an http(s) URL, got {url!r}")
+            raise ValueError(f"events.sinks.webhook.url: expected an http(s) URL, got {shown!r}")
         timeout = config.get("timeout", 10.0)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ValueError(f"events.sinks.webhook.timeout: expected seconds > 0, got {timeout!r}")
@@ -88,7 +95,7 @@ class WebhookSink:
         import urllib.request
 
         self._opener = urllib.request.build_opener()
-        self.url = url
+        self.url, self.shown = url, str(shown)
         self.timeout = float(timeout)
         self.headers = {
             "Content-Type": "application/json",
@@ -121,11 +128,24 @@ class WebhookSink:
             if exc.code in RETRY_LATER_STATUSES:
                 delay = retry_after_seconds(exc.headers.get("Retry-After"))
                 if delay is not None:
-                    raise RetryAfter(delay, f"{self.url} answered {exc.code}; Retry-After {delay:g} s") from None
+                    raise RetryAfter(delay, f"{self.shown} answered {exc.code}; Retry-After {delay:g} s") from None
                 raise
             if 400 <= exc.code < 500:
-                raise PermanentError(f"{self.url} answered {exc.code} {exc.reason}") from None
+                raise PermanentError(f"{self.shown} answered {exc.code} {exc.reason}") from None
             raise
+        except OSError as exc:  # the message of a connection error may hold the URL
+            text = str(exc)
+            if self.url in text:
+                raise OSError(text.replace(self.url, self.shown)) from None
+            raise
+
+
+def _redacted(url: str, config: Any) -> str:
+    """``url`` as the host's redaction policy shows it (its userinfo and the values of secret
+    query parameters redacted: :class:`hostapp.events.redaction.RedactionPolicy`)."""
+    from hostapp.events.redaction import RedactionPolicy
+
+    return RedactionPolicy.from_config(getattr(config, "config", None)).url(url)
 
 
 @hostapp.hookimpl
