@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hostapp run examples/outbound_http.py
 	$(BIN)/hostapp events --last
-	@run=$$($(BIN)/hostapp runs --json --limit 1 | $(BIN)/python -c "import json, sys; print(json.loads(sys.stdin.readline())['id'])"); \
+	@run=$$($(BIN)/hostapp runs --jsonl --limit 1 | $(BIN)/python -c "import json, sys; print(json.loads(sys.stdin.readline())['id'])"); \
 	echo; echo "See this run in the web view (http://127.0.0.1:8765/runs/$$run):"; \
 	echo "    $(BIN)/hostapp serve --open $$run"
 

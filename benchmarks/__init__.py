@@ -2,7 +2,7 @@
 
 Run them with ``python -m benchmarks [--quick] [--only NAME]`` (see ``benchmarks/__main__.py``).
 Every suite is a sub-package (``benchmarks/discovery``, ...) registered in
-:data:`benchmarks.__main__.SUITES`; shared measurement helpers live in
+:data:`benchmarks._suites.SUITES`; shared measurement helpers live in
 :mod:`benchmarks._common`. Results are written to ``benchmarks/results/<suite>.json``;
 generated fixtures (site dirs, caches) live in ``benchmarks/_work/`` (gitignored).
 

@@ -4,7 +4,7 @@ Each suite writes ``benchmarks/results/<suite>.json`` (environment block with py
 version, platform and date, raw samples, medians and ratios) and the runner prints the
 suite's short table. ``--quick`` is a smoke run with fewer repeats (numbers indicative only).
 
-Adding a suite is one line in :data:`SUITES`: the value is the module that provides
+Adding a suite is one line in :data:`benchmarks._suites.SUITES`: the value is the module that provides
 ``run(ctx: SuiteContext) -> SuiteResult`` (see :mod:`benchmarks._common`).
 """
 
@@ -18,19 +18,8 @@ import traceback
 from collections.abc import Sequence
 
 from benchmarks._common import RESULTS_DIR, WORK_DIR, SuiteContext, SuiteResult, environment_info, write_json
+from benchmarks._suites import SUITES
 
-#: Suite name -> module providing ``run(ctx) -> SuiteResult``. One line per suite.
-SUITES: dict[str, str] = {
-    "discovery": "benchmarks.discovery",
-    "dispatch": "benchmarks.dispatch",
-    "events": "benchmarks.events",
-    "events_view": "benchmarks.events_view",
-    "memory": "benchmarks.memory",
-    "serve": "benchmarks.serve",
-    "tracing": "benchmarks.tracing",
-    "peers": "benchmarks.peers",
-    "probes": "benchmarks.probes",
-}
 
 
 def _log(message: str) -> None:

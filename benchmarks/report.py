@@ -67,6 +67,6 @@ def write_report(suites: dict[str, str], path: Path = DOC) -> Path:
 
 
 if __name__ == "__main__":
-    from benchmarks.__main__ import SUITES
+    from benchmarks._suites import SUITES
 
     print(write_report(SUITES))

@@ -704,7 +704,7 @@ MUST_SHOW_EVENTS = int(os.environ.get("HOSTAPP_TEST_EVENTS", "200000"))
 
 def test_must_show_four_threads_three_sinks_nothing_lost(tmp_path):
     """4 threads emit MUST_SHOW_EVENTS events; sinks: sqlite, one raising on every other
-    batch, one sleeping 50 ms per batch. All events reach SQLite; the failing sink's
+    batch, one sleeping 200 ms per batch. All events reach SQLite; the failing sink's
     counters add up exactly; the sqlite sink finishes before the slow one."""
     n, threads = MUST_SHOW_EVENTS, 4
     lock = threading.Lock()
@@ -719,7 +719,7 @@ def test_must_show_four_threads_three_sinks_nothing_lost(tmp_path):
             failing_delivered.append(len(events))
 
     def slow(events: list[Event]) -> None:
-        time.sleep(0.05)
+        time.sleep(0.2)
 
     store = Store(tmp_path / ".hostapp" / "hostapp.sqlite3")
     config = make_config(

@@ -60,7 +60,7 @@ requests.get(base + "/users/1")
 requests.get(base + "/down")
 urllib.request.urlopen(base + "/slow").read()
 charge(42, amount=10)
-host.emit("acme.audit", "login", user="ada")
+host.emit("acme.audit", "login", user="quill")
 # a Kolo-style processor's pair: a request and its response sharing frame_id
 host.emit("outbound_http_request", "legacy", frame_id="frm_1", method="PUT", url=base + "/legacy")
 host.emit("outbound_http_response", "legacy", frame_id="frm_1", status_code=204, headers={"X-Legacy": "yes"})
@@ -116,7 +116,7 @@ def test_one_view_for_every_kind_in_time_order(project):
     assert jobs[0].endswith(f"huey enqueue charge(42, amount=10) on huey app.py:{line('charge(42, amount=10)')}")
     assert any(" huey run charge(42, amount=10) " in r for r in jobs)
     assert any(" huey complete " in r for r in jobs)
-    assert "acme.audit login user=ada" in shown
+    assert "acme.audit login user=quill" in shown
     kinds = [r.split()[0] for r in shown]
     assert kinds.index("monitor") < kinds.index("HTTP") < kinds.index("job") < kinds.index("acme.audit")
     assert len(shown) == 10  # 4 calls, 4 job events, 2 events: no separate response row
@@ -134,7 +134,7 @@ def test_filters_select_the_right_rows(project):
     assert [r.split()[0] for r in only("--type", "background_job*")] == ["job"] * 4
     assert only("--url", "down") == [failing]
     assert len(only("--url", "*/users/?")) == 1
-    assert only("--grep", "ada") == ["acme.audit login user=ada"]
+    assert only("--grep", "quill") == ["acme.audit login user=quill"]
     assert len(only("--since", "1h")) == 10
     empty = hostapp(["events", "--last", "--until", "1h"], project)
     assert empty.stdout == "" and "hostapp: note: no event of run " in empty.stderr

@@ -15,13 +15,9 @@ from typing import Any
 
 import click
 
+from hostapp.probes import admin
+
 __all__ = ["probes_group"]
-
-#: The built-in instrument types (``hostapp_plugins.instruments``); another type is
-#: checked against the installed plugins' ``hostapp_instrument_types()``. A built-in type
-#: disabled in the target's host is reported there (its ``applied`` record).
-_BUILTIN_TYPES = ("log", "incr", "hist", "event")
-
 
 class _Helpers:
     """What the ``hostapp`` group lends these commands (set by :func:`probes_group`): the
@@ -88,103 +84,6 @@ def _spec_store(state: Any, db_path: str | None) -> Iterator[Any]:
         asyncio.run(components.aclose(timeout=10.0))
 
 
-def _expires_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds <= 0:
-        return f"expired {_duration(-seconds)} ago"
-    return f"in {_duration(seconds)}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-
-
-def _rows(specs: dict[str, dict[str, Any]], applied: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    from hostapp.probes.manager import expires_in
-
-    import socket
-
-    here = socket.gethostname()
-    rows = []
-    for spec_id, spec in specs.items():
-        records = applied.get(spec_id, {})
-        for record in records.values():  # a process of this machine that died without stopping
-            if record.get("state") in ("active", "pending") and record.get("host") == here \
-                    and not _alive(record.get("pid")):
-                record["state"] = "gone"
-                record["err"] = record.get("err") or "its process ended without stopping (values as of its last poll)"
-        left = expires_in(spec)
-        expired = left is not None and left <= 0
-        states: dict[str, int] = {}
-        for record in records.values():
-            states[record.get("state", "?")] = states.get(record.get("state", "?"), 0) + 1
-        rows.append({
-            **spec,
-            "applied": records,
-            "expires_in_s": None if left is None else round(left, 3),
-            "status": "expired" if expired else (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "not applied yet"),
-            "fires": sum(int(r.get("fires") or 0) for r in records.values()),
-            "errors": sum(int(r.get("errors") or 0) for r in records.values()),
-        })
-    return rows
-
-
-def _alive(pid: Any) -> bool:
-    import os
-
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
-
-
-def _describe_instrument(inst: dict[str, Any]) -> str:
-    value = inst.get("value")
-    text = f"{inst.get('type')}"
-    if value:
-        text += f" of {value}"
-    text += f" at {inst.get('event') or 'return'}"
-    if inst.get("condition"):
-        text += f" if {inst['condition']}"
-    return text
-
-
-def format_values(values: Any) -> str:
-    """One line for an instrument's snapshot (a counter, a histogram, a log, events)."""
-    if not isinstance(values, dict):
-        return "" if values is None else json.dumps(values, default=repr)
-    kind = values.get("kind")
-    if kind == "counter":
-        return f"counter {values.get('total')}"
-    if kind == "histogram":
-        if not values.get("count"):
-            return f"histogram: nothing in the last {values.get('window_s'):g} s ({values.get('total_count')} in all)"
-
-        def num(key: str) -> str:
-            v = values.get(key)
-            return "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
-
-        return (f"histogram over {values.get('window_s'):g} s: count {values.get('count')}, min {num('min')}, "
-                f"max {num('max')}, mean {num('mean')}, p50 {num('p50')}, p95 {num('p95')}, p99 {num('p99')} "
-                f"({values.get('total_count')} in all)")
-    if kind == "log":
-        return f"{values.get('lines')} line(s), {values.get('suppressed')} suppressed; last: {values.get('last')}"
-    if kind == "events":
-        return f"{values.get('exported')} event(s) exported, {values.get('dropped')} dropped"
-    return json.dumps(values, default=repr)
-
-
 @click.group("probes")
 def probes_command() -> None:
     """Probes: instruments attached to a running program's functions (docs/probes.md).
@@ -201,7 +100,7 @@ def probes_command() -> None:
 @click.option("--value", metavar="EXPR", help="What to record: a safe expression (default: the type's; incr 1, hist elapsed_ns).")
 @click.option("--event", type=click.Choice(["call", "return", "end"]), default="return", show_default=True,
               help="When it fires: at the call, at the return, or at the end (return or raise).")
-@click.option("--lifespan", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--lifespan", type=click.FloatRange(min=0), default=admin.DEFAULT_LIFESPAN, show_default=True,
               help="Minutes until the probe expires.")
 @click.option("--no-lifespan", is_flag=True, help="The probe never expires (remove it with 'hostapp probes rm').")
 @click.option("--condition", metavar="EXPR", help="Fire only when this safe expression is true.")
@@ -219,10 +118,7 @@ def probes_add(state: Any, db_path: str | None, target: str, kind: str, value: s
     probes.allow_unsafe) and the type known; otherwise nothing is stored and the exit
     status is 2.
     """
-    import datetime as dt
-
     from hostapp.probes import ProbeSpecError
-    from hostapp.probes.manager import ProbeSpec, new_spec_id
 
     config = state.config()
     try:
@@ -231,22 +127,15 @@ def probes_add(state: Any, db_path: str | None, target: str, kind: str, value: s
         raise _fail(f"--custom: not JSON: {exc}", exit_code=2) from None
     if not isinstance(custom_dict, dict):
         raise _fail("--custom: expected a JSON object", exit_code=2)
-    raw = {
-        "id": spec_id or new_spec_id(), "target": target,
-        "instrument": {"type": kind, "name": name, "value": value, "event": event, "custom": custom_dict,
-                       "condition": condition},
-        "lifespan": None if no_lifespan else lifespan,
-        "lastmodified": dt.datetime.now(dt.timezone.utc),
-        "applied": {},
-    }
-    if kind in _BUILTIN_TYPES:  # no plugin loading for the built-in types (start-up counts in the latency)
-        types = set(_BUILTIN_TYPES)
+    raw = admin.new_spec(target, kind, value=value, event=event, lifespan=None if no_lifespan else lifespan,
+                   condition=condition, name=name, custom=custom_dict, spec_id=spec_id)
+    if kind in admin.BUILTIN_TYPES:  # no plugin loading for the built-in types (start-up counts in the latency)
+        types = set(admin.BUILTIN_TYPES)
     else:
         types = {c.spec.name for c in state.plugin_manager().collect("hostapp_instrument_types", on_conflict="report")}
     unsafe = bool(config.get("probes.allow_unsafe"))
     try:
-        spec = ProbeSpec.from_dict(raw)
-        spec.check(allow_unsafe=unsafe, types=dict.fromkeys(types), namespace=_namespace(config))
+        spec = admin.checked_spec(raw, config=config, types=types)
     except ProbeSpecError as exc:
         raise _fail(str(exc), exit_code=2) from None
     if unsafe:
@@ -257,19 +146,8 @@ def probes_add(state: Any, db_path: str | None, target: str, kind: str, value: s
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    expires = "never expires" if spec.lifespan is None else f"expires in {_duration(spec.lifespan * 60)}"
-    click.echo(f"{spec.id}: {_describe_instrument(spec.instrument)} on {spec.target}, {expires}")
-
-
-def _namespace(config: Any) -> dict[str, Any]:
-    """The probe namespace names, for the subset check (only their callability matters)."""
-    from hostapp.probes._expr import default_namespace
-
-    names = default_namespace()
-    for entry in config.get("probes.namespace") or []:
-        module, _, attr = entry.partition(":")
-        names[attr or module.rsplit(".", 1)[-1]] = len  # a callable stand-in: checked in the host
-    return names
+    expires = "never expires" if spec.lifespan is None else f"expires in {admin.duration_text(spec.lifespan * 60)}"
+    click.echo(f"{spec.id}: {admin.describe_instrument(spec.instrument)} on {spec.target}, {expires}")
 
 
 @probes_command.command("list")
@@ -279,7 +157,7 @@ def _namespace(config: Any) -> dict[str, Any]:
 def probes_list(state: Any, db_path: str | None, as_json: bool) -> None:
     """List the probe specs: target, instrument, expiry, per-process state, fires, errors."""
     with _spec_store(state, db_path) as store:
-        rows = _rows(store.specs(), store.applied())
+        rows = admin.spec_rows(store)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=repr))
         return
@@ -301,8 +179,8 @@ def probes_list(state: Any, db_path: str | None, as_json: bool) -> None:
                 line += f" (last error: {record['last_error']})"
             processes.append(line)
         status = "[yellow]expired[/]" if row["status"] == "expired" else ""
-        table.add_row(row["id"], row["target"], _describe_instrument(row["instrument"]),
-                      status or _expires_text(row["expires_in_s"]), "\n".join(processes) or "not applied yet",
+        table.add_row(row["id"], row["target"], admin.describe_instrument(row["instrument"]),
+                      status or admin.expires_text(row["expires_in_s"]), "\n".join(processes) or "not applied yet",
                       str(row["fires"]), str(row["errors"]))
     _console().print(table)
 
@@ -316,18 +194,18 @@ def probes_show(state: Any, db_path: str | None, spec_id: str, as_json: bool) ->
     """Show one probe: its spec and, per process, its state and current values (the
     counter of an incr, the histogram of a hist), live while the process runs."""
     with _spec_store(state, db_path) as store:
-        specs = store.specs()
-        if spec_id not in specs:
-            raise _fail(f"no probe spec {spec_id!r}; see 'hostapp probes list'", exit_code=1)
-        [row] = _rows({spec_id: specs[spec_id]}, store.applied(spec_id))
+        rows = admin.spec_rows(store, spec_id)
+    if not rows:
+        raise _fail(f"no probe spec {spec_id!r}; see 'hostapp probes list'", exit_code=1)
+    [row] = rows
     if as_json:
         click.echo(json.dumps(row, indent=2, default=repr))
         return
-    click.echo(f"{row['id']}: {_describe_instrument(row['instrument'])} on {row['target']}")
+    click.echo(f"{row['id']}: {admin.describe_instrument(row['instrument'])} on {row['target']}")
     click.echo(f"  name: {row['instrument'].get('name') or '-'}; custom: {json.dumps(row['instrument'].get('custom') or {})}")
     click.echo(f"  lastmodified {row['lastmodified']}; lifespan "
                f"{'none' if row['lifespan'] is None else str(row['lifespan']) + ' min'}; "
-               f"{'expired' if row['status'] == 'expired' else 'expires ' + _expires_text(row['expires_in_s'])}")
+               f"{'expired' if row['status'] == 'expired' else 'expires ' + admin.expires_text(row['expires_in_s'])}")
     if not row["applied"]:
         click.echo("  not applied by any process yet")
         return
@@ -338,7 +216,7 @@ def probes_show(state: Any, db_path: str | None, spec_id: str, as_json: bool) ->
             click.echo(f"    error: {record['err']}")
         if record.get("last_error"):
             click.echo(f"    last error: {record['last_error']}")
-        values = format_values(record.get("values"))
+        values = admin.format_values(record.get("values"))
         if values:
             click.echo(f"    {values}")
 
@@ -350,9 +228,7 @@ def probes_show(state: Any, db_path: str | None, spec_id: str, as_json: bool) ->
 def probes_rm(state: Any, db_path: str | None, spec_ids: tuple[str, ...]) -> None:
     """Remove probe specs; running hosts remove their probes within probes.poll_interval."""
     with _spec_store(state, db_path) as store:
-        known = store.specs()
-        missing = [i for i in spec_ids if i not in known]
-        removed = store.remove([i for i in spec_ids if i in known])
+        removed, missing = admin.remove_specs(store, spec_ids)
     click.echo(f"removed {removed} probe spec(s)")
     if missing:
         raise _fail(f"no probe spec {', '.join(repr(m) for m in missing)}", exit_code=1)

@@ -9,6 +9,8 @@ The parts, each in its own module:
   token for every mutating request and for every request on a non-loopback bind;
 * :mod:`hostapp.serve.monitor` — a ``monitoring_event`` for every request served;
 * :mod:`hostapp.serve.api` — the JSON management API under ``/api/`` and ``/-/health``;
+* :mod:`hostapp.serve.probes` — its probes section, ``/api/probes`` (on
+  :mod:`hostapp.probes.admin`, as ``hostapp probes`` is);
 * :mod:`hostapp.serve.timeline` — a run's events laid out on one time axis (bars, marks,
   lanes by thread; no Starlette);
 * :mod:`hostapp.serve.web` — the server-rendered web view (runs, a run's waterfall, one

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hostapp.serve.app import ServeContext
     from hostapp.store import Run, Store
 
-__all__ = ["ApiError", "BadParameter", "EventQuery", "event_row", "parse_event_query", "routes", "run_row"]
+__all__ = ["ApiError", "BadParameter", "EventQuery", "event_row", "json_response", "parse_event_query", "routes", "run_row"]
 
 #: Default and largest ``limit`` of ``GET /api/runs/{id}/events``.
 DEFAULT_LIMIT = 100
@@ -71,8 +71,13 @@ class _Json(JSONResponse):
         return json.dumps(content, ensure_ascii=False, default=repr, separators=(",", ":")).encode()
 
 
-def _json(payload: Any, status: int = 200) -> Response:
+def json_response(payload: Any, status: int = 200) -> Response:
+    """``payload`` as a JSON response with ``status``; what JSON cannot encode is its
+    ``repr()`` (the API's one encoder)."""
     return _Json(payload, status_code=status)
+
+
+_json = json_response
 
 
 def _error(message: str, status: int) -> Response:
@@ -271,7 +276,9 @@ def routes(context: ServeContext) -> list[Any]:
                 "/api/plugins", "/api/hooks", "/api/routes", "/api/runs", "/api/runs/{run_id}",
                 "/api/runs/{run_id}/events", "/api/runs/{run_id}/events/{event_id}",
                 "/api/runs/{run_id}/stream", "/api/sinks",
-                "POST /api/sinks/{name}/redeliver", "/api/tasks", "/api/components", "/-/health",
+                "POST /api/sinks/{name}/redeliver", "/api/tasks", "/api/components",
+                "/api/probes", "/api/probes/{spec_id}", "POST /api/probes", "DELETE /api/probes/{spec_id}",
+                "DELETE /api/probes", "/-/health",
             ],
         })
 

@@ -208,6 +208,7 @@ def create_app(
     from starlette.routing import Mount, Router
 
     from hostapp.serve import api
+    from hostapp.serve import probes as probes_api
     from hostapp.serve.monitor import RequestMonitor
     from hostapp.serve.security import Guard
 
@@ -220,7 +221,7 @@ def create_app(
     context.plugin_router = Router(routes=[])
     if host.state == "running":
         context.mount_plugin_routes()
-    routes = list(api.routes(context))
+    routes = [*probes_api.routes(context), *api.routes(context)]  # before the API's catch-all
     if web:
         from hostapp.serve import web as web_view
 

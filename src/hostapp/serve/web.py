@@ -14,7 +14,8 @@ Pages (links are relative to the app's ``root_path``, so it can be mounted anywh
     headers, body, with their truncation), duration, call site, the libraries it went
     through and the calls made inside it;
 ``/plugins``
-    every plugin with its state and why, the components, tasks, sinks and routes.
+    every plugin with its state and why, the components, tasks, sinks and routes, and the
+    probe specs with their state per process (read-only).
 
 Events are drawn through the plugins' renderers (:class:`hostapp.render.Renderers`), the
 same ones ``hostapp events`` uses. Everything shown comes from the store, where the bus
@@ -520,9 +521,51 @@ def _plugins_page(context: ServeContext, request: Request) -> Response:
                                 if sinks else '<p class="empty">No sinks.</p>')
     body += "<h2>Routes</h2>" + (_table(("Path", "Methods", "Kind", "Plugin", "Endpoint"), routes)
                                  if routes else '<p class="empty">No plugin routes.</p>')
+    body += _probes_html(context, links)
     for problem in context.problems:
         body += f'<p class="hook-error">refused: {h(problem)}</p>'
     return _page(links, "Plugins", body, active="plugins")
+
+
+def _probes_html(context: ServeContext, links: _Links) -> str:
+    """The plugins page's probes section, read-only: the rows of ``GET /api/probes``
+    (``hostapp probes list``), one line per process with its state, error and values."""
+    from hostapp.probes import admin
+    from hostapp.serve.probes import spec_store
+
+    head = (f'<h2 id="probes">Probes</h2><p class="run-meta">the probe specs every host sharing the store applies '
+            f'(<code>hostapp probes add</code>, <code>POST /api/probes</code>) · '
+            f'<a href="{h(links("/api/probes"))}">as JSON</a></p>')
+    try:
+        rows = admin.spec_rows(spec_store(context))
+    except Exception as exc:  # noqa: BLE001 - a page, whatever the store does
+        return head + f'<p class="hook-error">the probe spec store cannot be read: {h(exc)}</p>'
+    if not rows:
+        return head + '<p class="empty">No probes. Add one with <code>hostapp probes add pkg.mod.func --type incr</code>.</p>'
+    colours = {"active": "ok", "pending": "warn", "ended": "", "expired": "warn", "error": "bad", "off": "bad",
+               "gone": "bad"}
+    cells = []
+    for row in rows:
+        processes = []
+        for record in row["applied"].values():
+            state = str(record.get("state"))
+            line = f"{h(record.get('host'))}/{h(record.get('pid'))} {_badge(state, colours.get(state, ''))}"
+            problem = record.get("err") or (f"last error: {record['last_error']}" if record.get("last_error") else "")
+            if problem:  # a pending target is waiting for an import: said, not alarmed
+                css = "" if state in ("pending", "ended") else ' class="hook-error"'
+                line += f" <small{css}>{h(problem)}</small>"
+            values = admin.format_values(record.get("values"))
+            if values:
+                line += f"<br><small>{h(values)}</small>"
+            processes.append(f'<div class="probe-process">{line}</div>')
+        expires = _badge("expired", "warn") if row["status"] == "expired" else h(admin.expires_text(row["expires_in_s"]))
+        cells.append((
+            f"<code>{h(row['id'])}</code>", f"<code>{h(row['target'])}</code>",
+            h(admin.describe_instrument(row["instrument"])), expires,
+            "".join(processes) or '<span class="empty">not applied yet</span>', h(row["fires"]), h(row["errors"]),
+        ))
+    return head + _table(("Id", "Target", "Instrument", "Expires", "Processes", "Fires", "Errors"), cells,
+                         css="probes")
 
 
 def routes(context: ServeContext) -> list[Any]:
