@@ -59,6 +59,30 @@ def test_an_async_plugin_brings_the_loop_and_a_config_file_tomllib(tmp_path):
     assert {"asyncio", "tomllib"} <= modules
 
 
+def test_a_plain_background_task_needs_no_asyncio(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "beat.py").write_text(textwrap.dedent('''
+        import pathlib
+        import hostapp
+
+        def run(host, stop_event):
+            pathlib.Path("beat-ran").touch()
+            stop_event.wait()
+
+        @hostapp.hookimpl
+        def hostapp_background_tasks():
+            return hostapp.BackgroundTask(name="beat", run=run)
+    '''))
+    (tmp_path / "hostapp.toml").write_text('[plugins]\npaths = ["plugins"]\n')
+    (tmp_path / "prog.py").write_text("import time\ntime.sleep(0.3)\n" + SHOW_MODULES)
+    done = subprocess.run([sys.executable, "-m", "hostapp", "run", "prog.py"], cwd=tmp_path, env=env_for(tmp_path),
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    modules = set(json.loads(done.stdout))
+    assert "hostapp.tasks" in modules and "asyncio" not in modules
+    assert (tmp_path / "beat-ran").exists()
+
+
 def test_a_plugin_whose_library_is_missing_is_not_imported(hostapp_dist, tmp_path):
     hostapp_dist("acme-traces", entry_points={
         "hostapp": {"acme.present": "acme_present", "acme.absent": "acme_absent"},
