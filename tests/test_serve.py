@@ -375,7 +375,7 @@ def test_luna_background_plugin_with_a_route_is_served(tmp_path):
         health = served.get("/-/health")
         assert health.status_code == 200
         assert health.json()["status"] == "ok"
-        assert health.json()["tasks"] == {"background_example": "waiting"}
+        assert health.json()["tasks"] == {"background_example": "waiting", "probes": "running"}  # + the built-in probe poller
 
         request = wait_for(
             lambda: [m for m in monitor_lines(tmp_path) if m.get("request_id") == "req-teapot-1"],

@@ -1,4 +1,4 @@
-"""The probe poller: applies the probe specs of the store in this host.
+"""The ``probes`` background task: applies the probe specs of the store in this host.
 
 Every ``probes.poll_interval`` seconds (default 1) it reads the specs store's change
 marker (one small read: ``SELECT version FROM probe_marker`` in SQLite, ``GET`` in
@@ -9,13 +9,10 @@ where something changed. The probe machinery (:mod:`hostapp.probes.manager`, the
 backends) is imported at the first tick that finds a spec, never before, so a host with no
 probe pays one marker read a second.
 
-It runs in its own thread (``hostapp-task-probes``, untraced), started by
-``hostapp_startup`` and stopped by ``hostapp_shutdown``: not a supervised background task,
-because those run on an asyncio loop and a host with no async plugin code imports no
-asyncio. At host stop the probes are removed and their last values written (state
-``ended``). ``probes.enabled = false`` turns it off (the thread ends at once), and so does
-a host without a store when the specs are in SQLite; ``plugins.disable = ["tasks.probes"]``
-removes it.
+It runs in its own thread (``hostapp-task-probes``, untraced). At host stop the probes
+are removed and their last values written (state ``ended``). ``probes.enabled = false``
+turns it off (the task finishes at once), and so does a host without a store when the
+specs are in SQLite; ``plugins.disable = ["tasks.probes"]`` removes it.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from typing import Any
 
 import hostapp
 
-__all__ = ["hostapp_shutdown", "hostapp_startup"]
+__all__ = ["hostapp_background_tasks"]
 
 logger = logging.getLogger("hostapp.probes")
 
@@ -133,30 +130,10 @@ def run(host: Any, stop_event: threading.Event) -> None:
         poller.close()
 
 
-#: host id -> (its poller thread, the event that stops it)
-_RUNNING: dict[int, tuple[threading.Thread, threading.Event]] = {}
-
-
 @hostapp.hookimpl
-def hostapp_startup(host: Any) -> None:
-    """Start the poller in its own thread, ``hostapp-task-probes`` (not a supervised
-    background task: those run on an asyncio loop, and a host with no async plugin code
-    imports no asyncio; the poller's loop survives every error on its own)."""
-    stop_event = threading.Event()
-    thread = threading.Thread(target=run, args=(host, stop_event), name="hostapp-task-probes", daemon=True)
-    thread.hostapp_untraced = True  # type: ignore[attr-defined]
-    _RUNNING[id(host)] = (thread, stop_event)
-    thread.start()
-
-
-@hostapp.hookimpl
-def hostapp_shutdown(host: Any) -> None:
-    """Stop the poller (it removes the probes and writes their last values), at most 5 s."""
-    found = _RUNNING.pop(id(host), None)
-    if found is None:
-        return
-    thread, stop_event = found
-    stop_event.set()
-    thread.join(5.0)
-    if thread.is_alive():
-        logger.warning("probes: the poller did not stop within 5 s; abandoned")
+def hostapp_background_tasks() -> Any:
+    """The ``probes`` task (a sync task in ``hostapp-task-probes``; see the module docstring)."""
+    return hostapp.BackgroundTask(
+        name="probes", run=run, restart="on-failure", stop_timeout=5.0,
+        description="applies the probe specs of the store (hostapp probes add ...)",
+    )
